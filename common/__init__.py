@@ -1,0 +1,1 @@
+"""Small pieces shared by every package (errors); depends on nothing of ours."""

@@ -1,0 +1,117 @@
+"""Build the default model pack: a penguin-species MLP on the palmerpenguins data.
+
+The data ships inside the `palmerpenguins` pip package, so this runs offline and,
+with fixed seeds and single-threaded training, gives the same pack on every run.
+The island is *not* a model input: it is the deployment context whose species mix
+the guardrails use as priors, and it is kept as an extra column in the test and
+reference tables for evaluation by island.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from packs.format import LABEL_COLUMN, FeatureSpec, PackMetadata
+from packs.writer import Splits, split_frame, write_pack
+
+log = logging.getLogger(__name__)
+
+PACK_NAME = "penguins"
+FEATURES = [
+    FeatureSpec(name="bill_length_mm", unit="mm"),
+    FeatureSpec(name="bill_depth_mm", unit="mm"),
+    FeatureSpec(name="flipper_length_mm", unit="mm"),
+    FeatureSpec(name="body_mass_g", unit="g"),
+]
+LABELS = ["Adelie", "Chinstrap", "Gentoo"]
+SEED = 0
+
+
+def penguin_frame() -> pd.DataFrame:
+    """The 342 penguins with all four measurements, as features + label + island."""
+    from palmerpenguins import load_penguins
+
+    names = [f.name for f in FEATURES]
+    raw = load_penguins().dropna(subset=names)
+    frame = raw[names].astype("float64")
+    frame[LABEL_COLUMN] = raw["species"].astype(str)
+    frame["island"] = raw["island"].astype(str)
+    return frame.reset_index(drop=True)
+
+
+def train_model(
+    train: pd.DataFrame,
+    *,
+    seed: int = SEED,
+    hidden: tuple[int, ...] = (16,),
+    max_iter: int = 2000,
+):  # type: ignore[no-untyped-def]
+    """A standardised MLP; returns the fitted scikit-learn pipeline."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    names = [f.name for f in FEATURES]
+    model = make_pipeline(
+        StandardScaler(),
+        MLPClassifier(
+            hidden_layer_sizes=hidden,
+            max_iter=max_iter,
+            random_state=seed,
+            solver="lbfgs",
+            alpha=1e-3,
+        ),
+    )
+    model.fit(train[names].to_numpy(dtype=np.float32), train[LABEL_COLUMN].to_numpy())
+    if list(model.classes_) != LABELS:
+        raise RuntimeError(f"unexpected classes {model.classes_}")
+    return model
+
+
+def to_onnx(model) -> bytes:  # type: ignore[no-untyped-def]
+    """Export a fitted classifier to ONNX with a plain (n, k) probability tensor."""
+    from skl2onnx import to_onnx as skl_to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    onx = skl_to_onnx(
+        model,
+        initial_types=[("features", FloatTensorType([None, len(FEATURES)]))],
+        options={id(model): {"zipmap": False}},
+        target_opset=17,
+    )
+    return onx.SerializeToString()
+
+
+def build_default_pack(
+    out_dir: Path,
+    *,
+    splits: Splits | None = None,
+    hidden: tuple[int, ...] = (16,),
+    max_iter: int = 2000,
+) -> PackMetadata:
+    """Train, export and write the default pack to `out_dir`; returns its metadata.
+
+    `splits`, `hidden` and `max_iter` exist so that tests and the retraining loop can
+    build candidate packs (better or deliberately worse) the same way.
+    """
+    splits = splits or split_frame(
+        penguin_frame(), validation_fraction=0.2, test_fraction=0.2, seed=SEED
+    )
+    model = train_model(splits.train, hidden=hidden, max_iter=max_iter)
+    meta = write_pack(
+        Path(out_dir),
+        model_bytes=to_onnx(model),
+        name=PACK_NAME,
+        description="Penguin species from four body measurements (palmerpenguins).",
+        features=FEATURES,
+        labels=LABELS,
+        onnx_input="features",
+        onnx_output="probabilities",
+        splits=splits,
+    )
+    log.info("built %s %s: %s", meta.name, meta.version, meta.metrics)
+    return meta

@@ -1,0 +1,44 @@
+"""Errors raised while reading or building a model pack.
+
+common.errors.ServiceError
+└── PackError (500: a broken pack is an operator problem, reported at start-up)
+    ├── PackFileMissing(path)
+    ├── PackMetadataInvalid(path, problems)
+    └── PackModelMismatch(what, expected, actual)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.errors import ServiceError
+
+
+class PackError(ServiceError):
+    code = "pack_error"
+
+
+class PackFileMissing(PackError):
+    def __init__(self, path: Path):
+        super().__init__(f"model pack file is missing: {path}")
+
+
+class PackMetadataInvalid(PackError):
+    def __init__(self, path: Path, problems: str):
+        super().__init__(f"model pack metadata {path} is invalid: {problems}")
+
+
+class PackModelMismatch(PackError):
+    def __init__(self, what: str, expected: object, actual: object):
+        super().__init__(
+            f"model pack does not match its ONNX model: {what}: "
+            f"metadata says {expected!r}, model has {actual!r}"
+        )
+
+
+class GpuRequired(PackError):
+    def __init__(self, providers: list[str]):
+        super().__init__(
+            "settings require a GPU (CUDAExecutionProvider) but onnxruntime is "
+            f"running on {providers}; refusing to start"
+        )
