@@ -1,0 +1,139 @@
+"""Feedback commands: `python -m feedback.cli --help` (also a sub-app of service.cli).
+
+migrate   apply the store's Alembic migrations to a database
+regress   replay regression cases + the test table through a candidate and the
+          baseline pack, print the report, store the run, apply the gate
+          (exit code 1 when the gate refuses the candidate: usable in CI)
+purge     delete logged predictions older than N days (retention)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+DB_OPTION = typer.Option(..., "--db", help="SQLAlchemy URL, e.g. sqlite:///data/f.db")
+
+
+@app.command()
+def migrate(db: str = DB_OPTION) -> None:
+    """Upgrade the database schema to the newest revision."""
+    from feedback.db import current_revision, make_engine
+    from feedback.db import migrate as run_migrations
+
+    engine = make_engine(db)
+    try:
+        run_migrations(engine)
+        typer.echo(f"schema at revision {current_revision(engine)}")
+    finally:
+        engine.dispose()
+
+
+@app.command()
+def regress(
+    db: str = DB_OPTION,
+    candidate: Path = typer.Option(..., exists=True, file_okay=False, help="Pack dir."),
+    baseline: Path = typer.Option(..., exists=True, file_okay=False, help="Pack dir."),
+    policy: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="Policy YAML (default: its defaults)."
+    ),
+    out: Path | None = typer.Option(None, help="Directory for the confusion PNG."),
+    test_table: Path | None = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="Parquet test table (default: the baseline pack's test set).",
+    ),
+    context_column: str | None = typer.Option(
+        None, help="Test-table column holding each row's deployment context."
+    ),
+    max_newly_broken: int = typer.Option(
+        0, min=0, help="Gate: cases allowed to break."
+    ),
+    max_metric_drop: float = typer.Option(
+        0.01, min=0.0, help="Gate: allowed absolute drop of accuracy / macro-F1."
+    ),
+) -> None:
+    """Run the regression suite and the promotion gate for a candidate pack."""
+    from feedback import store
+    from feedback.db import make_engine, session_factory
+    from feedback.db import migrate as run_migrations
+    from feedback.gate import gate
+    from feedback.regression import run_regression
+    from feedback.replay import pack_predictor
+    from packs.loader import load_table
+
+    cand = pack_predictor(candidate, policy)
+    base = pack_predictor(baseline, policy)
+    if cand.feature_names != base.feature_names or cand.labels != base.labels:
+        typer.echo(
+            "candidate and baseline packs differ in features or labels", err=True
+        )
+        raise typer.Exit(2)
+    table = load_table(test_table or base.pack.test_path())
+    engine = make_engine(db)
+    try:
+        run_migrations(engine)
+        with session_factory(engine)() as session:
+            report = run_regression(
+                session,
+                candidate=cand,
+                baseline=base,
+                test_table=table,
+                labels=cand.labels,
+                feature_names=cand.feature_names,
+                context_column=context_column,
+                candidate_version=cand.version,
+                baseline_version=base.version,
+                policy_version=cand.policy_version,
+                out_dir=out,
+            )
+            decision = gate(
+                report,
+                max_newly_broken=max_newly_broken,
+                max_metric_drop=max_metric_drop,
+            )
+            assert report.run_id is not None
+            store.set_run_decision(
+                session, report.run_id, passed=decision.passed, reasons=decision.reasons
+            )
+    finally:
+        engine.dispose()
+    typer.echo(report.to_text())
+    typer.echo("")
+    typer.echo(decision.to_text())
+    if not decision.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def purge(
+    db: str = DB_OPTION,
+    days: float = typer.Option(..., min=0.0, help="Keep predictions this recent."),
+) -> None:
+    """Delete logged predictions older than `--days` (the policy's retention)."""
+    from feedback import store
+    from feedback.db import make_engine, session_factory
+
+    engine = make_engine(db)
+    try:
+        with session_factory(engine)() as session:
+            deleted = store.purge_predictions_older_than(session, days)
+    finally:
+        engine.dispose()
+    typer.echo(f"deleted {deleted} logged predictions older than {days:g} days")
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Errors raised by the feedback store, and the database-error translator.
+
+    common.errors.ServiceError
+    ├── NotFound (404)
+    │   ├── PredictionNotFound(prediction_id)
+    │   └── ReportNotFound(report_id)
+    ├── Unprocessable (422)
+    │   ├── UnknownLabel(field, label, allowed)
+    │   └── BadTriageUpdate(message)
+    └── Unavailable (503, Retry-After)
+        └── DatabaseUnavailable(operation)
+
+`translate_db_errors()` turns connection-level SQLAlchemy errors (server down,
+pool exhausted, SQLite locked past its busy timeout) into `DatabaseUnavailable`,
+so the HTTP layer answers 503 with Retry-After instead of a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from sqlalchemy import exc as sa_exc
+
+from common.errors import NotFound, Unavailable, Unprocessable
+
+log = logging.getLogger(__name__)
+
+
+class PredictionNotFound(NotFound):
+    code = "prediction_not_found"
+
+    def __init__(self, prediction_id: str):
+        super().__init__(
+            f"no logged prediction has id {prediction_id!r}; it may be unknown, "
+            "expired by retention, or not logged (send the input and output instead)",
+            field="prediction_id",
+        )
+
+
+class ReportNotFound(NotFound):
+    code = "report_not_found"
+
+    def __init__(self, report_id: str):
+        super().__init__(f"no report has id {report_id!r}", field="report_id")
+
+
+class UnknownLabel(Unprocessable):
+    code = "unknown_label"
+
+    def __init__(self, field: str, label: str, allowed: Sequence[str]):
+        super().__init__(
+            f"{field} {label!r} is not a label of this model; "
+            f"allowed: {', '.join(allowed)}",
+            field=field,
+            allowed=list(allowed),
+        )
+
+
+class BadTriageUpdate(Unprocessable):
+    code = "bad_triage_update"
+
+
+class DatabaseUnavailable(Unavailable):
+    code = "database_unavailable"
+
+    def __init__(self, operation: str = "this request", *, retry_after_s: int = 5):
+        super().__init__(
+            f"the feedback database is unavailable for {operation}; "
+            "nothing was stored, retry later",
+            retry_after_s=retry_after_s,
+        )
+
+
+# Errors that mean "the database cannot be reached or is busy", as opposed to a
+# bug in our SQL. OperationalError covers connection refused, server shutdown,
+# and SQLite's "database is locked"; InterfaceError a closed connection;
+# TimeoutError an exhausted connection pool.
+_TRANSIENT = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that a retry against a recovered database would fix."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
+@contextmanager
+def translate_db_errors(operation: str = "this request") -> Iterator[None]:
+    """Re-raise transient database errors as `DatabaseUnavailable` (503)."""
+    try:
+        yield
+    except sa_exc.SQLAlchemyError as exc:
+        if not is_transient(exc):
+            raise
+        # The message can hold host names; it goes to the log, not the client.
+        log.warning("database unavailable during %s: %s", operation, exc)
+        raise DatabaseUnavailable(operation) from exc

@@ -1,0 +1,543 @@
+"""Store functions over a session: reports, triage, cases, versions, retention.
+
+Every function takes a `Session` first and keyword-only arguments after; writing
+functions commit before they return (a 2xx then means durable), roll back on
+failure, and turn an unreachable database into `DatabaseUnavailable` (503).
+Prediction rows are written by `feedback.prediction_log`, not here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    String,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from feedback.db import begin_write
+from feedback.errors import (
+    BadTriageUpdate,
+    PredictionNotFound,
+    ReportNotFound,
+    UnknownLabel,
+    translate_db_errors,
+)
+from feedback.models import (
+    ModelVersion,
+    Prediction,
+    RegressionCase,
+    RegressionResult,
+    RegressionRun,
+    Report,
+    RetrainingRequest,
+    utcnow,
+)
+from feedback.schemas import ReportCreate, ReportFilter, ReportUpdate
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _db_call(fn: Callable[P, T]) -> Callable[P, T]:
+    """Roll back and translate transient database errors for one store function."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        session = args[0]
+        assert isinstance(session, Session)
+        try:
+            with translate_db_errors(fn.__name__.replace("_", " ")):
+                return fn(*args, **kwargs)
+        except BaseException:
+            # With the server gone the rollback can fail too; the original error
+            # is the one to report.
+            with contextlib.suppress(Exception):
+                session.rollback()
+            raise
+
+    return wrapper
+
+
+def _check_label(field: str, label: str | None, labels: Sequence[str]) -> None:
+    if label is not None and label not in labels:
+        raise UnknownLabel(field, label, labels)
+
+
+# --- predictions -----------------------------------------------------------------
+
+
+@_db_call
+def get_prediction(session: Session, prediction_id: str) -> Prediction:
+    """The logged prediction with this id, or `PredictionNotFound`."""
+    row = session.get(Prediction, prediction_id)
+    if row is None:
+        raise PredictionNotFound(prediction_id)
+    return row
+
+
+@_db_call
+def read_prediction_window(
+    session: Session,
+    *,
+    limit_rows: int,
+    model_version: str | None = None,
+    feature_names: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The latest `limit_rows` logged predictions, oldest first, as a DataFrame.
+
+    Columns: one per input feature (all seen, or exactly `feature_names` in that
+    order, NaN where missing), then `predicted_label` (None when abstained) and
+    `created_at` (UTC). Rows logged without inputs have NaN features. Uses Core
+    rows, not ORM objects: this feeds the drift job on 100k rows.
+    """
+    names = list(feature_names) if feature_names is not None else None
+    if names is None:
+        names = _latest_feature_names(session, model_version)
+    # The database extracts the features from JSON (json_extract / ->>), and
+    # timestamps come back as text (SQLite) or epoch seconds (PostgreSQL): both
+    # are several times faster than building Python objects per row and cell.
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    created = (
+        type_coerce(Prediction.created_at, String())
+        if sqlite
+        else cast(func.extract("epoch", Prediction.created_at), Float)
+    )
+    stmt = select(
+        *[Prediction.inputs[name].as_float() for name in names],
+        Prediction.label,
+        created,
+    ).order_by(Prediction.created_at.desc())
+    if model_version is not None:
+        stmt = stmt.where(Prediction.model_version == model_version)
+    rows = session.execute(stmt.limit(limit_rows)).all()
+    columns = list(zip(*rows, strict=True)) or [()] * (len(names) + 2)
+    data: dict[str, Any] = {
+        name: np.array(columns[i], dtype="float64")[::-1]
+        for i, name in enumerate(names)
+    }
+    data["predicted_label"] = np.array(columns[-2], dtype=object)[::-1]
+    stamps = np.array(columns[-1], dtype=object if sqlite else "float64")[::-1]
+    data["created_at"] = (
+        pd.to_datetime(stamps, utc=True, format="ISO8601")
+        if sqlite
+        else pd.to_datetime(np.round(stamps * 1e6).astype("int64"), unit="us", utc=True)
+    )
+    return pd.DataFrame(data)
+
+
+def _latest_feature_names(session: Session, model_version: str | None) -> list[str]:
+    stmt = select(Prediction.inputs).where(Prediction.inputs.is_not(None))
+    if model_version is not None:
+        stmt = stmt.where(Prediction.model_version == model_version)
+    inputs = session.scalar(stmt.order_by(Prediction.created_at.desc()).limit(1))
+    return list(inputs or {})
+
+
+@_db_call
+def purge_predictions_older_than(
+    session: Session, days: float, *, batch_rows: int = 5000
+) -> int:
+    """Delete logged predictions older than `days` (retention); returns rows deleted.
+
+    Deletes in batches, each its own transaction, so that the prediction log's
+    inserts are never blocked for long.
+    """
+    if days < 0:
+        raise ValueError("days must be >= 0")
+    cutoff = utcnow() - timedelta(days=days)
+    total = 0
+    while True:
+        begin_write(session)
+        ids = (
+            select(Prediction.id)
+            .where(Prediction.created_at < cutoff)
+            .limit(batch_rows)
+            .scalar_subquery()
+        )
+        result = session.execute(
+            delete(Prediction).where(Prediction.id.in_(ids)),
+            execution_options={"synchronize_session": False},
+        )
+        deleted = int(result.rowcount)  # type: ignore[attr-defined]
+        session.commit()
+        total += deleted
+        if deleted < batch_rows:
+            return total
+
+
+# --- reports -------------------------------------------------------------------------
+
+
+def _by_key(session: Session, key: str) -> Report | None:
+    return session.scalars(select(Report).where(Report.idempotency_key == key)).first()
+
+
+@_db_call
+def create_report(
+    session: Session,
+    *,
+    data: ReportCreate,
+    labels: Sequence[str],
+    idempotency_key: str | None = None,
+    default_model_version: str | None = None,
+    default_policy_version: str | None = None,
+) -> tuple[Report, bool]:
+    """Store a report, committed before returning; returns (report, created).
+
+    A repeated `idempotency_key` returns the report first stored under it with
+    `created=False`, also when two requests race (the unique constraint decides).
+    Raises `PredictionNotFound` for an unknown prediction id and `UnknownLabel`
+    for an expected label the model does not have. Direct reports without a
+    model version get `default_model_version` (the one served now).
+    """
+    # Write lock first: on SQLite a read-then-write transaction can fail outright
+    # when another writer commits in between.
+    begin_write(session)
+    if idempotency_key is not None:
+        existing = _by_key(session, idempotency_key)
+        if existing is not None:
+            return existing, False
+    _check_label("expected_label", data.expected_label, labels)
+    report = _new_report(session, data, default_model_version, default_policy_version)
+    report.idempotency_key = idempotency_key
+    session.add(report)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = _by_key(session, idempotency_key) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
+    return report, True
+
+
+def _new_report(
+    session: Session,
+    data: ReportCreate,
+    default_model_version: str | None,
+    default_policy_version: str | None,
+) -> Report:
+    common: dict[str, Any] = {
+        "expected_label": data.expected_label,
+        "categories": list(data.categories),
+        "comment": data.comment,
+        "reporter": data.reporter,
+        "status": "new",
+    }
+    if data.prediction_id is not None:
+        pred = session.get(Prediction, data.prediction_id)
+        if pred is None:
+            raise PredictionNotFound(data.prediction_id)
+        return Report(
+            prediction_id=pred.id,
+            model_version=pred.model_version,
+            policy_version=pred.policy_version,
+            context=pred.context,
+            inputs=pred.inputs,
+            bad_output=pred.outputs,
+            bad_label=pred.label,
+            **common,
+        )
+    assert data.bad_output is not None  # guaranteed by ReportCreate
+    return Report(
+        model_version=data.model_version or default_model_version,
+        policy_version=default_policy_version if data.model_version is None else None,
+        context=data.context,
+        inputs=data.inputs,
+        bad_output=data.bad_output.model_dump(mode="json"),
+        bad_label=data.bad_output.label,
+        **common,
+    )
+
+
+@_db_call
+def get_report(session: Session, report_id: str) -> Report:
+    row = session.get(Report, report_id)
+    if row is None:
+        raise ReportNotFound(report_id)
+    return row
+
+
+def _filtered(session: Session, stmt: Select[Any], filter: ReportFilter) -> Select[Any]:
+    if filter.status is not None:
+        stmt = stmt.where(Report.status == filter.status)
+    if filter.model_version is not None:
+        stmt = stmt.where(Report.model_version == filter.model_version)
+    if filter.label is not None:
+        stmt = stmt.where(
+            or_(
+                Report.bad_label == filter.label,
+                Report.expected_label == filter.label,
+                Report.corrected_label == filter.label,
+            )
+        )
+    if filter.category is not None:
+        stmt = stmt.where(_has_category(session, filter.category))
+    if filter.created_after is not None:
+        stmt = stmt.where(Report.created_at >= filter.created_after)
+    if filter.created_before is not None:
+        stmt = stmt.where(Report.created_at < filter.created_before)
+    return stmt
+
+
+def _has_category(session: Session, category: str) -> ColumnElement[bool]:
+    if session.get_bind().dialect.name == "postgresql":
+        return type_coerce(Report.categories, JSONB).contains([category])
+    values = func.json_each(Report.categories).table_valued("value")
+    return select(values.c.value).where(values.c.value == category).exists()
+
+
+@_db_call
+def list_reports(
+    session: Session, *, filter: ReportFilter, limit: int = 50, offset: int = 0
+) -> list[Report]:
+    """Reports matching `filter`, newest first."""
+    stmt = _filtered(session, select(Report), filter)
+    stmt = (
+        stmt.order_by(Report.created_at.desc(), Report.id).limit(limit).offset(offset)
+    )
+    return list(session.scalars(stmt))
+
+
+@_db_call
+def count_reports(session: Session, *, filter: ReportFilter) -> int:
+    stmt = _filtered(session, select(func.count()).select_from(Report), filter)
+    return int(session.scalar(stmt) or 0)
+
+
+@_db_call
+def update_report(
+    session: Session, report_id: str, *, update: ReportUpdate, labels: Sequence[str]
+) -> Report:
+    """Apply a triage update, committed; keeps the report's regression case in step.
+
+    A confirmed (or fixed) report with an input and a label (corrected, else
+    expected) becomes an active regression case, or updates its existing one;
+    a rejected report deactivates its case. Confirming a report without a label
+    is refused: a case needs to know the right answer.
+    """
+    _check_label("corrected_label", update.corrected_label, labels)
+    begin_write(session)
+    report = session.get(Report, report_id, populate_existing=True)
+    if report is None:
+        raise ReportNotFound(report_id)
+    if update.status is not None:
+        report.status = update.status
+    if update.categories is not None:
+        report.categories = list(update.categories)
+    if "corrected_label" in update.model_fields_set:
+        report.corrected_label = update.corrected_label
+    if report.status in ("confirmed", "fixed") and report.label is None:
+        raise BadTriageUpdate(
+            f"report {report_id} cannot be {report.status} without a label: "
+            "give corrected_label",
+            field="corrected_label",
+        )
+    _sync_case(report)
+    session.commit()
+    return report
+
+
+def _sync_case(report: Report) -> None:
+    case = report.regression_case
+    wanted = report.status in ("confirmed", "fixed") and report.inputs is not None
+    if not wanted:
+        if case is not None:
+            case.active = False
+        return
+    assert report.label is not None and report.inputs is not None
+    if case is None:
+        case = RegressionCase(inputs=report.inputs)
+        # Set from the report's side: that cascades the new case into the session.
+        report.regression_case = case
+    case.inputs = report.inputs
+    case.expected_label = report.label
+    case.context = report.context
+    case.categories = list(report.categories or [])
+    case.model_version = report.model_version
+    case.active = True
+
+
+@_db_call
+def regression_cases(
+    session: Session, *, active_only: bool = True
+) -> list[RegressionCase]:
+    """Regression cases in creation order (active ones only by default)."""
+    stmt = select(RegressionCase).order_by(RegressionCase.id)
+    if active_only:
+        stmt = stmt.where(RegressionCase.active.is_(True))
+    return list(session.scalars(stmt))
+
+
+# --- model versions and regression runs ----------------------------------------
+
+
+@_db_call
+def record_model_version(
+    session: Session,
+    *,
+    name: str,
+    version: str,
+    metadata: dict[str, Any],
+    status: str | None = None,
+) -> ModelVersion:
+    """Register a pack version (idempotent); `status="served"` also promotes it.
+
+    Promoting marks the previously served version of the same name `retired`
+    and sets `promoted_at`.
+    """
+    begin_write(session)
+    row = session.scalars(
+        select(ModelVersion).where(
+            ModelVersion.name == name, ModelVersion.version == version
+        )
+    ).first()
+    if row is None:
+        row = ModelVersion(name=name, version=version, pack_metadata=metadata)
+        session.add(row)
+    if status == "served" and row.status != "served":
+        for other in session.scalars(
+            select(ModelVersion).where(
+                ModelVersion.name == name, ModelVersion.status == "served"
+            )
+        ):
+            other.status = "retired"
+        row.promoted_at = utcnow()
+    if status is not None:
+        row.status = status
+    try:
+        session.commit()
+    except IntegrityError:
+        # Another worker registered the same version first: theirs is the row.
+        session.rollback()
+        return _model_version(session, name, version)
+    return row
+
+
+def _model_version(session: Session, name: str, version: str) -> ModelVersion:
+    return session.scalars(
+        select(ModelVersion).where(
+            ModelVersion.name == name, ModelVersion.version == version
+        )
+    ).one()
+
+
+@_db_call
+def served_model_version(session: Session, *, name: str) -> ModelVersion | None:
+    """The version of pack `name` last promoted, if any."""
+    return session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.name == name, ModelVersion.status == "served")
+        .order_by(ModelVersion.promoted_at.desc())
+    ).first()
+
+
+@_db_call
+def set_run_decision(
+    session: Session, run_id: int, *, passed: bool, reasons: Sequence[str]
+) -> RegressionRun:
+    """Store the gate's decision on a regression run."""
+    begin_write(session)
+    run = session.get(RegressionRun, run_id)
+    if run is None:
+        raise ValueError(f"no regression run {run_id}")
+    run.passed = passed
+    run.summary = {**run.summary, "gate_reasons": list(reasons)}
+    session.commit()
+    return run
+
+
+@_db_call
+def regression_runs(session: Session, *, limit: int = 20) -> list[RegressionRun]:
+    """The latest regression runs, newest first."""
+    stmt = select(RegressionRun).order_by(RegressionRun.id.desc()).limit(limit)
+    return list(session.scalars(stmt))
+
+
+@_db_call
+def mark_reports_fixed(session: Session, *, run_id: int) -> int:
+    """After promoting a run's candidate: confirmed reports whose case it passes
+    become `fixed`; returns how many changed (committed)."""
+    begin_write(session)
+    reports = session.scalars(
+        select(Report)
+        .join(RegressionCase, RegressionCase.report_id == Report.id)
+        .join(RegressionResult, RegressionResult.case_id == RegressionCase.id)
+        .where(
+            RegressionResult.run_id == run_id,
+            RegressionResult.candidate_ok.is_(True),
+            Report.status == "confirmed",
+        )
+    ).all()
+    for report in reports:
+        report.status = "fixed"
+    session.commit()
+    return len(reports)
+
+
+# --- retraining requests --------------------------------------------------------
+
+
+@_db_call
+def open_retraining_request(
+    session: Session,
+    *,
+    reason: str,
+    details: dict[str, Any],
+    model_version: str | None = None,
+) -> RetrainingRequest:
+    """Record that drift or the report rate asks for retraining (committed)."""
+    begin_write(session)
+    row = RetrainingRequest(
+        reason=reason, details=details, model_version=model_version, status="open"
+    )
+    session.add(row)
+    session.commit()
+    return row
+
+
+@_db_call
+def retraining_requests(
+    session: Session, *, status: str | None = "open", limit: int = 50
+) -> list[RetrainingRequest]:
+    """Retraining requests, newest first (open ones by default)."""
+    stmt = select(RetrainingRequest).order_by(RetrainingRequest.created_at.desc())
+    if status is not None:
+        stmt = stmt.where(RetrainingRequest.status == status)
+    return list(session.scalars(stmt.limit(limit)))
+
+
+@_db_call
+def close_retraining_request(
+    session: Session, request_id: int, *, status: str = "done"
+) -> RetrainingRequest:
+    """Mark a request `done` (a candidate was built and gated) or `dismissed`."""
+    if status not in ("done", "dismissed"):
+        raise ValueError("status must be 'done' or 'dismissed'")
+    begin_write(session)
+    row = session.get(RetrainingRequest, request_id)
+    if row is None:
+        raise ValueError(f"no retraining request {request_id}")
+    row.status = status
+    row.closed_at = utcnow()
+    session.commit()
+    return row

@@ -1,0 +1,58 @@
+"""Rows and shortcuts shared by the feedback tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine
+
+from feedback.models import new_prediction_id, utcnow
+from feedback.prediction_log import PredictionLog
+from feedback.schemas import OutputRecord, PredictionRecord
+
+LABELS = ["Adelie", "Chinstrap", "Gentoo"]
+FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+ADELIE = dict(zip(FEATURES, [39.1, 18.7, 181.0, 3750.0], strict=True))
+
+
+def prediction(
+    *,
+    label: str | None = "Adelie",
+    inputs: dict[str, float] | None = None,
+    model_version: str = "pack-v1",
+    context: str | None = "Biscoe",
+    store_inputs: bool = True,
+    **kw: Any,
+) -> PredictionRecord:
+    """A logged prediction as the service would hand it over."""
+    values: dict[str, float | None] | None = None
+    if store_inputs:
+        values = dict(inputs if inputs is not None else ADELIE)
+    return PredictionRecord(
+        id=kw.pop("id", new_prediction_id()),
+        created_at=kw.pop("created_at", utcnow()),
+        model_version=model_version,
+        policy_version="policy-1",
+        context=context,
+        inputs=values,
+        outputs=OutputRecord(
+            label=label,
+            abstained=label is None,
+            reason=None if label else "low_confidence",
+            probabilities={"Adelie": 0.9, "Chinstrap": 0.05, "Gentoo": 0.05},
+        ),
+        trace=[{"stage": "input_bounds", "acted": False}],
+        **kw,
+    )
+
+
+def log_predictions(engine: Engine, records: Sequence[PredictionRecord]) -> None:
+    """Write rows through the real prediction log and wait until they are in."""
+    log = PredictionLog(
+        engine, max_queue_rows=100_000, batch_rows=500, flush_interval_ms=10
+    )
+    log.start()
+    assert log.submit(list(records))
+    assert log.close(timeout_s=30)
+    assert log.dropped_total == 0

@@ -1,0 +1,319 @@
+"""Regression suite and promotion gate on real packs through the guardrail pipeline:
+a deliberately worse candidate is refused, a better one passes; the CLI exits 1 on
+refusal; the run is stored with one result per case."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from feedback import store
+from feedback.cli import app
+from feedback.gate import gate
+from feedback.models import RegressionResult, RegressionRun
+from feedback.regression import (
+    CaseOutcome,
+    RegressionReport,
+    classification_metrics,
+    confusion_matrix,
+    error_analysis,
+    run_regression,
+)
+from feedback.replay import PackPredictor, pack_predictor
+from feedback.schemas import OutputRecord, ReportCreate, ReportFilter, ReportUpdate
+from packs.loader import load_table
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = ROOT / "policies" / "default.yaml"
+
+
+@pytest.fixture(scope="session")
+def weak_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A deliberately worse penguin pack: one hidden unit, three iterations."""
+    from packs.build_default import build_default_pack
+
+    out = tmp_path_factory.mktemp("packs") / "weak"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn: "did not converge", on purpose
+        build_default_pack(out, hidden=(1,), max_iter=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def strong(default_pack: Path) -> PackPredictor:
+    return pack_predictor(default_pack, POLICY)
+
+
+@pytest.fixture(scope="session")
+def weak(weak_pack: Path) -> PackPredictor:
+    return pack_predictor(weak_pack, POLICY)
+
+
+@pytest.fixture(scope="session")
+def test_table(default_pack: Path) -> pd.DataFrame:
+    return load_table(default_pack / "test.parquet")
+
+
+def confirm_cases(
+    session: Session,
+    table: pd.DataFrame,
+    *,
+    right: PackPredictor,
+    wrong: PackPredictor,
+    limit: int = 3,
+) -> list[int]:
+    """Report and confirm test rows that `right` answers correctly and `wrong` not,
+    the way users and triage would; returns the regression case ids."""
+    features = right.feature_names
+    x = table[features].to_numpy()
+    contexts = table["island"].tolist()
+    by_right, by_wrong = right(x, contexts), wrong(x, contexts)
+    picked = [
+        i
+        for i, truth in enumerate(table["label"])
+        if by_right[i] == truth and by_wrong[i] != truth
+    ][:limit]
+    assert picked, "the weak pack should get some test rows wrong"
+    case_ids = []
+    for i in picked:
+        row = table.iloc[i]
+        report, _ = store.create_report(
+            session,
+            data=ReportCreate(
+                inputs={f: float(row[f]) for f in features},
+                bad_output=OutputRecord(label=by_wrong[i]),
+                context=row["island"],
+                categories=["wrong species", f"island {row['island'].lower()}"],
+            ),
+            labels=right.labels,
+        )
+        updated = store.update_report(
+            session,
+            report.id,
+            update=ReportUpdate(status="confirmed", corrected_label=row["label"]),
+            labels=right.labels,
+        )
+        assert updated.regression_case_id is not None
+        case_ids.append(updated.regression_case_id)
+    return case_ids
+
+
+def test_gate_refuses_a_worse_candidate_that_breaks_cases(
+    session: Session,
+    strong: PackPredictor,
+    weak: PackPredictor,
+    test_table: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    case_ids = confirm_cases(session, test_table, right=strong, wrong=weak)
+    report = run_regression(
+        session,
+        candidate=weak,
+        baseline=strong,
+        test_table=test_table,
+        labels=strong.labels,
+        feature_names=strong.feature_names,
+        context_column="island",
+        candidate_version=weak.version,
+        baseline_version=strong.version,
+        policy_version=strong.policy_version,
+        out_dir=tmp_path,
+    )
+    assert [c.case_id for c in report.newly_broken] == case_ids
+    assert report.fixed == [] and report.still_failing == []
+    assert report.metrics["delta"]["accuracy"] < -0.05
+    decision = gate(report, max_newly_broken=0, max_metric_drop=0.01)
+    assert not decision.passed
+    assert len(decision.reasons) == 3  # broken cases, accuracy, macro-F1
+    assert "regression case" in decision.reasons[0]
+    # Stored: one run with a result per case, then the decision.
+    assert report.run_id is not None
+    store.set_run_decision(
+        session, report.run_id, passed=decision.passed, reasons=decision.reasons
+    )
+    run = session.get(RegressionRun, report.run_id)
+    assert run is not None and run.passed is False
+    assert run.summary["newly_broken"] == case_ids
+    results = session.scalars(
+        select(RegressionResult).where(RegressionResult.run_id == report.run_id)
+    ).all()
+    assert sorted(r.case_id for r in results) == case_ids
+    assert all(r.baseline_ok and not r.candidate_ok for r in results)
+    # Error analysis: every failing case carries "wrong species".
+    table = report.error_analysis
+    assert table.loc["wrong species", "failing"] == len(case_ids)
+    assert table.loc["wrong species", "share_of_failures"] == 1.0
+    assert report.confusion_png is not None and report.confusion_png.stat().st_size
+    assert "Newly broken" in report.to_text()
+
+
+def test_gate_passes_a_better_candidate_that_fixes_cases(
+    session: Session,
+    strong: PackPredictor,
+    weak: PackPredictor,
+    test_table: pd.DataFrame,
+) -> None:
+    case_ids = confirm_cases(session, test_table, right=strong, wrong=weak)
+    report = run_regression(
+        session,
+        candidate=strong,
+        baseline=weak,
+        test_table=test_table,
+        labels=strong.labels,
+        context_column="island",
+    )
+    assert [c.case_id for c in report.fixed] == case_ids
+    assert report.newly_broken == []
+    assert report.metrics["delta"]["accuracy"] > 0.05
+    decision = gate(report)
+    assert decision.passed and decision.reasons == []
+    # Promoted: the reports behind the fixed cases are fixed now.
+    assert report.run_id is not None
+    assert store.mark_reports_fixed(session, run_id=report.run_id) == len(case_ids)
+    fixed = store.list_reports(session, filter=ReportFilter(status="fixed"))
+    assert len(fixed) == len(case_ids)
+    assert [r.id for r in store.regression_runs(session)] == [report.run_id]
+
+
+def test_regress_command_exits_1_on_refusal_and_0_on_success(
+    default_pack: Path, weak_pack: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert runner.invoke(app, ["migrate", "--db", db]).exit_code == 0
+    common = ["--db", db, "--policy", str(POLICY), "--context-column", "island"]
+    refused = runner.invoke(
+        app,
+        [
+            "regress",
+            *common,
+            "--candidate",
+            str(weak_pack),
+            "--baseline",
+            str(default_pack),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert refused.exit_code == 1, refused.output
+    assert "GATE FAILED" in refused.output and "Confusion matrix" in refused.output
+    assert list((tmp_path / "out").glob("confusion-*.png"))
+    passed = runner.invoke(
+        app,
+        [
+            "regress",
+            *common,
+            "--candidate",
+            str(default_pack),
+            "--baseline",
+            str(weak_pack),
+        ],
+    )
+    assert passed.exit_code == 0, passed.output
+    assert "GATE PASSED" in passed.output
+    purged = runner.invoke(app, ["purge", "--db", db, "--days", "30"])
+    assert purged.exit_code == 0 and "deleted 0" in purged.output
+
+
+# --- the gate and the tables on hand-made outcomes ----------------------------------
+
+
+def outcome(
+    case_id: int, expected: str, base: str | None, cand: str | None, *cats: str
+):
+    return CaseOutcome(case_id, f"r{case_id}", expected, base, cand, tuple(cats), None)
+
+
+def report_of(
+    cases: list[CaseOutcome], base_acc: float, cand_acc: float
+) -> RegressionReport:
+    metrics = {
+        "baseline": {"accuracy": base_acc, "macro_f1": base_acc, "coverage": 1.0},
+        "candidate": {"accuracy": cand_acc, "macro_f1": cand_acc, "coverage": 1.0},
+    }
+    return RegressionReport(
+        candidate_version="c",
+        baseline_version="b",
+        policy_version=None,
+        labels=["A", "B"],
+        cases=cases,
+        skipped_cases={},
+        test_rows=100,
+        metrics=metrics,
+        confusion=pd.DataFrame(),
+        error_analysis=error_analysis(cases),
+    )
+
+
+GATE_TABLE = [
+    # cases, baseline acc, candidate acc, max broken, max drop, passes
+    ([outcome(1, "A", "A", "A")], 0.90, 0.90, 0, 0.01, True),
+    ([outcome(1, "A", "A", "B")], 0.90, 0.90, 0, 0.01, False),
+    ([outcome(1, "A", "A", "B")], 0.90, 0.90, 1, 0.01, True),
+    ([outcome(1, "A", "A", None)], 0.90, 0.90, 0, 0.01, False),  # abstaining breaks
+    ([outcome(1, "A", "B", "B")], 0.90, 0.90, 0, 0.01, True),  # still failing is ok
+    ([], 0.90, 0.89, 0, 0.01, True),  # a drop at the tolerance passes
+    ([], 0.90, 0.88, 0, 0.01, False),
+    ([], 0.90, 0.88, 0, 0.05, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("cases", "base", "cand", "max_broken", "max_drop", "passes"), GATE_TABLE
+)
+def test_gate_rules(
+    cases: list[CaseOutcome],
+    base: float,
+    cand: float,
+    max_broken: int,
+    max_drop: float,
+    passes: bool,
+) -> None:
+    decision = gate(
+        report_of(cases, base, cand),
+        max_newly_broken=max_broken,
+        max_metric_drop=max_drop,
+    )
+    assert decision.passed is passes
+    assert bool(decision.reasons) is not passes
+
+
+def test_error_analysis_shares_failures_by_category() -> None:
+    cases = [
+        outcome(1, "A", "A", "B", "blurry"),
+        outcome(2, "A", "B", "B", "blurry", "night"),
+        outcome(3, "A", "B", "A", "night"),
+        outcome(4, "B", "B", "B"),
+    ]
+    table = error_analysis(cases)
+    assert table.loc["blurry"].to_dict() == {
+        "cases": 2,
+        "failing": 2,
+        "failure_rate": 1.0,
+        "share_of_failures": 1.0,
+        "newly_broken": 1,
+        "fixed": 0,
+    }
+    assert table.loc["night", "failure_rate"] == 0.5
+    assert table.loc["night", "fixed"] == 1
+    assert table.loc["(none)", "failing"] == 0
+    assert table.index[0] == "blurry"
+
+
+def test_metrics_count_abstentions_as_wrong_and_confusion_has_their_column() -> None:
+    y_true = ["A", "A", "B", "B"]
+    y_pred = ["A", None, "B", "A"]
+    metrics = classification_metrics(y_true, y_pred, ["A", "B"])
+    assert metrics["accuracy"] == 0.5 and metrics["coverage"] == 0.75
+    assert math.isclose(metrics["macro_f1"], (1 / 2 + 2 / 3) / 2)  # F1 A, F1 B
+    matrix = confusion_matrix(y_true, y_pred, ["A", "B"])
+    assert matrix.loc["A"].tolist() == [1, 0, 1]
+    assert matrix.loc["B"].tolist() == [1, 1, 0]
+    assert list(matrix.columns) == ["A", "B", "(abstained)"]
