@@ -4,6 +4,7 @@
     ├── BadRequest (400)            malformed JSON, wrong content type, bad shapes
     ├── Unauthorized (401)          missing or wrong admin / API token
     ├── NotFound (404)              unknown prediction id, unknown report
+    ├── Conflict (409)              gate refused a candidate pack
     ├── PayloadTooLarge (413)       body or batch over the configured limit
     ├── Unprocessable (422)         valid JSON whose values are not allowed
     │   ├── packs.errors.*          (pack problems surface at start-up instead)
@@ -56,6 +57,11 @@ class Unauthorized(ServiceError):
 class NotFound(ServiceError):
     status_code = 404
     code = "not_found"
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    code = "conflict"
 
 
 class PayloadTooLarge(ServiceError):

@@ -59,54 +59,32 @@ def regress(
     ),
 ) -> None:
     """Run the regression suite and the promotion gate for a candidate pack."""
-    from feedback import store
     from feedback.db import make_engine, session_factory
     from feedback.db import migrate as run_migrations
-    from feedback.gate import gate
-    from feedback.regression import run_regression
-    from feedback.replay import pack_predictor
-    from packs.loader import load_table
+    from feedback.promotion import PacksIncompatible, judge_candidate
 
-    cand = pack_predictor(candidate, policy)
-    base = pack_predictor(baseline, policy)
-    if cand.feature_names != base.feature_names or cand.labels != base.labels:
-        typer.echo(
-            "candidate and baseline packs differ in features or labels", err=True
-        )
-        raise typer.Exit(2)
-    table = load_table(test_table or base.pack.test_path())
     engine = make_engine(db)
     try:
         run_migrations(engine)
         with session_factory(engine)() as session:
-            report = run_regression(
+            judgement = judge_candidate(
                 session,
-                candidate=cand,
-                baseline=base,
-                test_table=table,
-                labels=cand.labels,
-                feature_names=cand.feature_names,
+                candidate_dir=candidate,
+                baseline_dir=baseline,
+                policy_path=policy,
+                test_table=test_table,
                 context_column=context_column,
-                candidate_version=cand.version,
-                baseline_version=base.version,
-                policy_version=cand.policy_version,
-                out_dir=out,
-            )
-            decision = gate(
-                report,
                 max_newly_broken=max_newly_broken,
                 max_metric_drop=max_metric_drop,
+                out_dir=out,
             )
-            assert report.run_id is not None
-            store.set_run_decision(
-                session, report.run_id, passed=decision.passed, reasons=decision.reasons
-            )
+    except PacksIncompatible as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     finally:
         engine.dispose()
-    typer.echo(report.to_text())
-    typer.echo("")
-    typer.echo(decision.to_text())
-    if not decision.passed:
+    typer.echo(judgement.to_text())
+    if not judgement.decision.passed:
         raise typer.Exit(1)
 
 

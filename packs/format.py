@@ -118,6 +118,9 @@ class PackMetadata(_Strict):
     temperature: TemperatureFit
     metrics: dict[str, float] = Field(default_factory=dict)
     """Held-out metrics (e.g. `test_accuracy`, `test_log_loss`)."""
+    context_column: str | None = None
+    """Column of the test and reference tables naming each row's deployment
+    context (the penguin pack: `island`), used to replay rows in context."""
 
     @property
     def labels(self) -> list[str]:

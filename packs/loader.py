@@ -57,7 +57,7 @@ def _import_onnxruntime():  # type: ignore[no-untyped-def]
 
     # The CUDA-to-CPU fallback logs an error line per session; the provider actually
     # used is read back from the session and reported instead.
-    ort.set_default_logger_severity(3)
+    ort.set_default_logger_severity(4)
     return ort
 
 

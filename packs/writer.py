@@ -101,6 +101,7 @@ def write_pack(
     dtype: str = "float32",
     tensor_shape: list[int] | None = None,
     min_validation_rows: int = 50,
+    context_column: str | None = None,
 ) -> PackMetadata:
     """Write a complete, validated pack to `out_dir` (replaced atomically)."""
     names = [f.name for f in features]
@@ -122,6 +123,7 @@ def write_pack(
         training_priors=training_priors(splits.train, labels),
         feature_bounds=feature_bounds(splits.train, names),
         temperature=TemperatureFit(temperature=1.0, validation_rows=0, fitted=False),
+        context_column=context_column,
     )
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".pack-", dir=Path(out_dir).parent))

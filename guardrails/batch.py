@@ -1,0 +1,135 @@
+"""The state one batch carries through the guardrail stages, and the stage protocol.
+
+A stage is a small class with a `name` and `apply(batch, request) -> trace column`:
+it reads and updates the batch in place (vectorised over rows) and returns one
+trace dict per row. Rows a stage did not act on share one dict object, so building
+the trace costs Python work only for the rows where something happened; treat
+trace dicts as read-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+#: Abstention reasons; the code is the index. The first reason a row gets is kept.
+REASONS: tuple[str | None, ...] = (
+    None,
+    "out_of_bounds",
+    "blacklisted",
+    "low_confidence",
+    "high_entropy",
+)
+OUT_OF_BOUNDS, BLACKLISTED, LOW_CONFIDENCE, HIGH_ENTROPY = 1, 2, 3, 4
+
+Trace = dict[str, Any]
+_EMPTY = np.empty((0, 0))
+
+
+@dataclass(frozen=True)
+class PriorChoice:
+    """Deployment priors resolved for one request, before the model runs."""
+
+    source: str
+    """`explicit`, `context:<name>`, `online` or `training`."""
+    weights: np.ndarray | None
+    """pi_deploy / pi_train per label; None means identity (nothing to adjust)."""
+    trace: Trace
+    """The stage's trace entry for rows whose top label did not change."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the stages need to know about one request, validated up front."""
+
+    context: str | None
+    priors: PriorChoice
+    allowed: np.ndarray
+    """(k,) bool: labels that may be answered (not blacklisted here)."""
+    observe_online: bool
+    """Feed this request's rows to the online prior estimator."""
+
+
+class Batch:
+    """Arrays for n rows and k labels, updated in place by the stages.
+
+    A plain class with slots: one is built per request, so construction is on the
+    hot path."""
+
+    __slots__ = (
+        "_scores",
+        "abstain_code",
+        "allowed",
+        "choice",
+        "cost_matrix",
+        "features",
+        "labels",
+        "model_probabilities",
+        "n",
+        "probabilities",
+    )
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        labels: list[str],
+        cost_matrix: np.ndarray | None = None,
+    ):
+        self.features = features
+        self.labels = labels
+        self.cost_matrix = cost_matrix
+        self.n = len(features)
+        self.probabilities: np.ndarray = _EMPTY
+        """(n, k) current probabilities; each stage may replace the array."""
+        self.model_probabilities: np.ndarray = _EMPTY
+        self.abstain_code = np.zeros(self.n, dtype=np.int8)
+        """(n,) index into REASONS; 0 while the row is answered."""
+        self.allowed: np.ndarray | None = None
+        """(k,) bool set by the blacklist stage; None means every label allowed."""
+        self.choice: np.ndarray | None = None
+        """(n,) index of the answered label, set by the decision stage."""
+        self._scores: np.ndarray | None = None
+
+    def abstain(self, rows: np.ndarray, code: int) -> None:
+        """Mark rows (bool mask) as abstained unless they already are."""
+        self.abstain_code[rows & (self.abstain_code == 0)] = code
+
+    def scores(self) -> np.ndarray:
+        """Per-label preference of the decision rule (higher is better): the
+        probabilities, or minus the expected cost when a cost matrix is set."""
+        if self._scores is None:
+            if self.cost_matrix is None:
+                self._scores = self.probabilities
+            else:
+                self._scores = -(self.probabilities @ self.cost_matrix)
+        return self._scores
+
+    def best_allowed(self) -> np.ndarray:
+        """(n,) index of the best label by `scores` among the allowed ones."""
+        scores = self.scores()
+        if self.allowed is not None:
+            scores = np.where(self.allowed, scores, -np.inf)
+        return np.argmax(scores, axis=1)
+
+
+class Stage(Protocol):
+    name: str
+
+    def apply(self, batch: Batch, request: Request) -> list[Trace]:
+        """Update `batch` in place; return one trace dict per row."""
+        ...
+
+
+def column(n: int, quiet: Trace, rows: np.ndarray, entries: list[Trace]) -> list[Trace]:
+    """A trace column: `quiet` for every row except `rows`, which get `entries`."""
+    out = [quiet] * n
+    for i, entry in zip(rows.tolist(), entries, strict=True):
+        out[i] = entry
+    return out
+
+
+def rounded(x: float) -> float:
+    """Probabilities in traces: 4 decimals are enough to read and keep it small."""
+    return round(float(x), 4)

@@ -1,0 +1,63 @@
+"""Command line for the offline guardrail tools.
+
+    python -m guardrails.cli evaluate --pack data/packs/penguins \
+        --policy policies/default.yaml
+    python -m guardrails.cli bench --pack data/packs/penguins \
+        --policy policies/default.yaml
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from guardrails.policy import Policy
+
+app = typer.Typer(help="Evaluate and benchmark the guardrail pipeline offline.")
+
+PACK = typer.Option(Path("data/packs/penguins"), help="Model pack directory.")
+POLICY = typer.Option(Path("policies/default.yaml"), help="Guardrail policy file.")
+
+
+@app.command()
+def evaluate(
+    pack: Path = PACK,
+    policy: Path = POLICY,
+    rows: int = typer.Option(1000, help="Rows per resampled deployment."),
+    repeats: int = typer.Option(10, help="Resampled deployments per mix."),
+    seed: int = typer.Option(0, help="Seed of the first resample."),
+    out: Path | None = typer.Option(None, help="Also write the table here."),
+) -> None:
+    """Accuracy, log-loss and ECE per island with and without each calibration
+    step (temperature, context priors, EM priors)."""
+    from guardrails.evaluation import evaluate as run
+
+    table = run(
+        pack, Policy.load(policy), resampled_rows=rows, repeats=repeats, seed=seed
+    )
+    text = table.to_markdown()
+    typer.echo(text)
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+
+
+@app.command()
+def bench(
+    pack: Path = PACK,
+    policy: Path = POLICY,
+    min_time_s: float = typer.Option(1.0, help="Measuring time per case."),
+    provider: str = typer.Option("CPUExecutionProvider", help="onnxruntime provider."),
+) -> None:
+    """Guardrail cost per row next to raw ONNX inference, batch 1 and 1000."""
+    from guardrails.bench import bench as run
+    from guardrails.bench import to_markdown
+
+    used, timings = run(
+        pack, Policy.load(policy), min_time_s=min_time_s, provider=provider
+    )
+    typer.echo(to_markdown(used, timings))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,171 @@
+"""Stage 3: adjust probabilities from the training priors to the deployment priors.
+
+    p'(y|x) ∝ p(y|x) · π_deploy(y) / π_train(y), renormalised per row.
+
+Deployment priors come from, in order: explicit priors in the request, the named
+context's priors in the policy, the online EM estimate (when enabled and its guard
+passed), else the training priors (identity). Unless the policy allows hard zeros,
+deployment priors are smoothed towards uniform and floored, because a zero prior
+turns one surprising row into an infinite log-loss. With hard zeros allowed, only
+labels given exactly 0 stay 0; a row whose every likely label was zeroed keeps its
+unadjusted probabilities and says so in the trace.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from guardrails.batch import Batch, PriorChoice, Request, Trace, column, rounded
+from guardrails.errors import InvalidPriors
+from guardrails.online_priors import OnlinePriorEstimator
+from guardrails.policy import PriorsPolicy
+
+#: Training priors are never divided by less than this (a label the training set
+#: lacked would otherwise get an infinite weight).
+TRAIN_PRIOR_EPS = 1e-12
+
+
+def prepare_priors(
+    weights: np.ndarray,
+    *,
+    floor: float,
+    smoothing: float,
+    allow_hard_zeros: bool,
+) -> np.ndarray:
+    """Normalise non-negative weights, mix in `smoothing` of uniform, floor them.
+
+    With `allow_hard_zeros`, entries given as exactly 0 stay 0."""
+    k = len(weights)
+    priors = weights / weights.sum()
+    zeros = priors == 0 if allow_hard_zeros else None
+    if smoothing > 0:
+        priors = (1.0 - smoothing) * priors + smoothing / k
+    if floor > 0:
+        priors = np.maximum(priors, floor)
+    if zeros is not None and zeros.any():
+        priors = np.where(zeros, 0.0, priors)
+    return priors / priors.sum()
+
+
+def adjust(
+    probabilities: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reweight rows by `weights` (π_deploy/π_train) and renormalise.
+
+    Returns (adjusted, fell_back): rows whose mass became 0 keep their input."""
+    adjusted = probabilities * weights
+    total = adjusted.sum(axis=1, keepdims=True)
+    fell_back = total[:, 0] <= 0
+    if fell_back.any():
+        adjusted[fell_back] = probabilities[fell_back]
+        total[fell_back] = 1.0
+    adjusted /= total
+    return adjusted, fell_back
+
+
+class PriorsStage:
+    name = "priors"
+
+    def __init__(
+        self,
+        policy: PriorsPolicy,
+        labels: list[str],
+        training_priors: Mapping[str, float],
+        estimator: OnlinePriorEstimator | None = None,
+    ):
+        self.policy = policy
+        self.labels = labels
+        self.train = np.array([training_priors[label] for label in labels], float)
+        self._train_div = np.maximum(self.train, TRAIN_PRIOR_EPS)
+        self.estimator = estimator if policy.online.enabled else None
+        self._identity = PriorChoice(
+            "training", None, {"stage": self.name, "acted": False, "source": "training"}
+        )
+        self._contexts = {
+            name: self._choice(f"context:{name}", self._vector(weights))
+            for name, weights in policy.contexts.items()
+            if weights
+        }
+
+    def _vector(self, weights: Mapping[str, float]) -> np.ndarray:
+        return np.array([weights.get(label, 0.0) for label in self.labels], float)
+
+    def _choice(
+        self, source: str, raw: np.ndarray, hard_zeros: bool = True
+    ) -> PriorChoice:
+        p = self.policy
+        priors = prepare_priors(
+            raw,
+            floor=p.floor,
+            smoothing=p.smoothing,
+            allow_hard_zeros=p.allow_hard_zeros and hard_zeros,
+        )
+        weights = priors / self._train_div
+        identity = bool(np.allclose(weights, weights[0], rtol=1e-9, atol=0))
+        trace: Trace = {
+            "stage": self.name,
+            "acted": not identity,
+            "source": source,
+            "priors": {
+                lab: rounded(v) for lab, v in zip(self.labels, priors, strict=True)
+            },
+        }
+        return PriorChoice(source, None if identity else weights, trace)
+
+    def choose(
+        self, context: str | None, explicit: Mapping[str, float] | None
+    ) -> tuple[PriorChoice, bool]:
+        """Resolve the request's priors; also whether its rows feed the online
+        estimate (only requests that name neither priors nor a context do)."""
+        if explicit is not None:
+            return self._choice("explicit", self._validate(explicit)), False
+        if context is not None:
+            return self._contexts.get(context, self._identity), False
+        if self.estimator is None:
+            return self._identity, False
+        estimate = self.estimator.current()
+        if estimate.used:
+            # EM can drive a prior to 0; that is never an operator's hard zero.
+            return self._choice("online", estimate.priors, hard_zeros=False), True
+        trace = {**self._identity.trace, "online": estimate.reason}
+        return PriorChoice("training", None, trace), True
+
+    def _validate(self, explicit: Mapping[str, float]) -> np.ndarray:
+        unknown = sorted(set(explicit) - set(self.labels))
+        if unknown:
+            raise InvalidPriors(f"unknown labels {unknown}; labels: {self.labels}")
+        missing = [label for label in self.labels if label not in explicit]
+        if missing:
+            raise InvalidPriors(f"missing labels {missing}; give one prior per label")
+        bad = {k: v for k, v in explicit.items() if not (v >= 0 and math.isfinite(v))}
+        if bad:
+            raise InvalidPriors(f"priors must be finite and >= 0, got {bad}")
+        vector = self._vector(explicit)
+        if vector.sum() <= 0:
+            raise InvalidPriors("priors are all zero")
+        return vector
+
+    def apply(self, batch: Batch, request: Request) -> list[Trace]:
+        choice = request.priors
+        if choice.weights is None:
+            return [choice.trace] * batch.n
+        before = batch.probabilities
+        after, fell_back = adjust(before, choice.weights)
+        batch.probabilities = after
+        top_before = before.argmax(axis=1)
+        top_after = after.argmax(axis=1)
+        rows = np.flatnonzero((top_before != top_after) | fell_back)
+        entries = []
+        for i in rows.tolist():
+            entry = {
+                **choice.trace,
+                "top_before": self.labels[top_before[i]],
+                "top_after": self.labels[top_after[i]],
+            }
+            if fell_back[i]:
+                entry["fallback"] = "training priors: every likely label had prior 0"
+            entries.append(entry)
+        return column(batch.n, choice.trace, rows, entries)

@@ -1,0 +1,80 @@
+"""Admin routes: replace the guardrail policy, promote a candidate pack, read priors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from service.admin_auth import require_admin
+from service.deps import ERRORS, runtime_of
+
+router = APIRouter()
+
+
+class PolicyChanged(BaseModel):
+    policy_version: str
+    model_version: str
+    stages: list[str]
+
+
+class PromoteRequest(BaseModel):
+    pack_dir: str = Field(description="Directory of the candidate pack on the server.")
+    max_metric_drop: float | None = Field(
+        None, ge=0, le=1, description="Override the gate's tolerated test-metric drop."
+    )
+
+
+@router.put(
+    "/admin/policy",
+    response_model=PolicyChanged,
+    responses=ERRORS,
+    dependencies=[Depends(require_admin)],
+    tags=["admin"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/yaml": {"schema": {"type": "string"}}},
+        }
+    },
+    summary="Replace the served guardrail policy (YAML body); a bad one is refused",
+)
+async def put_policy(request: Request) -> PolicyChanged:
+    runtime = runtime_of(request)
+    served = runtime.replace_policy((await request.body()).decode("utf-8", "replace"))
+    model_version, policy_version = served.versions
+    return PolicyChanged(
+        policy_version=policy_version,
+        model_version=model_version,
+        stages=served.pipeline.stage_names(),
+    )
+
+
+@router.get(
+    "/admin/policy",
+    dependencies=[Depends(require_admin)],
+    tags=["admin"],
+    responses=ERRORS,
+    summary="The served policy, as validated",
+)
+async def get_policy(request: Request) -> dict[str, Any]:
+    return runtime_of(request).served.policy.model_dump(mode="json")
+
+
+@router.post(
+    "/admin/promote",
+    dependencies=[Depends(require_admin)],
+    tags=["admin"],
+    responses=ERRORS,
+    summary="Run the regression gate on a candidate pack and serve it if it passes",
+)
+def promote(body: PromoteRequest, request: Request) -> dict[str, Any]:
+    return runtime_of(request).promote(
+        body.pack_dir, max_metric_drop=body.max_metric_drop
+    )
+
+
+@router.get("/priors", responses=ERRORS, summary="Current online prior estimate")
+async def priors(request: Request) -> dict[str, Any]:
+    return runtime_of(request).prior_estimate()

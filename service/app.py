@@ -1,0 +1,93 @@
+"""The FastAPI application: thin routes that decode, call the runtime, and encode.
+
+It is mounted at `/` inside the BentoML service (`service/service.py`), which adds
+health probes (`/livez`, `/readyz`), `/metrics`, workers and lifecycle. Each worker
+attaches its `Runtime` to `app.state.runtime` at start-up.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import ValidationError
+
+from service import admin_routes, report_routes
+from service.deps import ERRORS, runtime_of
+from service.http_errors import install_error_handlers, validation_response
+from service.limits import RequestLimits
+from service.responses import JSONResponse
+from service.schemas import InfoResponse, PredictRequest, PredictResponse
+
+JSON_PATHS = ("/predict", "/report")
+YAML_PATHS = ("/admin/policy",)
+
+router = APIRouter()
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/PredictRequest"}
+                }
+            },
+        }
+    },
+    summary="Classify instances; every answer passes the guardrails",
+)
+async def predict(request: Request) -> JSONResponse:
+    runtime = runtime_of(request)
+    runtime.authorize_client(request.headers.get("authorization"))
+    started = time.perf_counter()
+    try:
+        body = PredictRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        return validation_response(list(exc.errors()))
+    result = await runtime.predict(body, validation_s=time.perf_counter() - started)
+    return JSONResponse(result)
+
+
+@router.get("/info", response_model=InfoResponse, summary="What is being served")
+async def info(request: Request) -> JSONResponse:
+    return JSONResponse(runtime_of(request).info())
+
+
+def create_app(*, max_body_bytes: int) -> FastAPI:
+    app = FastAPI(
+        title="Flywheel inference service",
+        version="1",
+        description="ONNX classification behind guardrails, with bad-result reports "
+        "feeding a regression gate. Errors share one envelope: ErrorResponse.",
+        default_response_class=JSONResponse,
+    )
+    for r in (router, report_routes.router, report_routes.admin, admin_routes.router):
+        app.include_router(r)
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestLimits,  # type: ignore[arg-type]
+        max_body_bytes=max_body_bytes,
+        json_paths=JSON_PATHS,
+        yaml_paths=YAML_PATHS,
+    )
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # /predict parses its body by hand (for speed): add its schema.
+        if app.openapi_schema is None:
+            schema = original()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["PredictRequest"] = PredictRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,134 @@
+"""Bad-result reports (`POST /report`) and their triage (`/admin/reports`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+
+from common.errors import Unprocessable
+from feedback import store
+from feedback.errors import PredictionNotFound
+from feedback.schemas import ReportCreate, ReportFilter, ReportPublic, ReportUpdate
+from service.admin_auth import require_admin
+from service.deps import ERRORS, runtime_of
+
+router = APIRouter()
+admin = APIRouter(
+    prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"]
+)
+
+
+def _client_key(request: Request) -> str:
+    return request.headers.get("authorization") or (
+        request.client.host if request.client else "unknown"
+    )
+
+
+@router.post(
+    "/report",
+    response_model=ReportPublic,
+    status_code=201,
+    responses={
+        200: {"model": ReportPublic, "description": "Replayed (same key)"},
+        **ERRORS,
+    },
+    summary="Report a bad result, by prediction id or with the input and output",
+)
+def report(
+    data: ReportCreate,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None, Header(max_length=200, description="Retry-safe submission key")
+    ] = None,
+) -> ReportPublic:
+    runtime = runtime_of(request)
+    runtime.authorize_client(request.headers.get("authorization"))
+    runtime.report_limiter.check(_client_key(request))
+    meta = runtime.served.pack.metadata
+    model_version, policy_version = runtime.served.versions
+    if data.inputs is not None:
+        unknown = sorted(set(data.inputs) - set(meta.feature_names))
+        if unknown:
+            raise Unprocessable(
+                f"inputs has unknown features {unknown}; allowed: {meta.feature_names}",
+                field=f"inputs.{unknown[0]}",
+            )
+    attempts = 0
+    while True:
+        try:
+            with runtime.sessions() as session:
+                row, created = store.create_report(
+                    session,
+                    data=data,
+                    labels=meta.labels,
+                    idempotency_key=idempotency_key,
+                    default_model_version=model_version,
+                    default_policy_version=policy_version,
+                )
+                public = ReportPublic.from_row(row)
+            break
+        except PredictionNotFound:
+            # The prediction log is write-behind: a report can arrive before its
+            # prediction row is written (by this or another worker).
+            attempts += 1
+            if attempts > runtime.report_lookup_retries:
+                raise
+            runtime.flush_prediction_log()
+            time.sleep(runtime.report_lookup_wait_s)
+    runtime.observe_report(public.categories, created=created)
+    if not created:
+        response.status_code = 200
+    return public
+
+
+@admin.get("/reports", response_model=list[ReportPublic], responses=ERRORS)
+def list_reports(
+    request: Request,
+    filter: Annotated[ReportFilter, Query()],
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[ReportPublic]:
+    with runtime_of(request).sessions() as session:
+        rows = store.list_reports(session, filter=filter, limit=limit, offset=offset)
+        return [ReportPublic.from_row(r) for r in rows]
+
+
+@admin.get("/reports/{report_id}", response_model=ReportPublic, responses=ERRORS)
+def get_report(report_id: str, request: Request) -> ReportPublic:
+    with runtime_of(request).sessions() as session:
+        return ReportPublic.from_row(store.get_report(session, report_id))
+
+
+@admin.patch("/reports/{report_id}", response_model=ReportPublic, responses=ERRORS)
+def triage_report(
+    report_id: str, update: ReportUpdate, request: Request
+) -> ReportPublic:
+    runtime = runtime_of(request)
+    with runtime.sessions() as session:
+        row = store.update_report(
+            session,
+            report_id,
+            update=update,
+            labels=runtime.served.pack.metadata.labels,
+        )
+        return ReportPublic.from_row(row)
+
+
+@admin.get("/predictions/{prediction_id}", responses=ERRORS)
+def get_prediction(prediction_id: str, request: Request) -> dict[str, object]:
+    """A logged prediction with its stored input (if the policy allowed storing it)."""
+    with runtime_of(request).sessions() as session:
+        row = store.get_prediction(session, prediction_id)
+        return {
+            "id": row.id,
+            "created_at": row.created_at.isoformat(),
+            "model_version": row.model_version,
+            "policy_version": row.policy_version,
+            "context": row.context,
+            "inputs": row.inputs,
+            "outputs": row.outputs,
+            "trace": row.trace,
+        }

@@ -1,0 +1,88 @@
+"""Request and response bodies of the HTTP API (they also generate the OpenAPI schema).
+
+An instance is either an object of named features (`{"bill_length_mm": 39.1, ...}`)
+or a list of numbers in the pack's feature order. The column form
+(`{"columns": {"bill_length_mm": [39.1, ...], ...}}`) skips per-row objects for
+large batches.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictRequest(_Body):
+    instances: list[dict[str, FiniteFloat] | list[FiniteFloat]] | None = Field(
+        None,
+        description="Rows to classify: objects of named features, or lists in "
+        "feature order.",
+        examples=[
+            [
+                {
+                    "bill_length_mm": 39.1,
+                    "bill_depth_mm": 18.7,
+                    "flipper_length_mm": 181,
+                    "body_mass_g": 3750,
+                }
+            ]
+        ],
+    )
+    columns: dict[str, list[FiniteFloat]] | None = Field(
+        None, description="Column form: one equally long list per feature."
+    )
+    context: str | None = Field(
+        None,
+        description="Named deployment context (e.g. an island) whose priors apply.",
+        examples=["Dream"],
+        max_length=200,
+    )
+    priors: dict[str, FiniteFloat] | None = Field(
+        None, description="Explicit deployment class priors; override `context`."
+    )
+
+
+class Prediction(BaseModel):
+    prediction_id: str
+    label: str | None = Field(description="The answer; null when abstained.")
+    abstained: bool
+    reason: str | None = Field(description="Why the guardrails abstained.")
+    probabilities: dict[str, float]
+    model_version: str
+    policy_version: str
+    trace: list[dict[str, Any]] = Field(
+        description="What each guardrail stage did, in order."
+    )
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class InfoResponse(BaseModel):
+    model_name: str
+    model_version: str
+    policy_version: str
+    labels: list[str]
+    features: list[dict[str, Any]]
+    provider: str
+    guardrail_stages: list[str]
+    contexts: list[str]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

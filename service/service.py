@@ -1,0 +1,51 @@
+"""The BentoML service: `bentoml serve service.service:InferenceService`.
+
+BentoML runs the workers, health probes (`/livez`, `/readyz`), `/metrics`
+(Prometheus, aggregated across workers) and graceful shutdown; our FastAPI app
+(`service/app.py`) is mounted at `/` and answers the API. Start it through
+`python -m service.cli serve` (or `make serve`), which sets BentoML's home and
+tracking switches inside the project's data directory.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+import bentoml
+
+from service.app import create_app
+from service.settings import Settings
+from service.wiring import build_runtime
+
+settings = Settings()
+api = create_app(max_body_bytes=settings.serving.max_body_bytes)
+log = logging.getLogger(__name__)
+
+
+@bentoml.service(
+    name="flywheel",
+    workers=settings.serving.workers,
+    traffic={"timeout": 30},
+    logging={"access": {"enabled": False}},
+)
+@bentoml.asgi_app(api, path="/")
+class InferenceService:
+    def __init__(self) -> None:
+        # Runs once per worker: a broken pack or policy raises here and stops the
+        # service with its one-line message (see packs.errors, guardrails.errors).
+        self.runtime = build_runtime(settings)
+        api.state.runtime = self.runtime
+        if settings.serving.freeze_gc:
+            # Start-up objects never die; keeping them out of GC passes cuts the
+            # 100-300 ms pauses seen at high concurrency (STACK-NOTES).
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(50_000, 50, 100)
+
+    def __is_ready__(self) -> bool:
+        return api.state.runtime is not None
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.runtime.close()

@@ -1,0 +1,142 @@
+"""The one settings object, read from `FLYWHEEL_*` environment variables at start-up.
+
+Nested areas use `__`: `FLYWHEEL_FEEDBACK__DATABASE_URL=postgresql+psycopg://...`.
+Every path defaults to somewhere under `data_dir` (inside the project), so nothing is
+written to the home directory. This is the only module that reads the environment;
+everything else receives values through constructors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+UNSAFE_TOKENS = {"", "changeme", "admin", "secret", "dev-admin-token"}
+
+
+class ServingSettings(BaseModel):
+    workers: int = Field(1, ge=1, le=64)
+    """BentoML worker processes; each loads its own onnxruntime session."""
+    providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    """onnxruntime execution providers in order of preference."""
+    require_gpu: bool = False
+    """Refuse to start unless onnxruntime really runs on CUDA."""
+    intra_op_threads: int = Field(1, ge=1)
+    """onnxruntime intra-op threads per worker."""
+    batching: Literal["auto", "on", "off"] = "auto"
+    """Coalesce rows of concurrent requests into one model call: `auto` does it on
+    CUDA only, where a bigger batch is cheaper; on CPU a direct call is faster."""
+    max_batch_rows: int = Field(1024, ge=1)
+    """Most rows one model call takes when coalescing."""
+    max_request_rows: int = Field(10_000, ge=1)
+    """Most instances one /predict request may carry."""
+    max_body_bytes: int = Field(2_000_000, ge=1024)
+    """Largest request body accepted, in bytes."""
+    reload_poll_s: float = Field(1.0, gt=0)
+    """How often each worker checks for a promoted pack or a new policy."""
+    freeze_gc: bool = True
+    """Freeze the start-up heap and raise GC thresholds (cuts tail latency)."""
+
+
+class GuardrailSettings(BaseModel):
+    policy_path: Path = PROJECT_ROOT / "policies" / "default.yaml"
+    """Guardrail policy served at start-up (until replaced by the admin endpoint)."""
+
+
+class FeedbackSettings(BaseModel):
+    database_url: str | None = None
+    """SQLAlchemy URL; default is an SQLite file under data_dir."""
+    migrate_on_start: bool = True
+    """Run Alembic migrations when the service starts."""
+    log_queue_rows: int = Field(100_000, ge=1)
+    """Prediction-log queue bound; rows beyond it are dropped and counted."""
+    log_batch_rows: int = Field(1000, ge=1)
+    """Rows per batched insert of the prediction log."""
+    log_flush_interval_ms: int = Field(200, ge=1)
+    """Longest a logged prediction waits before it is written."""
+    report_rate_per_minute: int = Field(60, ge=1)
+    """Reports one client may submit per minute (per worker)."""
+    gate_max_newly_broken: int = Field(0, ge=0)
+    """Promotion gate: regression cases a candidate may break."""
+    gate_max_metric_drop: float = Field(0.01, ge=0, le=1)
+    """Promotion gate: allowed absolute drop of test accuracy / macro-F1."""
+    retention_check_s: float = Field(3600.0, gt=0)
+    """How often logged predictions older than the policy's retention are purged."""
+
+
+class MonitoringSettings(BaseModel):
+    drift_interval_s: float = Field(300.0, ge=0)
+    """Seconds between scheduled drift runs inside the service; 0 turns them off."""
+    drift_window_rows: int = Field(5000, ge=10)
+    """Latest logged predictions compared with the reference."""
+    drift_min_window_rows: int = Field(200, ge=1)
+    """Below this many rows a drift run is skipped, not reported as "no drift"."""
+    drift_share: float = Field(0.5, gt=0, le=1)
+    """Share of drifted columns that makes the dataset drifted."""
+
+
+class SecuritySettings(BaseModel):
+    admin_token: SecretStr | None = None
+    """Bearer token for /admin routes; admin routes are refused while unset."""
+    api_key: SecretStr | None = None
+    """If set, /predict and /report need `Authorization: Bearer <api_key>`."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLYWHEEL_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    environment: Literal["development", "production"] = "development"
+    """`production` refuses unsafe values (no or weak admin token)."""
+    data_dir: Path = PROJECT_ROOT / "data"
+    """Root of all state: packs, database, BentoML home, drift output."""
+    pack_dir: Path | None = None
+    """Model pack served at start-up; default data_dir/packs/penguins."""
+    serving: ServingSettings = ServingSettings()
+    guardrails: GuardrailSettings = GuardrailSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    security: SecuritySettings = SecuritySettings()
+
+    @model_validator(mode="after")
+    def _safe_for_production(self) -> Settings:
+        if self.environment == "production":
+            token = self.security.admin_token
+            value = token.get_secret_value() if token else ""
+            if value in UNSAFE_TOKENS or len(value) < 16:
+                raise ValueError(
+                    "production needs FLYWHEEL_SECURITY__ADMIN_TOKEN of 16+ characters"
+                )
+        return self
+
+    @property
+    def active_pack_dir(self) -> Path:
+        return self.pack_dir or self.data_dir / "packs" / "penguins"
+
+    @property
+    def database_url(self) -> str:
+        return (
+            self.feedback.database_url or f"sqlite:///{self.data_dir / 'flywheel.db'}"
+        )
+
+    @property
+    def state_file(self) -> Path:
+        """Which pack and policy are promoted; every worker follows it."""
+        return self.data_dir / "active.json"
+
+    @property
+    def regression_dir(self) -> Path:
+        return self.data_dir / "regression"
+
+    @property
+    def drift_dir(self) -> Path:
+        return self.data_dir / "drift"
+
+    @property
+    def evidently_workspace(self) -> Path:
+        return self.data_dir / "evidently"

@@ -1,0 +1,200 @@
+"""EM prior estimation and its guard, on synthetic data with known priors.
+
+The data: three classes, 2-D Gaussians (unit variance) at the corners of a
+triangle with side 3; the posteriors are exact Bayes posteriors under the training
+priors, so they are calibrated and EM's assumptions hold.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from guardrails.em import em_priors, likelihood_ratio_test
+from guardrails.online_priors import OnlinePriorEstimator
+from guardrails.pipeline import GuardrailPipeline, RequestContext
+from tests.guardrails.helpers import PROPERTY, TRAIN_PRIORS, fixed, inside, make_meta
+from tests.guardrails.helpers import make_policy as policy_with
+
+TRAIN = np.array(list(TRAIN_PRIORS.values()))
+MEANS = 3.0 * np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])
+
+#: Stated tolerance: with 4,000 rows EM recovers every prior within 0.03.
+TOLERANCE = 0.03
+ROWS = 4000
+
+
+def posteriors(priors: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Training-prior posteriors for n rows drawn under `priors`."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(3, size=n, p=priors)
+    x = MEANS[y] + rng.standard_normal((n, 2))
+    log_lik = -0.5 * ((x[:, None, :] - MEANS[None]) ** 2).sum(axis=2)
+    joint = np.exp(log_lik - log_lik.max(axis=1, keepdims=True)) * TRAIN
+    return joint / joint.sum(axis=1, keepdims=True)
+
+
+shifted_priors = st.lists(st.floats(0.02, 1.0), min_size=3, max_size=3).map(
+    lambda w: np.array(w) / sum(w)
+)
+
+
+@PROPERTY
+@given(priors=shifted_priors, seed=st.integers(0, 2**16))
+def test_em_recovers_known_priors_on_shifted_data(priors, seed) -> None:
+    estimate, iterations = em_priors(posteriors(priors, ROWS, seed), TRAIN, 500, 1e-8)
+    assert np.abs(estimate - priors).max() < TOLERANCE
+    assert np.isclose(estimate.sum(), 1.0) and iterations <= 500
+
+
+def test_em_with_no_rows_or_no_shift_returns_training_priors() -> None:
+    assert np.allclose(em_priors(np.empty((0, 3)), TRAIN)[0], TRAIN)
+    estimate, _ = em_priors(posteriors(TRAIN, ROWS, 1), TRAIN)
+    assert np.abs(estimate - TRAIN).max() < TOLERANCE
+
+
+def test_likelihood_ratio_test_separates_shift_from_no_shift() -> None:
+    shifted = posteriors(np.array([0.1, 0.1, 0.8]), 500, 2)
+    p_shift = likelihood_ratio_test(shifted, TRAIN, em_priors(shifted, TRAIN)[0])
+    assert p_shift < 1e-6
+    same = posteriors(TRAIN, 500, 3)
+    p_same = likelihood_ratio_test(same, TRAIN, em_priors(same, TRAIN)[0])
+    assert p_same > 0.01
+    assert likelihood_ratio_test(same, TRAIN, TRAIN) == 1.0
+
+
+def test_likelihood_ratio_p_values_are_roughly_uniform_without_shift() -> None:
+    p = [
+        likelihood_ratio_test(rows, TRAIN, em_priors(rows, TRAIN)[0])
+        for rows in (posteriors(TRAIN, 300, seed) for seed in range(60))
+    ]
+    # Under no shift about 5% of windows are "significant" at 0.05; allow noise.
+    assert np.mean(np.array(p) < 0.05) <= 0.15
+
+
+def _estimator(**kw: float) -> OnlinePriorEstimator:
+    args = {"window_rows": 1000, "min_window_rows": 200, "significance": 0.01, **kw}
+    return OnlinePriorEstimator(TRAIN, **args)  # type: ignore[arg-type]
+
+
+def test_estimate_is_not_used_before_the_minimum_window() -> None:
+    est = _estimator()
+    assert not est.current().used and est.current().reason == "no estimate yet"
+    est.observe(posteriors(np.array([0.05, 0.05, 0.9]), 199, 4))
+    result = est.refresh()
+    assert not result.used and result.window_rows == 199 and result.p_value is None
+    assert "needs 200" in result.reason
+
+
+def test_estimate_is_used_only_when_the_shift_is_significant() -> None:
+    shifted = _estimator()
+    shifted.observe(posteriors(np.array([0.05, 0.05, 0.9]), 400, 5))
+    result = shifted.refresh()
+    assert result.used and result.p_value is not None and result.p_value < 0.01
+    assert abs(result.priors[2] - 0.9) < 0.06
+    assert shifted.current() is result
+
+    unshifted = _estimator()
+    unshifted.observe(posteriors(TRAIN, 400, 6))
+    assert not unshifted.refresh().used
+    np.testing.assert_array_equal(unshifted.current().priors.shape, (3,))
+
+
+def test_minimum_total_variation_keeps_small_shifts_out() -> None:
+    est = _estimator(min_total_variation=0.5)
+    est.observe(posteriors(np.array([0.3, 0.3, 0.4]), 1000, 7))
+    result = est.refresh()
+    assert not result.used and "shift too small" in result.reason
+
+
+def test_window_keeps_only_the_most_recent_rows() -> None:
+    est = _estimator(window_rows=5, min_window_rows=1)
+    rows = np.eye(3)[[0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 1]]
+    for start in range(0, len(rows), 3):  # batches of 3 wrap around the ring
+        est.observe(rows[start : start + 3])
+    assert est.rows_seen == 5
+    window = est.window()
+    assert sorted(window.argmax(axis=1).tolist()) == [0, 1, 2, 2, 2]
+    est.observe(np.eye(3)[[1] * 12])  # a batch larger than the window
+    assert (est.window().argmax(axis=1) == 1).all()
+
+
+def test_observe_and_refresh_are_thread_safe() -> None:
+    est = _estimator(window_rows=500, min_window_rows=1)
+    rows = posteriors(np.array([0.1, 0.1, 0.8]), 50, 8)
+
+    def feed() -> None:
+        for _ in range(100):
+            est.observe(rows)
+
+    threads = [threading.Thread(target=feed) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(20):
+        est.refresh()
+    for t in threads:
+        t.join()
+    assert est.rows_seen == 500
+    assert np.allclose(est.window().sum(axis=1), 1.0)  # no torn rows
+
+
+def test_pipeline_uses_the_online_estimate_only_for_requests_without_context() -> None:
+    policy = policy_with(
+        priors={
+            "contexts": {"home": {"cat": 1}},
+            "online": {"enabled": True, "window_rows": 500, "min_window_rows": 100},
+        }
+    )
+    meta = make_meta()
+    est = OnlinePriorEstimator.from_policy(policy, meta)
+    assert est is not None
+    pipeline = GuardrailPipeline(policy, meta, est)
+    probs = posteriors(np.array([0.05, 0.05, 0.9]), 300, 9)
+
+    first = pipeline.run(inside(300), fixed(probs), RequestContext())
+    assert first.traces[0][2]["source"] == "training"
+    assert first.traces[0][2]["online"] == "no estimate yet"
+    pipeline.run(inside(300), fixed(probs), RequestContext("home"))  # not observed
+    assert est.rows_seen == 300
+
+    assert est.refresh().used
+    after = pipeline.run(inside(300), fixed(probs), RequestContext())
+    assert after.traces[0][2]["source"] == "online"
+    assert after.probabilities[:, 2].mean() > first.probabilities[:, 2].mean()
+    explicit = RequestContext(priors=dict(TRAIN_PRIORS))
+    assert (
+        pipeline.run(inside(1), fixed(probs[:1]), explicit).traces[0][2]["source"]
+        == "explicit"
+    )
+
+
+def test_from_policy_is_none_when_online_priors_are_off() -> None:
+    assert OnlinePriorEstimator.from_policy(policy_with(), make_meta()) is None
+
+
+def miscalibrated(priors: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Posteriors of a model that systematically under-rates the second class."""
+    p = posteriors(priors, n, seed) * np.array([1.0, 0.4, 1.0])
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def test_anchoring_stops_a_miscalibrated_model_seeing_a_shift_that_is_not_there() -> (
+    None
+):
+    reference = miscalibrated(TRAIN, 4000, 10)
+    plain = _estimator(window_rows=2000)
+    anchored = OnlinePriorEstimator(
+        TRAIN, 2000, 200, 0.01, reference_probabilities=reference
+    )
+    assert anchored.null_priors[1] < TRAIN[1] - 0.05  # EM's bias, learned
+    unshifted = miscalibrated(TRAIN, 2000, 11)
+    assert plain.estimate(unshifted).used  # plain EM calls the bias a shift
+    assert not anchored.estimate(unshifted).used
+
+    shifted = miscalibrated(np.array([0.1, 0.1, 0.8]), 2000, 12)
+    result = anchored.estimate(shifted)
+    assert result.used
+    assert abs(result.priors[2] - 0.8) < 0.1 and result.em_estimate is not None
