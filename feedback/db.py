@@ -154,9 +154,16 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 def begin_write(session: Session) -> None:
     """Start the session's transaction as a write transaction (SQLite: IMMEDIATE).
 
-    Call before the first statement of a unit of work that will write; a no-op
-    when the session already has a transaction or on PostgreSQL.
+    Call before the first statement of a unit of work that will write. A
+    read-only transaction already open is committed first; one with pending
+    changes is kept. On PostgreSQL the write lock is a no-op.
     """
+    if session.in_transaction() and not (
+        session.new or session.dirty or session.deleted
+    ):
+        # A read transaction cannot be upgraded on SQLite once another writer has
+        # committed (SQLITE_BUSY at once, no busy wait): end it and start afresh.
+        session.commit()
     if not session.in_transaction():
         session.connection(execution_options=WRITE)
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.servers import ServiceProcess, running
 
-pytest_plugins = ["tests.dbservers"] if (Path(__file__).parent / "dbservers.py").exists() else []
+pytest_plugins = ["tests.dbservers"]
 
 
 @pytest.fixture(autouse=True)

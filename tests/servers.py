@@ -39,7 +39,8 @@ class ServiceProcess:
     env: dict[str, str]
 
     def client(self, **kw: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kw)  # type: ignore[arg-type]
+        kw.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.url, **kw)  # type: ignore[arg-type]
 
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {ADMIN_TOKEN}"}

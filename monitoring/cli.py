@@ -1,0 +1,244 @@
+"""Monitoring commands: a drift run for cron, Evidently's UI, and Prometheus.
+
+    python -m monitoring.cli drift --db sqlite:///data/flywheel.db \
+        --pack data/packs/penguins --out data/drift --workspace data/evidently
+    python -m monitoring.cli ui --workspace data/evidently --port 8000
+    python -m monitoring.cli prometheus --target 127.0.0.1:3000 --port 9090 \
+        --data data/prometheus
+    python -m monitoring.cli up --target 127.0.0.1:3000 --workspace data/evidently \
+        --data data/prometheus          # Prometheus + Evidently UI together
+
+Everything listens on 127.0.0.1 only. The drift command imports the feedback store
+lazily and exits 0 whether or not drift was found (it prints the result as JSON);
+`--fail-on-drift` makes dataset drift exit 3, for CI-style checks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+log = logging.getLogger("monitoring.cli")
+
+DRIFT_EXIT = 3
+
+
+@app.command()
+def drift(
+    db: Annotated[
+        str, typer.Option(help="Store database URL (sqlite:/// or postgresql://)")
+    ],
+    pack: Annotated[Path, typer.Option(help="Model pack directory (reference data)")],
+    out: Annotated[Path, typer.Option(help="Directory for HTML drift reports")],
+    workspace: Annotated[Path, typer.Option(help="Evidently workspace directory")],
+    window_rows: Annotated[int, typer.Option(min=1)] = 5000,
+    min_window_rows: Annotated[int, typer.Option(min=1)] = 200,
+    drift_share: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    all_versions: Annotated[
+        bool, typer.Option(help="Use logged rows of every model version")
+    ] = False,
+    consecutive_windows: Annotated[int, typer.Option(min=1)] = 3,
+    cooldown_s: Annotated[float, typer.Option(min=0.0)] = 3600.0,
+    hook_command: Annotated[
+        str | None, typer.Option(help="Command run when retraining is requested")
+    ] = None,
+    hook_url: Annotated[
+        str | None, typer.Option(help="URL POSTed when retraining is requested")
+    ] = None,
+    fail_on_drift: Annotated[bool, typer.Option()] = False,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            help="Set the drift gauges; run with the service's "
+            "PROMETHEUS_MULTIPROC_DIR so its /metrics shows them"
+        ),
+    ] = False,
+) -> None:
+    """One drift run over the latest logged predictions (for cron, or spawned by
+    the service so that Evidently's CPU and memory stay out of its workers)."""
+    from monitoring.drift_job import DriftJob
+    from monitoring.retraining import RetrainPolicy, RetrainTrigger
+    from packs.format import REFERENCE_FILE
+    from packs.loader import load_table, read_metadata
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    meta = read_metadata(pack)
+    reference = load_table(pack / REFERENCE_FILE)
+    engine, sessions = _store(db)
+    version = None if all_versions else meta.version
+
+    def read_window(rows: int) -> Any:
+        from feedback.store import read_prediction_window
+
+        with sessions() as session:
+            return read_prediction_window(
+                session, limit_rows=rows, model_version=version,
+                feature_names=meta.feature_names,
+            )  # fmt: skip
+
+    recorder = None
+    if metrics:
+        from monitoring.metrics import ServiceMetrics
+
+        recorder = ServiceMetrics(labels=meta.labels, features=meta.feature_names)
+    trigger = RetrainTrigger(
+        RetrainPolicy(
+            drift_share_threshold=drift_share,
+            consecutive_windows=consecutive_windows,
+            cooldown_s=cooldown_s,
+        ),
+        open_request=_request_opener(sessions),
+        hook_command=shlex.split(hook_command) if hook_command else None,
+        hook_url=hook_url,
+        metrics=recorder,
+        # One process per cron run: the streak and cooldown live in a file.
+        state_path=out / "retrain_trigger_state.json",
+    )
+    job = DriftJob(
+        read_window, reference, recorder,
+        window_rows=window_rows, min_window_rows=min_window_rows,
+        drift_share=drift_share, out_dir=out, workspace_dir=workspace,
+        model_version=meta.version, trigger=trigger,
+        feature_names=meta.feature_names, labels=meta.labels, project_name=meta.name,
+    )  # fmt: skip
+    try:
+        result = job.run_once()
+    finally:
+        engine.dispose()
+    typer.echo(json.dumps(result.to_dict(), indent=2))
+    if fail_on_drift and result.dataset_drift:
+        raise typer.Exit(DRIFT_EXIT)
+
+
+def _store(db: str) -> tuple[Any, Any]:
+    from feedback.db import make_engine, session_factory
+
+    engine = make_engine(db)
+    return engine, session_factory(engine)
+
+
+def _request_opener(sessions: Any) -> Any:
+    """Open retraining requests as rows in the store."""
+    from feedback.store import open_retraining_request
+
+    def open_request(reason: str, details: dict[str, Any]) -> None:
+        with sessions() as session:
+            open_retraining_request(
+                session, reason=reason, details=details,
+                model_version=details.get("model_version"),
+            )  # fmt: skip
+
+    return open_request
+
+
+@app.command()
+def ui(
+    workspace: Annotated[Path, typer.Option(help="Evidently workspace directory")],
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Serve Evidently's UI on 127.0.0.1 for the workspace (foreground)."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    raise typer.Exit(_run_foreground([evidently_ui_command(workspace, port)]))
+
+
+def evidently_ui_command(workspace: Path, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "evidently.cli", "ui",
+        "--workspace", str(workspace), "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+
+
+@app.command()
+def prometheus(
+    target: Annotated[
+        list[str], typer.Option(help="host:port of the service (repeatable)")
+    ],
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 9090,
+    data: Annotated[Path, typer.Option(help="Config and TSDB directory")] = Path(
+        "data/prometheus"
+    ),
+    scrape_interval_s: Annotated[float, typer.Option(min=0.1)] = 5.0,
+) -> None:
+    """Write prometheus.yml (with the project's alert rules) and run Prometheus."""
+    raise typer.Exit(
+        _run_foreground([_prometheus_command(target, port, data, scrape_interval_s)])
+    )
+
+
+def _prometheus_command(
+    targets: list[str], port: int, data: Path, scrape_interval_s: float
+) -> list[str]:
+    from monitoring.prometheus_server import server_command, write_config
+
+    config = write_config(data, targets, scrape_interval_s=scrape_interval_s)
+    return server_command(config, data, port=port)
+
+
+@app.command()
+def up(
+    target: Annotated[list[str], typer.Option(help="host:port of the service")],
+    workspace: Annotated[Path, typer.Option(help="Evidently workspace directory")],
+    data: Annotated[Path, typer.Option(help="Prometheus directory")] = Path(
+        "data/prometheus"
+    ),
+    prometheus_port: Annotated[int, typer.Option()] = 9090,
+    ui_port: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """Prometheus scraping the service plus Evidently's UI, until Ctrl-C."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    commands = [
+        _prometheus_command(target, prometheus_port, data, 5.0),
+        evidently_ui_command(workspace, ui_port),
+    ]
+    typer.echo(
+        f"Prometheus: http://127.0.0.1:{prometheus_port}  "
+        f"Evidently UI: http://127.0.0.1:{ui_port}  (Ctrl-C stops both)"
+    )
+    raise typer.Exit(_run_foreground(commands))
+
+
+def _run_foreground(commands: list[list[str]]) -> int:
+    """Run the commands side by side; when one ends or on Ctrl-C/SIGTERM, stop
+    the others. Returns the first non-zero exit status (0 if all were clean)."""
+    procs = [subprocess.Popen(cmd) for cmd in commands]
+    stopping = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopping and all(p.poll() is None for p in procs):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=15))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            codes.append(p.wait())
+    if stopping:
+        return 0
+    return next((c for c in codes if c not in (0, -signal.SIGTERM)), 0)
+
+
+if __name__ == "__main__":
+    app()

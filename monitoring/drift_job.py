@@ -1,0 +1,210 @@
+"""The drift job: read the latest log window, compare, save, set gauges, trigger.
+
+One `run_once` reads `window_rows` logged predictions through `read_window`, runs
+`drift.run_drift` against the reference, saves the HTML report under `out_dir`
+(keeping the newest `keep_html_reports`), adds the snapshot to the Evidently
+workspace, sets the drift gauges and feeds the retraining trigger. `start` runs it
+every `interval_s` on a daemon thread, off the request path.
+
+Run it in one process only (e.g. the first BentoML worker, or cron through
+`python -m monitoring.cli drift`): every worker running it would repeat the work
+and write one snapshot each. A thread shares its worker's GIL, and Evidently stays
+resident (~300 MiB) after the first run; `python -m monitoring.cli drift --metrics`
+spawned with the service's PROMETHEUS_MULTIPROC_DIR does the same run in its own
+process and still sets the gauges the service's /metrics shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from monitoring.drift import LABEL_COLUMN, PREDICTION_COLUMN, DriftResult, run_drift
+
+if TYPE_CHECKING:
+    from monitoring.metrics import ServiceMetrics
+    from monitoring.retraining import RetrainTrigger
+
+log = logging.getLogger(__name__)
+
+HTML_PREFIX = "drift-"
+
+
+class DriftJob:
+    """Periodic drift runs; `reference` and `model_version` may be callables so a
+    promoted pack is picked up without rebuilding the job."""
+
+    def __init__(
+        self,
+        read_window: Callable[[int], pd.DataFrame],
+        reference: pd.DataFrame | Callable[[], pd.DataFrame],
+        metrics: ServiceMetrics | None,
+        *,
+        window_rows: int,
+        min_window_rows: int,
+        drift_share: float,
+        out_dir: Path,
+        workspace_dir: Path | None,
+        model_version: str | Callable[[], str],
+        trigger: RetrainTrigger | None = None,
+        feature_names: Sequence[str] | None = None,
+        labels: Sequence[str] | None = None,
+        project_name: str = "inference-service",
+        keep_html_reports: int = 50,
+        read_report_counts: Callable[[], tuple[int, int]] | None = None,
+    ):
+        self._read_window = read_window
+        self._reference = reference
+        self._metrics = metrics
+        self.window_rows = window_rows
+        self.min_window_rows = min_window_rows
+        self.drift_share = drift_share
+        self.out_dir = Path(out_dir)
+        self.workspace_dir = Path(workspace_dir) if workspace_dir else None
+        self._model_version = model_version
+        self._trigger = trigger
+        self._feature_names = list(feature_names) if feature_names else None
+        self._labels = list(labels) if labels else None
+        self.project_name = project_name
+        self.keep_html_reports = keep_html_reports
+        self._read_report_counts = read_report_counts
+        self._run_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_result: DriftResult | None = None
+
+    def run_once(self) -> DriftResult:
+        """One drift run; raises on failure (counted in `drift_runs_total`)."""
+        with self._run_lock:
+            started = time.perf_counter()
+            try:
+                result = self._run()
+            except Exception:
+                if self._metrics is not None:
+                    self._metrics.observe_drift_failure()
+                raise
+            if self._metrics is not None:
+                self._metrics.observe_drift(
+                    result, seconds=time.perf_counter() - started
+                )
+            self.last_result = result
+        if self._trigger is not None:
+            self._trigger.observe(result)
+            if self._read_report_counts is not None:
+                reports, predictions = self._read_report_counts()
+                self._trigger.observe_report_rate(
+                    reports=reports,
+                    predictions=predictions,
+                    model_version=result.model_version,
+                )
+        return result
+
+    def _run(self) -> DriftResult:
+        reference = self._reference() if callable(self._reference) else self._reference
+        version = (
+            self._model_version()
+            if callable(self._model_version)
+            else self._model_version
+        )
+        features = self._feature_names or [
+            c for c in reference.columns
+            if c not in (LABEL_COLUMN, PREDICTION_COLUMN) and _is_numeric(reference[c])
+        ]  # fmt: skip
+        window = self._read_window(self.window_rows)
+        result = run_drift(
+            window,
+            reference,
+            feature_names=features,
+            min_window_rows=self.min_window_rows,
+            drift_share=self.drift_share,
+            model_version=version,
+            metadata={"project": self.project_name},
+        )
+        if result.skipped:
+            log.info("drift run skipped: %s", result.reason)
+            return result
+        html_path = self._save_html(result)
+        snapshot_id = None
+        if self.workspace_dir is not None:
+            from monitoring.evidently_workspace import record_run
+
+            labels = self._labels or sorted(result.label_share_reference)
+            snapshot_id = record_run(
+                self.workspace_dir,
+                result,
+                project_name=self.project_name,
+                features=features,
+                labels=labels,
+            )
+        log.info(
+            "drift run: share %.2f (%s of %s features), dataset drift %s",
+            result.drift_share, result.drifted_columns, len(features),
+            result.dataset_drift,
+        )  # fmt: skip
+        return replace(result, html_path=str(html_path), snapshot_id=snapshot_id)
+
+    def _save_html(self, result: DriftResult) -> Path:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        stamp = result.computed_at.strftime("%Y%m%dT%H%M%S%fZ")
+        safe_version = "".join(
+            c if c.isalnum() or c in "-_." else "_" for c in result.model_version
+        )
+        path = self.out_dir / f"{HTML_PREFIX}{stamp}-{safe_version}.html"
+        result.snapshot.save_html(str(path))
+        # Each report is ~4 MB whatever the window size: keep a bounded number.
+        reports = sorted(self.out_dir.glob(f"{HTML_PREFIX}*.html"))
+        for old in reports[: max(0, len(reports) - self.keep_html_reports)]:
+            old.unlink(missing_ok=True)
+        return path
+
+    # ---- scheduler ------------------------------------------------------------
+
+    def start(self, interval_s: float, *, first_run_after_s: float | None = None):
+        """Run every `interval_s` seconds on a daemon thread until `stop`.
+
+        The first run waits `first_run_after_s` (default: one interval), so start-up
+        never pays for Evidently's import.
+        """
+        if interval_s <= 0:
+            raise ValueError("interval_s must be > 0")
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        delay = interval_s if first_run_after_s is None else first_run_after_s
+        self._thread = threading.Thread(
+            target=self._loop, args=(interval_s, delay), name="drift-job", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Ask the loop to end and wait for a run in progress (at most timeout_s)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _loop(self, interval_s: float, delay_s: float) -> None:
+        wait = delay_s
+        while not self._stop.wait(wait):
+            try:
+                self.run_once()
+            except Exception:
+                # A failed run (database down, bad window) must not kill the
+                # schedule: it is counted and logged, and the next one tries again.
+                log.exception("drift run failed")
+            wait = interval_s
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column)

@@ -1,0 +1,146 @@
+"""The Evidently 0.7 local workspace: one project per pack, drift runs as snapshots.
+
+Evidently's UI shows charts only for dashboard panels that exist, so the project's
+tabs and panels are created here, programmatically and idempotently (a panel is
+identified by its tab and title): an "All versions" tab, and one tab per model
+version whose panels filter snapshots by the `model_version=<v>` tag that
+`run_drift` puts on each snapshot. Panels read the metrics `run_drift` computes:
+`DriftedColumnsCount` (share / count), `ValueDrift` per column, `UniqueValueCount`
+of the predicted label.
+
+Evidently is imported lazily, inside these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monitoring.drift import PREDICTION_COLUMN, DriftResult
+from monitoring.evidently_import import import_evidently
+
+ALL_VERSIONS_TAB = "All versions"
+
+
+def version_tag(model_version: str) -> str:
+    return f"model_version={model_version}"
+
+
+def open_workspace(path: Path) -> Any:
+    import_evidently()
+    from evidently.ui.workspace import Workspace
+
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return Workspace(str(path))
+
+
+def open_project(workspace: Any, name: str) -> Any:
+    """The project called `name`, created on first use."""
+    found = workspace.search_project(name)
+    if found:
+        return found[0]
+    project = workspace.create_project(name)
+    project.description = f"Drift of live traffic against the reference of {name}"
+    project.save()
+    return project
+
+
+def dashboard_panels(
+    features: Sequence[str], labels: Sequence[str], tags: Sequence[str] = ()
+) -> list[Any]:
+    """The drift panels, optionally restricted to snapshots carrying `tags`."""
+    import_evidently()
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import bar_plot_panel, counter_panel, line_plot_panel
+
+    def metric(name: str, legend: str, **metric_labels: str) -> PanelMetric:
+        return PanelMetric(
+            metric=name, legend=legend, metric_labels=metric_labels, tags=list(tags)
+        )
+
+    share = metric(
+        "DriftedColumnsCount", "share of drifted features", value_type="share"
+    )
+    return [
+        counter_panel("Latest share of drifted features", [share], size="half"),
+        counter_panel(
+            "Latest drifted feature count",
+            [metric("DriftedColumnsCount", "drifted features", value_type="count")],
+            size="half",
+        ),
+        line_plot_panel("Share of drifted features over time", [share]),
+        bar_plot_panel(
+            "Drifted feature count",
+            [metric("DriftedColumnsCount", "drifted features", value_type="count")],
+        ),
+        line_plot_panel(
+            "Per-feature drift score",
+            [metric("ValueDrift", f, column=f) for f in features],
+            description="p-value (drift below 0.05) for small references, "
+            "distance (drift at 0.1 or above) for large ones",
+        ),
+        line_plot_panel(
+            "Prediction drift score (predicted label)",
+            [metric("ValueDrift", "predicted label", column=PREDICTION_COLUMN)],
+        ),
+        bar_plot_panel(
+            "Predicted-label share (live window)",
+            [
+                metric(
+                    "UniqueValueCount",
+                    label,
+                    column=PREDICTION_COLUMN,
+                    value_type="share",
+                    label=label,
+                )
+                for label in labels
+            ],
+            stacked=True,
+        ),
+    ]
+
+
+def ensure_dashboard(
+    project: Any,
+    *,
+    features: Sequence[str],
+    labels: Sequence[str],
+    model_version: str | None = None,
+) -> int:
+    """Create missing panels (all-versions tab, and the version's tab); returns
+    how many were added, 0 when the dashboard is already complete."""
+    wanted = [(ALL_VERSIONS_TAB, p) for p in dashboard_panels(features, labels)]
+    if model_version is not None:
+        tab = f"Model {model_version}"
+        tags = [version_tag(model_version)]
+        wanted += [(tab, p) for p in dashboard_panels(features, labels, tags)]
+    model = project.dashboard.model()
+    titles = {p.id: p.title for p in model.panels}
+    present = {(t.title, titles.get(pid)) for t in model.tabs for pid in t.panels}
+    added = 0
+    for tab, panel in wanted:
+        if (tab, panel.title) not in present:
+            project.dashboard.add_panel(panel, tab=tab)
+            added += 1
+    return added
+
+
+def record_run(
+    workspace_dir: Path,
+    result: DriftResult,
+    *,
+    project_name: str,
+    features: Sequence[str],
+    labels: Sequence[str],
+) -> str:
+    """Add `result`'s snapshot to the workspace (panels first); returns its id."""
+    if result.snapshot is None:
+        raise ValueError("a skipped drift result has no snapshot to record")
+    workspace = open_workspace(workspace_dir)
+    project = open_project(workspace, project_name)
+    ensure_dashboard(
+        project, features=features, labels=labels, model_version=result.model_version
+    )
+    ref = workspace.add_run(project.id, result.snapshot, include_data=False)
+    return str(ref.id)

@@ -1,0 +1,167 @@
+"""DriftJob end to end on the default pack: HTML report, Evidently snapshot and
+dashboard, gauges, and the retraining trigger; plus its background schedule."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitoring.drift_job import DriftJob
+from monitoring.evidently_workspace import (
+    ALL_VERSIONS_TAB,
+    open_project,
+    open_workspace,
+)
+from monitoring.metrics import ServiceMetrics
+from monitoring.retraining import RetrainPolicy, RetrainTrigger
+from packs.format import PackMetadata
+
+PANELS = {
+    "Share of drifted features over time",
+    "Drifted feature count",
+    "Per-feature drift score",
+    "Predicted-label share (live window)",
+}
+
+
+class Harness:
+    """A job wired like the service wires it, with everything it produced."""
+
+    def __init__(self, tmp: Path, reference: pd.DataFrame, meta: PackMetadata):
+        self.window: pd.DataFrame = reference.head(0)
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.registry = CollectorRegistry()
+        self.metrics = ServiceMetrics(
+            self.registry, labels=meta.labels, features=meta.feature_names
+        )
+        self.trigger = RetrainTrigger(
+            RetrainPolicy(drift_share_threshold=0.5, consecutive_windows=1),
+            open_request=lambda reason, details: self.requests.append(
+                (reason, details)
+            ),
+            metrics=self.metrics,
+        )
+        self.out, self.workspace = tmp / "html", tmp / "evidently"
+        self.meta = meta
+        self.version = meta.version
+        self.job = DriftJob(
+            lambda rows: self.window.tail(rows), reference, self.metrics,
+            window_rows=1000, min_window_rows=200, drift_share=0.5,
+            out_dir=self.out, workspace_dir=self.workspace,
+            model_version=lambda: self.version, trigger=self.trigger,
+            feature_names=meta.feature_names, labels=meta.labels,
+            project_name=meta.name, keep_html_reports=2,
+        )  # fmt: skip
+
+    def gauge(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, labels)
+
+    def project(self) -> Any:
+        return open_project(open_workspace(self.workspace), self.meta.name)
+
+    def panels_by_tab(self) -> dict[str, list[str]]:
+        model = self.project().dashboard.model()
+        titles = {p.id: p.title for p in model.panels}
+        return {t.title: [titles[p] for p in t.panels] for t in model.tabs}
+
+
+@pytest.fixture
+def harness(
+    tmp_path: Path, reference: pd.DataFrame, pack_meta: PackMetadata
+) -> Harness:
+    return Harness(tmp_path, reference, pack_meta)
+
+
+def test_drifted_traffic_is_reported_everywhere_and_opens_a_request(
+    harness: Harness, drifted_window: pd.DataFrame
+) -> None:
+    harness.window = drifted_window
+    result = harness.job.run_once()
+
+    assert result.dataset_drift is True
+    assert harness.gauge("flywheel_drift_detected") == 1
+    assert harness.gauge("flywheel_drift_share") == result.drift_share
+    html = Path(result.html_path or "")
+    assert html.is_file() and html.stat().st_size > 100_000
+    project = harness.project()
+    workspace = open_workspace(harness.workspace)
+    assert [str(i) for i in workspace.list_runs(project.id)] == [result.snapshot_id]
+    snapshot = workspace.get_run(project.id, result.snapshot_id)
+    assert f"model_version={harness.version}" in snapshot.tags
+    tabs = harness.panels_by_tab()
+    assert set(tabs[ALL_VERSIONS_TAB]) >= PANELS
+    assert set(tabs[f"Model {harness.version}"]) >= PANELS
+    assert [reason for reason, _ in harness.requests] == ["drift"]
+    assert "bill_length_mm" in harness.requests[0][1]["drifted_features"]
+    assert harness.gauge("flywheel_retraining_requests_total", reason="drift") == 1
+
+
+def test_undrifted_traffic_sets_the_gauge_to_zero_and_opens_nothing(
+    harness: Harness, clean_window: pd.DataFrame
+) -> None:
+    harness.window = clean_window
+    result = harness.job.run_once()
+    assert result.dataset_drift is False
+    assert harness.gauge("flywheel_drift_detected") == 0
+    assert result.snapshot_id is not None
+    assert harness.requests == []
+    assert harness.gauge("flywheel_retraining_requests_total", reason="drift") == 0
+
+
+def test_a_small_window_is_skipped_without_report_snapshot_or_request(
+    harness: Harness, drifted_window: pd.DataFrame
+) -> None:
+    harness.window = drifted_window.head(20)
+    result = harness.job.run_once()
+    assert result.skipped and "20 rows" in (result.reason or "")
+    assert result.html_path is None and result.snapshot_id is None
+    assert not harness.out.exists() or not list(harness.out.iterdir())
+    assert math.isnan(harness.gauge("flywheel_drift_detected") or 0.0)
+    assert harness.gauge("flywheel_drift_runs_total", outcome="skipped") == 1
+    assert harness.requests == []
+
+
+def test_panels_are_created_once_and_a_new_version_gets_its_own_tab(
+    harness: Harness, clean_window: pd.DataFrame
+) -> None:
+    harness.window = clean_window
+    harness.job.run_once()
+    first = harness.panels_by_tab()
+    harness.job.run_once()
+    assert harness.panels_by_tab() == first
+    harness.version = "candidate-2"
+    harness.job.run_once()
+    tabs = harness.panels_by_tab()
+    assert set(tabs) == {*first, "Model candidate-2"}
+    assert tabs[ALL_VERSIONS_TAB] == first[ALL_VERSIONS_TAB]
+    # keep_html_reports=2: the oldest of three reports is gone.
+    assert len(list(harness.out.glob("drift-*.html"))) == 2
+
+
+def test_the_schedule_survives_a_failed_run_and_stops_cleanly(
+    harness: Harness, clean_window: pd.DataFrame
+) -> None:
+    calls = []
+
+    def flaky_read(rows: int) -> pd.DataFrame:
+        calls.append(rows)
+        if len(calls) == 1:
+            raise ConnectionError("database restarting")
+        return clean_window.tail(rows)
+
+    harness.job._read_window = flaky_read
+    harness.job.start(interval_s=0.05, first_run_after_s=0)
+    deadline = time.monotonic() + 60
+    while harness.job.last_result is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    harness.job.stop()
+    assert not harness.job.running
+    assert harness.job.last_result is not None
+    assert harness.gauge("flywheel_drift_runs_total", outcome="failed") == 1
+    assert harness.gauge("flywheel_drift_runs_total", outcome="completed") >= 1
