@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -149,6 +149,17 @@ def _latest_feature_names(session: Session, model_version: str | None) -> list[s
         stmt = stmt.where(Prediction.model_version == model_version)
     inputs = session.scalar(stmt.order_by(Prediction.created_at.desc()).limit(1))
     return list(inputs or {})
+
+
+@_db_call
+def count_predictions_since(session: Session, since: datetime) -> int:
+    """Logged predictions created at or after `since`."""
+    stmt = (
+        select(func.count())
+        .select_from(Prediction)
+        .where(Prediction.created_at >= since)
+    )
+    return int(session.scalar(stmt) or 0)
 
 
 @_db_call

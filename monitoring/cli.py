@@ -55,6 +55,14 @@ def drift(
     hook_url: Annotated[
         str | None, typer.Option(help="URL POSTed when retraining is requested")
     ] = None,
+    report_rate_per_1000: Annotated[
+        float | None,
+        typer.Option(
+            help="Open a request above this many reports per 1,000 "
+            "predictions over the last --rate-window-s"
+        ),
+    ] = None,
+    rate_window_s: Annotated[float, typer.Option(min=1.0)] = 3600.0,
     fail_on_drift: Annotated[bool, typer.Option()] = False,
     metrics: Annotated[
         bool,
@@ -98,6 +106,7 @@ def drift(
             drift_share_threshold=drift_share,
             consecutive_windows=consecutive_windows,
             cooldown_s=cooldown_s,
+            report_rate_per_1000=report_rate_per_1000,
         ),
         open_request=_request_opener(sessions),
         hook_command=shlex.split(hook_command) if hook_command else None,
@@ -112,6 +121,9 @@ def drift(
         drift_share=drift_share, out_dir=out, workspace_dir=workspace,
         model_version=meta.version, trigger=trigger,
         feature_names=meta.feature_names, labels=meta.labels, project_name=meta.name,
+        read_report_counts=(
+            _report_counter(sessions, rate_window_s) if report_rate_per_1000 else None
+        ),
     )  # fmt: skip
     try:
         result = job.run_once()
@@ -127,6 +139,24 @@ def _store(db: str) -> tuple[Any, Any]:
 
     engine = make_engine(db)
     return engine, session_factory(engine)
+
+
+def _report_counter(sessions: Any, window_s: float) -> Any:
+    """(reports, predictions) created in the last `window_s` seconds."""
+    from datetime import UTC, datetime, timedelta
+
+    from feedback.schemas import ReportFilter
+    from feedback.store import count_predictions_since, count_reports
+
+    def counts() -> tuple[int, int]:
+        since = datetime.now(UTC) - timedelta(seconds=window_s)
+        with sessions() as session:
+            return (
+                count_reports(session, filter=ReportFilter(created_after=since)),
+                count_predictions_since(session, since),
+            )
+
+    return counts
 
 
 def _request_opener(sessions: Any) -> Any:

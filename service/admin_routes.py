@@ -78,3 +78,30 @@ def promote(body: PromoteRequest, request: Request) -> dict[str, Any]:
 @router.get("/priors", responses=ERRORS, summary="Current online prior estimate")
 async def priors(request: Request) -> dict[str, Any]:
     return runtime_of(request).prior_estimate()
+
+
+@router.get(
+    "/admin/retraining-requests",
+    dependencies=[Depends(require_admin)],
+    tags=["admin"],
+    responses=ERRORS,
+    summary="Retraining requests opened by drift or the report rate",
+)
+def retraining_requests(
+    request: Request, status: str | None = "open", limit: int = 50
+) -> list[dict[str, Any]]:
+    from feedback import store
+
+    with runtime_of(request).sessions() as session:
+        rows = store.retraining_requests(session, status=status, limit=min(limit, 500))
+        return [
+            {
+                "id": r.id,
+                "created_at": r.created_at.isoformat(),
+                "reason": r.reason,
+                "details": r.details,
+                "model_version": r.model_version,
+                "status": r.status,
+            }
+            for r in rows
+        ]

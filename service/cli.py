@@ -112,10 +112,86 @@ def pack(
     typer.echo(meta.model_dump_json(indent=2))
 
 
+@app.command()
+def retrain(
+    out: Path = typer.Option(
+        None, help="Candidate pack directory (default: data/packs/candidate-<time>)."
+    ),
+    promote: bool = typer.Option(False, help="Serve the candidate if the gate passes."),
+) -> None:
+    """Retrain on the training data plus corrected reports, then run the gate.
+
+    Exits 1 when the gate refuses the candidate. With --promote a passing candidate
+    is written to the state file that every running worker follows.
+    """
+    import time
+
+    from feedback import store
+    from feedback.db import make_engine, migrate, session_factory
+    from feedback.promotion import judge_candidate
+    from feedback.retrain import retrain_default_pack
+    from service.runtime import read_state, write_state
+
+    settings = Settings()
+    state = read_state(settings.state_file)
+    served = Path(state.get("pack_dir", ensure_pack(settings)))
+    policy = Path(state.get("policy_path", settings.guardrails.policy_path))
+    out = (
+        out
+        or settings.data_dir / "packs" / f"candidate-{time.strftime('%Y%m%dT%H%M%S')}"
+    )
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    try:
+        with session_factory(engine)() as session:
+            meta, used = retrain_default_pack(session, out)
+            typer.echo(
+                f"candidate {meta.version} from {used} corrected report(s): {out}"
+            )
+            judgement = judge_candidate(
+                session,
+                candidate_dir=out,
+                baseline_dir=served,
+                policy_path=policy,
+                max_newly_broken=settings.feedback.gate_max_newly_broken,
+                max_metric_drop=settings.feedback.gate_max_metric_drop,
+                out_dir=settings.regression_dir,
+            )
+            typer.echo(judgement.to_text())
+            if not judgement.decision.passed:
+                raise typer.Exit(1)
+            if promote:
+                write_state(settings.state_file, pack_dir=str(out.resolve()))
+                store.record_model_version(
+                    session, name=meta.name, version=meta.version,
+                    metadata=meta.model_dump(mode="json"), status="served",
+                )  # fmt: skip
+                for request in store.retraining_requests(session, status="open"):
+                    store.close_retraining_request(session, request.id)
+                typer.echo(
+                    f"promoted {meta.version}; running workers follow within seconds"
+                )
+    finally:
+        engine.dispose()
+
+
+@app.command()
+def demo(
+    port: int = typer.Option(0, help="Port on 127.0.0.1 (0: a free one)."),
+    keep_running: bool = typer.Option(False, help="Leave the service up at the end."),
+) -> None:
+    """The whole flywheel on the default pack: drift -> retraining request ->
+    report -> retrain -> gate -> promote, against a real service in data/demo."""
+    from service.demo import run_demo
+
+    run_demo(Settings(), port=port or None, keep_running=keep_running, echo=typer.echo)
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app()
 
 

@@ -105,6 +105,7 @@ class Runtime:
         self._state_mtime = self._mtime()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.drift: Any = None  # the drift schedule, in one worker only
         self.batcher = self._make_batcher()
         self._set_version_metrics(self.served)
 
@@ -244,6 +245,8 @@ class Runtime:
             )
             assert judgement.report.run_id is not None
             store.mark_reports_fixed(session, run_id=judgement.report.run_id)
+            for request in store.retraining_requests(session, status="open"):
+                store.close_retraining_request(session, request.id)
         return {"promoted": True, "model_version": meta.version, **summary}
 
     def _make_batcher(self) -> ModelBatcher | None:
@@ -491,6 +494,8 @@ class Runtime:
 
     def close(self) -> None:
         self._stop.set()
+        if self.drift is not None:
+            self.drift.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         if self.prediction_log is not None:

@@ -34,7 +34,8 @@ class InferenceService:
     def __init__(self) -> None:
         # Runs once per worker: a broken pack or policy raises here and stops the
         # service with its one-line message (see packs.errors, guardrails.errors).
-        self.runtime = build_runtime(settings)
+        worker = bentoml.server_context.worker_index
+        self.runtime = build_runtime(settings, schedule_drift=worker in (None, 1))
         api.state.runtime = self.runtime
         if settings.serving.freeze_gc:
             # Start-up objects never die; keeping them out of GC passes cuts the

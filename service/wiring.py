@@ -8,6 +8,7 @@ from feedback import store
 from feedback.db import make_engine, migrate, session_factory
 from feedback.prediction_log import PredictionLog
 from monitoring.metrics import ServiceMetrics
+from service.drift_schedule import DriftSchedule
 from service.runtime import STAGES, Runtime
 from service.settings import Settings
 
@@ -20,7 +21,8 @@ def build_metrics(labels: list[str], features: list[str]) -> ServiceMetrics:
     return ServiceMetrics(labels=labels, stages=STAGES, features=features)
 
 
-def build_runtime(settings: Settings) -> Runtime:
+def build_runtime(settings: Settings, *, schedule_drift: bool = True) -> Runtime:
+    """Everything one worker needs; `schedule_drift` in one worker only."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
     if settings.feedback.migrate_on_start:
@@ -50,4 +52,7 @@ def build_runtime(settings: Settings) -> Runtime:
     except Exception:  # another worker racing on the same row; not worth a crash
         log.warning("could not record served model version", exc_info=True)
     runtime.start_background()
+    if schedule_drift:
+        runtime.drift = DriftSchedule(settings, lambda: runtime.served.pack.path)
+        runtime.drift.start()
     return runtime

@@ -1,130 +1,55 @@
-"""Start the real service (`python -m service.cli serve`) on a free loopback port.
+"""Test defaults around `service.process`: an admin token and no scheduled drift runs.
 
-Each server gets its own data directory (so its own BentoML home and Prometheus
-multiprocess dir, database and state file) and is stopped at teardown with SIGTERM,
-which must drain and exit cleanly; the fixture checks that it did.
+Tests start the real service with these helpers; see `service/process.py`.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-import httpx
+from service import process
+from service.process import (
+    ROOT,
+    ServiceProcess,
+    free_port,
+    stop_service_process,
+    wait_ready,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = [
+    "ADMIN_TOKEN",
+    "ROOT",
+    "ServiceProcess",
+    "free_port",
+    "running",
+    "service_env",
+    "start_service",
+    "stop_service_process",
+    "wait_ready",
+]
+
 ADMIN_TOKEN = "test-admin-token-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class ServiceProcess:
-    url: str
-    data_dir: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    env: dict[str, str]
-
-    def client(self, **kw: object) -> httpx.Client:
-        kw.setdefault("timeout", 30)
-        return httpx.Client(base_url=self.url, **kw)  # type: ignore[arg-type]
-
-    def admin_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+TEST_DEFAULTS = {
+    "FLYWHEEL_SECURITY__ADMIN_TOKEN": ADMIN_TOKEN,
+    "FLYWHEEL_MONITORING__DRIFT_INTERVAL_S": "0",
+}
 
 
 def service_env(data_dir: Path, pack_dir: Path, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
-    env.update(
-        {
-            "FLYWHEEL_DATA_DIR": str(data_dir),
-            "FLYWHEEL_PACK_DIR": str(pack_dir),
-            "FLYWHEEL_SECURITY__ADMIN_TOKEN": ADMIN_TOKEN,
-            "FLYWHEEL_MONITORING__DRIFT_INTERVAL_S": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
+    return process.service_env(data_dir, pack_dir, **{**TEST_DEFAULTS, **overrides})
+
+
+def start_service(
+    data_dir: Path, pack_dir: Path, *, port: int | None = None, **overrides: str
+) -> ServiceProcess:
+    return process.start_service(
+        data_dir, pack_dir, port=port, **{**TEST_DEFAULTS, **overrides}
     )
-    env.update(overrides)
-    return env
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"service exited with {process.returncode} before ready:\n"
-                + log_path.read_text(errors="replace")[-4000:]
-            )
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"service not ready in {timeout_s}s:\n" + log_path.read_text(errors="replace")[-4000:])
-
-
-def start_service(data_dir: Path, pack_dir: Path, *, port: int | None = None, **overrides: str) -> ServiceProcess:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    env = service_env(data_dir, pack_dir, **overrides)
-    log_path = data_dir / f"service-{port}.log"
-    with log_path.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process, log_path)
-    except BaseException:
-        stop_service_process(process)
-        raise
-    return ServiceProcess(url=url, data_dir=data_dir, process=process, log_path=log_path, env=env)
-
-
-def stop_service_process(process: subprocess.Popen[bytes], timeout_s: float = 30) -> int | None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-            return None
-    try:  # stray workers of the group must be gone too
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return process.returncode
-
-
-@contextmanager
-def running(data_dir: Path, pack_dir: Path, **overrides: str) -> Iterator[ServiceProcess]:
-    svc = start_service(data_dir, pack_dir, **overrides)
-    try:
-        yield svc
-    finally:
-        code = stop_service_process(svc.process)
-        assert code is not None, "service did not stop within 30 s of SIGTERM"
+def running(
+    data_dir: Path, pack_dir: Path, **overrides: str
+) -> AbstractContextManager[ServiceProcess]:
+    """A started service, stopped (and checked to stop cleanly) on exit."""
+    return process.running(data_dir, pack_dir, **{**TEST_DEFAULTS, **overrides})

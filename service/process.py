@@ -1,0 +1,147 @@
+"""Start and stop the real service (`python -m service.cli serve`) as a child process.
+
+Used by the demo, the benchmark and the tests. Each server gets its own data
+directory (so its own BentoML home and Prometheus multiprocess dir, database and
+state file), listens on 127.0.0.1 only, and is stopped with SIGTERM, which must
+drain and exit cleanly (SIGKILL after a timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+    admin_token: str | None = None
+
+    def client(self, **kw: object) -> httpx.Client:
+        kw.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.url, **kw)  # type: ignore[arg-type]
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def service_env(data_dir: Path, pack_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment minus any FLYWHEEL_* settings, plus these and `overrides`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+    env.update(
+        {
+            "FLYWHEEL_DATA_DIR": str(data_dir),
+            "FLYWHEEL_PACK_DIR": str(pack_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 90
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"service exited with {process.returncode} before ready:\n"
+                + log_path.read_text(errors="replace")[-4000:]
+            )
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(
+        f"service not ready in {timeout_s}s:\n"
+        + log_path.read_text(errors="replace")[-4000:]
+    )
+
+
+def start_service(
+    data_dir: Path, pack_dir: Path, *, port: int | None = None, **overrides: str
+) -> ServiceProcess:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    env = service_env(data_dir, pack_dir, **overrides)
+    log_path = data_dir / f"service-{port}.log"
+    with log_path.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, log_path)
+    except BaseException:
+        stop_service_process(process)
+        raise
+    return ServiceProcess(
+        url=url,
+        data_dir=data_dir,
+        process=process,
+        log_path=log_path,
+        env=env,
+        admin_token=env.get("FLYWHEEL_SECURITY__ADMIN_TOKEN"),
+    )
+
+
+def stop_service_process(
+    process: subprocess.Popen[bytes], timeout_s: float = 30
+) -> int | None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            return None
+    with contextlib.suppress(ProcessLookupError):  # stray workers must go too
+        os.killpg(process.pid, signal.SIGKILL)
+    return process.returncode
+
+
+@contextmanager
+def running(
+    data_dir: Path, pack_dir: Path, **overrides: str
+) -> Iterator[ServiceProcess]:
+    svc = start_service(data_dir, pack_dir, **overrides)
+    try:
+        yield svc
+    finally:
+        if stop_service_process(svc.process) is None:
+            raise RuntimeError("service did not stop within 30 s of SIGTERM")
