@@ -8,7 +8,7 @@ PORT ?= 3000
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install serve test test-fast lint lock audit bento monitoring bench loadtest demo clean
+.PHONY: install serve test test-deps test-fast lint lock audit bento monitoring bench loadtest demo clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,8 +44,26 @@ lock:
 audit: install
 	$(BIN)/pip-audit --strict --no-deps --disable-pip -r requirements.lock
 
+# Prometheus (scraping 127.0.0.1:$(PORT), with the alert rules) and Evidently's UI.
+monitoring: install test-deps
+	$(BIN)/python -m monitoring.cli up --target 127.0.0.1:$(PORT) --workspace data/evidently --data data/prometheus
+
+# The flywheel end to end: drift -> retraining request -> report -> retrain -> gate -> promote.
+demo: install
+	$(BIN)/python -m service.cli demo
+
+# Full service vs bare BentoML vs raw onnxruntime, in one run (writes loadtests/RESULTS.md).
+bench: install
+	bash loadtests/install_tools.sh
+	$(BIN)/python -m loadtests.benchmark
+
+# A headless locust run against a service on 127.0.0.1:$(PORT).
+loadtest: install
+	$(BIN)/locust -f loadtests/locustfile.py --headless -u 32 -r 8 -t 60s --host http://127.0.0.1:$(PORT) --csv loadtests/results/locust --html loadtests/results/locust.html
+
+# Package the service as a bento (offline, no Docker).
 bento: install
-	$(BIN)/python -m service.cli bento
+	BENTOML_HOME=$(CURDIR)/data/bentoml BENTOML_DO_NOT_TRACK=true $(BIN)/bentoml build -f bentofile.yaml
 
 clean:
 	rm -rf $(VENV) data
