@@ -17,6 +17,7 @@ from feedback import store
 from feedback.gate import GateDecision, gate
 from feedback.regression import RegressionReport, run_regression
 from feedback.replay import pack_predictor
+from packs.format import PackMetadata
 from packs.loader import load_table
 
 
@@ -80,3 +81,23 @@ def judge_candidate(
         session, report.run_id, passed=decision.passed, reasons=decision.reasons
     )
     return Judgement(report, decision, cand.version, base.version)
+
+
+def record_served(session: Session, meta: PackMetadata) -> None:
+    """Record `meta`'s pack as the served version (idempotent)."""
+    store.record_model_version(
+        session,
+        name=meta.name,
+        version=meta.version,
+        metadata=meta.model_dump(mode="json"),
+        status="served",
+    )
+
+
+def record_promotion(session: Session, meta: PackMetadata, *, run_id: int) -> None:
+    """After a candidate passed the gate and is served: record it, mark the reports
+    its regression run fixed, and close the open retraining requests."""
+    record_served(session, meta)
+    store.mark_reports_fixed(session, run_id=run_id)
+    for request in store.retraining_requests(session, status="open"):
+        store.close_retraining_request(session, request.id)

@@ -126,9 +126,8 @@ def retrain(
     """
     import time
 
-    from feedback import store
     from feedback.db import make_engine, migrate, session_factory
-    from feedback.promotion import judge_candidate
+    from feedback.promotion import judge_candidate, record_promotion
     from feedback.retrain import retrain_default_pack
     from service.runtime import read_state, write_state
 
@@ -162,12 +161,8 @@ def retrain(
                 raise typer.Exit(1)
             if promote:
                 write_state(settings.state_file, pack_dir=str(out.resolve()))
-                store.record_model_version(
-                    session, name=meta.name, version=meta.version,
-                    metadata=meta.model_dump(mode="json"), status="served",
-                )  # fmt: skip
-                for request in store.retraining_requests(session, status="open"):
-                    store.close_retraining_request(session, request.id)
+                assert judgement.report.run_id is not None
+                record_promotion(session, meta, run_id=judgement.report.run_id)
                 typer.echo(
                     f"promoted {meta.version}; running workers follow within seconds"
                 )

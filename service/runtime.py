@@ -192,8 +192,11 @@ class Runtime:
         self, pack_dir: str | Path, *, max_metric_drop: float | None = None
     ) -> dict[str, Any]:
         """Serve a candidate pack if the regression gate passes; else 409."""
-        from feedback import store
-        from feedback.promotion import PacksIncompatible, judge_candidate
+        from feedback.promotion import (
+            PacksIncompatible,
+            judge_candidate,
+            record_promotion,
+        )
 
         candidate = Path(pack_dir).resolve()
         try:
@@ -236,17 +239,8 @@ class Runtime:
                 )
             served = self.promote_pack(candidate)
             meta = served.pack.metadata
-            store.record_model_version(
-                session,
-                name=meta.name,
-                version=meta.version,
-                metadata=meta.model_dump(mode="json"),
-                status="served",
-            )
             assert judgement.report.run_id is not None
-            store.mark_reports_fixed(session, run_id=judgement.report.run_id)
-            for request in store.retraining_requests(session, status="open"):
-                store.close_retraining_request(session, request.id)
+            record_promotion(session, meta, run_id=judgement.report.run_id)
         return {"promoted": True, "model_version": meta.version, **summary}
 
     def _make_batcher(self) -> ModelBatcher | None:

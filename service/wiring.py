@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from feedback import store
 from feedback.db import make_engine, migrate, session_factory
 from feedback.prediction_log import PredictionLog
+from feedback.promotion import record_served
 from monitoring.metrics import ServiceMetrics
 from service.drift_schedule import DriftSchedule
 from service.runtime import STAGES, Runtime
@@ -42,13 +42,7 @@ def build_runtime(settings: Settings, *, schedule_drift: bool = True) -> Runtime
     runtime.attach(metrics=metrics, prediction_log=prediction_log)
     try:
         with runtime.sessions() as session:
-            store.record_model_version(
-                session,
-                name=meta.name,
-                version=meta.version,
-                metadata=meta.model_dump(mode="json"),
-                status="served",
-            )
+            record_served(session, meta)
     except Exception:  # another worker racing on the same row; not worth a crash
         log.warning("could not record served model version", exc_info=True)
     runtime.start_background()
