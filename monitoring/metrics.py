@@ -108,7 +108,7 @@ class ServiceMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.labels = tuple(labels)
         self._lock = threading.Lock()
-        self._model_info: tuple[str, str] | None = None
+        self._model_info: tuple[str, str, str] | None = None
         self._policy_info: str | None = None
         r, ns = self.registry, namespace
 
@@ -172,8 +172,10 @@ class ServiceMetrics:
         )  # fmt: skip
         self._model_gauge = Gauge(
             "model_info",
-            "1 for the model pack version a live worker serves, 0 after a swap.",
-            ["pack", "version"], namespace=ns, registry=r, multiprocess_mode="livemax",
+            "1 for the model pack version a live worker serves (and the onnxruntime "
+            "execution provider it really runs on), 0 after a swap.",
+            ["pack", "version", "provider"], namespace=ns, registry=r,
+            multiprocess_mode="livemax",
         )  # fmt: skip
         self._policy_gauge = Gauge(
             "policy_info",
@@ -331,17 +333,21 @@ class ServiceMetrics:
 
     # ---- versions and priors --------------------------------------------------
 
-    def set_model_version(self, pack: str, version: str) -> None:
-        """Mark `pack`/`version` as served; the previous pair drops to 0.
+    def set_model_version(
+        self, pack: str, version: str, provider: str = "unknown"
+    ) -> None:
+        """Mark `pack`/`version` (on `provider`) as served; the previous one drops
+        to 0.
 
         The old series is zeroed rather than removed: removal is not implemented
         in multiprocess mode, and a 0 keeps the swap visible in Prometheus.
         """
+        key = (pack, version, provider)
         with self._lock:
-            if self._model_info is not None and self._model_info != (pack, version):
+            if self._model_info is not None and self._model_info != key:
                 self._model_gauge.labels(*self._model_info).set(0)
-            self._model_gauge.labels(pack, version).set(1)
-            self._model_info = (pack, version)
+            self._model_gauge.labels(*key).set(1)
+            self._model_info = key
 
     def set_policy_version(self, version: str) -> None:
         with self._lock:

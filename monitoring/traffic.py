@@ -28,7 +28,9 @@ def like_training(n: int, *, seed: int = 0) -> pd.DataFrame:
     return frame.sample(n=n, replace=True, random_state=seed).reset_index(drop=True)
 
 
-def drifted(n: int, *, seed: int = 0, max_body_mass_g: float | None = None) -> pd.DataFrame:
+def drifted(
+    n: int, *, seed: int = 0, max_body_mass_g: float | None = None
+) -> pd.DataFrame:
     """`n` Gentoo rows from Biscoe with a biased scale (capped at `max_body_mass_g`)."""
     frame = _penguins()
     gentoo = frame[(frame["label"] == "Gentoo") & (frame["island"] == "Biscoe")]

@@ -157,7 +157,7 @@ class Runtime:
     def _set_version_metrics(self, served: Served) -> None:
         if self.metrics is not None:
             self.metrics.set_model_version(
-                served.pack.metadata.name, served.versions[0]
+                served.pack.metadata.name, served.versions[0], served.pack.provider
             )
             self.metrics.set_policy_version(served.versions[1])
 

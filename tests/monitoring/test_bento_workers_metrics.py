@@ -88,7 +88,7 @@ def test_metrics_from_both_workers_are_summed_on_metrics(probe_url: str) -> None
         samples = _scrape(probe_url)
         adelie = samples[("flywheel_predictions_total", (("label", "Adelie"),))]
         assert adelie - before == 120
-        info = (("pack", "probe"), ("version", "v1"))
+        info = (("pack", "probe"), ("provider", "unknown"), ("version", "v1"))
         assert samples[("flywheel_model_info", info)] == 1
 
 

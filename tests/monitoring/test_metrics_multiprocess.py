@@ -75,7 +75,7 @@ def test_two_worker_processes_are_aggregated_by_bentomls_collector(
     assert samples[("flywheel_stage_duration_seconds_bucket", stage)] == 8
     # livesum: both workers' queues; livemax: a version served is 1, not 2.
     assert samples[("flywheel_prediction_log_queue_rows", ())] == 17
-    info = (("pack", "penguins"), ("version", "v1"))
+    info = (("pack", "penguins"), ("provider", "unknown"), ("version", "v1"))
     assert samples[("flywheel_model_info", info)] == 1
     # livemostrecent: the later writer's estimate, and no per-pid series.
     assert samples[("flywheel_estimated_prior", (("label", "Adelie"),))] == 0.5

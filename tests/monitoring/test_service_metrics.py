@@ -109,10 +109,11 @@ def test_unknown_label_values_are_counted_as_other(junk: list[str]) -> None:
 
 def test_model_version_swap_zeroes_the_previous_version() -> None:
     m, r = make()
-    m.set_model_version("penguins", "v1")
-    m.set_model_version("penguins", "v2")
-    assert value(r, "flywheel_model_info", pack="penguins", version="v1") == 0
-    assert value(r, "flywheel_model_info", pack="penguins", version="v2") == 1
+    m.set_model_version("penguins", "v1", "CPUExecutionProvider")
+    m.set_model_version("penguins", "v2", "CPUExecutionProvider")
+    cpu = {"provider": "CPUExecutionProvider"}
+    assert value(r, "flywheel_model_info", pack="penguins", version="v1", **cpu) == 0
+    assert value(r, "flywheel_model_info", pack="penguins", version="v2", **cpu) == 1
     m.set_policy_version("p1")
     m.set_policy_version("p2")
     assert value(r, "flywheel_policy_info", version="p1") == 0

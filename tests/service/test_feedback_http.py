@@ -21,9 +21,19 @@ from tests.servers import ServiceProcess, running
 
 pytestmark = pytest.mark.integration
 
-ADELIE = {"bill_length_mm": 39.1, "bill_depth_mm": 18.7, "flipper_length_mm": 181, "body_mass_g": 3750}
+ADELIE = {
+    "bill_length_mm": 39.1,
+    "bill_depth_mm": 18.7,
+    "flipper_length_mm": 181,
+    "body_mass_g": 3750,
+}
 # A real Adelie (row 72 of palmerpenguins) that the default model calls Chinstrap.
-MISTAKEN_ADELIE = {"bill_length_mm": 45.8, "bill_depth_mm": 18.9, "flipper_length_mm": 197, "body_mass_g": 4150}
+MISTAKEN_ADELIE = {
+    "bill_length_mm": 45.8,
+    "bill_depth_mm": 18.9,
+    "flipper_length_mm": 197,
+    "body_mass_g": 4150,
+}
 
 
 def predict_one(svc: ServiceProcess, row: dict[str, float], **extra: object) -> dict:  # type: ignore[type-arg]
@@ -39,11 +49,19 @@ def report(svc: ServiceProcess, body: dict, key: str | None = None):  # type: ig
         return c.post("/report", json=body, headers=headers)
 
 
-def test_report_by_prediction_id_attaches_input_and_output(running_service: ServiceProcess) -> None:
+def test_report_by_prediction_id_attaches_input_and_output(
+    running_service: ServiceProcess,
+) -> None:
     p = predict_one(running_service, ADELIE, context="Dream")
     r = report(
         running_service,
-        {"prediction_id": p["prediction_id"], "expected_label": "Chinstrap", "categories": ["Wrong Context"], "comment": "field guide says so", "reporter": "ranger-7"},
+        {
+            "prediction_id": p["prediction_id"],
+            "expected_label": "Chinstrap",
+            "categories": ["Wrong Context"],
+            "comment": "field guide says so",
+            "reporter": "ranger-7",
+        },
     )
     assert r.status_code == 201, r.text
     body = r.json()
@@ -55,17 +73,26 @@ def test_report_by_prediction_id_attaches_input_and_output(running_service: Serv
     assert body["categories"] == ["wrong context"]
 
 
-def test_report_with_full_input_when_there_is_no_id(running_service: ServiceProcess) -> None:
+def test_report_with_full_input_when_there_is_no_id(
+    running_service: ServiceProcess,
+) -> None:
     r = report(
         running_service,
-        {"inputs": ADELIE, "bad_output": {"label": "Gentoo"}, "expected_label": "Adelie", "categories": ["blurry"]},
+        {
+            "inputs": ADELIE,
+            "bad_output": {"label": "Gentoo"},
+            "expected_label": "Adelie",
+            "categories": ["blurry"],
+        },
     )
     assert r.status_code == 201, r.text
     assert r.json()["prediction_id"] is None
     assert r.json()["bad_output"]["label"] == "Gentoo"
 
 
-def test_same_idempotency_key_returns_the_same_report(running_service: ServiceProcess) -> None:
+def test_same_idempotency_key_returns_the_same_report(
+    running_service: ServiceProcess,
+) -> None:
     p = predict_one(running_service, ADELIE)
     key = uuid.uuid4().hex
     first = report(running_service, {"prediction_id": p["prediction_id"]}, key)
@@ -74,7 +101,11 @@ def test_same_idempotency_key_returns_the_same_report(running_service: ServicePr
     assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     with running_service.client() as c:
-        listed = c.get("/admin/reports", params={"limit": 500}, headers=running_service.admin_headers()).json()
+        listed = c.get(
+            "/admin/reports",
+            params={"limit": 500},
+            headers=running_service.admin_headers(),
+        ).json()
     assert [r["id"] for r in listed].count(first.json()["id"]) == 1
 
 
@@ -82,39 +113,85 @@ def test_same_idempotency_key_returns_the_same_report(running_service: ServicePr
     ("body", "status", "field"),
     [
         ({"prediction_id": "0" * 32}, 404, "prediction_id"),
-        ({"inputs": ADELIE, "bad_output": {"label": "Adelie"}, "expected_label": "Emperor"}, 422, "expected_label"),
-        ({"inputs": {**ADELIE, "wingspan_mm": 3.0}, "bad_output": {"label": "Adelie"}}, 422, "wingspan_mm"),
+        (
+            {
+                "inputs": ADELIE,
+                "bad_output": {"label": "Adelie"},
+                "expected_label": "Emperor",
+            },
+            422,
+            "expected_label",
+        ),
+        (
+            {
+                "inputs": {**ADELIE, "wingspan_mm": 3.0},
+                "bad_output": {"label": "Adelie"},
+            },
+            422,
+            "wingspan_mm",
+        ),
         ({"inputs": ADELIE}, 422, "body"),
         ({"comment": "it was wrong"}, 422, "body"),
     ],
-    ids=["unknown-prediction", "unknown-expected-label", "unknown-feature", "no-bad-output", "nothing-to-report"],
+    ids=[
+        "unknown-prediction",
+        "unknown-expected-label",
+        "unknown-feature",
+        "no-bad-output",
+        "nothing-to-report",
+    ],
 )
 def test_bad_reports_get_a_4xx_naming_the_problem(
-    running_service: ServiceProcess, body: dict, status: int, field: str  # type: ignore[type-arg]
+    running_service: ServiceProcess,
+    body: dict,
+    status: int,
+    field: str,  # type: ignore[type-arg]
 ) -> None:
     r = report(running_service, body)
     assert r.status_code == status, r.text
     error = r.json()["error"]
-    assert field in (error.get("field") or "") + error["message"] + str(error.get("errors")), error
+    assert field in (error.get("field") or "") + error["message"] + str(
+        error.get("errors")
+    ), error
 
 
-def test_triage_lists_filters_and_confirms_into_a_regression_case(running_service: ServiceProcess) -> None:
+def test_triage_lists_filters_and_confirms_into_a_regression_case(
+    running_service: ServiceProcess,
+) -> None:
     p = predict_one(running_service, ADELIE, context="Biscoe")
-    created = report(running_service, {"prediction_id": p["prediction_id"], "categories": ["triage-test"]}).json()
+    created = report(
+        running_service,
+        {"prediction_id": p["prediction_id"], "categories": ["triage-test"]},
+    ).json()
     admin = running_service.admin_headers()
     with running_service.client(headers=admin) as c:
         by_category = c.get("/admin/reports", params={"category": "triage-test"}).json()
         assert [r["id"] for r in by_category] == [created["id"]]
-        assert c.get("/admin/reports", params={"category": "triage-test", "status": "confirmed"}).json() == []
+        assert (
+            c.get(
+                "/admin/reports",
+                params={"category": "triage-test", "status": "confirmed"},
+            ).json()
+            == []
+        )
         patched = c.patch(
             f"/admin/reports/{created['id']}",
-            json={"status": "confirmed", "corrected_label": "Adelie", "categories": ["triage-test", "mislabel"]},
+            json={
+                "status": "confirmed",
+                "corrected_label": "Adelie",
+                "categories": ["triage-test", "mislabel"],
+            },
         )
         assert patched.status_code == 200, patched.text
         assert patched.json()["regression_case_id"] is not None
-        confirmed = c.get("/admin/reports", params={"status": "confirmed", "label": "Adelie", "category": "mislabel"}).json()
+        confirmed = c.get(
+            "/admin/reports",
+            params={"status": "confirmed", "label": "Adelie", "category": "mislabel"},
+        ).json()
         assert created["id"] in [r["id"] for r in confirmed]
-        bad = c.patch(f"/admin/reports/{created['id']}", json={"corrected_label": "Emperor"})
+        bad = c.patch(
+            f"/admin/reports/{created['id']}", json={"corrected_label": "Emperor"}
+        )
         assert bad.status_code == 422
         missing = c.patch("/admin/reports/nope", json={"status": "rejected"})
         assert missing.status_code == 404
@@ -131,7 +208,9 @@ def test_triage_needs_the_admin_token(running_service: ServiceProcess) -> None:
 
 
 @pytest.fixture(scope="module")
-def promo_service(tmp_path_factory: pytest.TempPathFactory, default_pack: Path) -> Iterator[ServiceProcess]:
+def promo_service(
+    tmp_path_factory: pytest.TempPathFactory, default_pack: Path
+) -> Iterator[ServiceProcess]:
     root = tmp_path_factory.mktemp("promotion")
     pack = shutil.copytree(default_pack, root / "packs" / "served")
     with running(root / "data", pack, FLYWHEEL_SERVING__RELOAD_POLL_S="0.2") as svc:
@@ -145,10 +224,19 @@ def test_reported_case_flows_into_a_promoted_model_and_worse_one_is_refused(
     admin = svc.admin_headers()
     bad = predict_one(svc, MISTAKEN_ADELIE)
     assert bad["label"] == "Chinstrap"  # the mistake we report
-    created = report(svc, {"prediction_id": bad["prediction_id"], "expected_label": "Adelie", "categories": ["similar species"]})
+    created = report(
+        svc,
+        {
+            "prediction_id": bad["prediction_id"],
+            "expected_label": "Adelie",
+            "categories": ["similar species"],
+        },
+    )
     assert created.status_code == 201, created.text
     with svc.client(headers=admin) as c:
-        confirmed = c.patch(f"/admin/reports/{created.json()['id']}", json={"status": "confirmed"})
+        confirmed = c.patch(
+            f"/admin/reports/{created.json()['id']}", json={"status": "confirmed"}
+        )
     assert confirmed.json()["regression_case_id"] is not None
 
     # Retrain on the training data plus the corrected report.
@@ -177,14 +265,18 @@ def test_reported_case_flows_into_a_promoted_model_and_worse_one_is_refused(
         t.start()
     try:
         with svc.client(headers=admin, timeout=120) as c:
-            promoted = c.post("/admin/promote", json={"pack_dir": str(tmp_path / "better")})
+            promoted = c.post(
+                "/admin/promote", json={"pack_dir": str(tmp_path / "better")}
+            )
         time.sleep(0.5)
     finally:
         stop.set()
         for t in threads:
             t.join()
     assert promoted.status_code == 200, promoted.text
-    assert promoted.json()["regression"]["fixed"] == [confirmed.json()["regression_case_id"]]
+    assert promoted.json()["regression"]["fixed"] == [
+        confirmed.json()["regression_case_id"]
+    ]
     assert failures == []
     fixed = predict_one(svc, MISTAKEN_ADELIE)
     assert fixed["label"] == "Adelie"
@@ -192,7 +284,9 @@ def test_reported_case_flows_into_a_promoted_model_and_worse_one_is_refused(
     with svc.client() as c:
         assert c.get("/info").json()["model_version"] == better.version
     with svc.client(headers=admin) as c:
-        assert c.get(f"/admin/reports/{created.json()['id']}").json()["status"] == "fixed"
+        assert (
+            c.get(f"/admin/reports/{created.json()['id']}").json()["status"] == "fixed"
+        )
 
     # Rolling back to the old model would bring the reported mistake back: refused.
     with svc.client(headers=admin, timeout=120) as c:
@@ -223,7 +317,9 @@ def test_a_much_weaker_candidate_is_refused_on_test_metrics(
         assert c.get("/info").json()["model_version"] == before
 
 
-def test_promoting_a_broken_pack_is_a_422(promo_service: ServiceProcess, tmp_path: Path) -> None:
+def test_promoting_a_broken_pack_is_a_422(
+    promo_service: ServiceProcess, tmp_path: Path
+) -> None:
     (tmp_path / "empty").mkdir()
     with promo_service.client(headers=promo_service.admin_headers()) as c:
         r = c.post("/admin/promote", json={"pack_dir": str(tmp_path / "empty")})

@@ -8,8 +8,18 @@ from tests.servers import ServiceProcess
 
 pytestmark = pytest.mark.integration
 
-ADELIE = {"bill_length_mm": 39.1, "bill_depth_mm": 18.7, "flipper_length_mm": 181, "body_mass_g": 3750}
-GENTOO = {"bill_length_mm": 47.5, "bill_depth_mm": 15.0, "flipper_length_mm": 218, "body_mass_g": 4950}
+ADELIE = {
+    "bill_length_mm": 39.1,
+    "bill_depth_mm": 18.7,
+    "flipper_length_mm": 181,
+    "body_mass_g": 3750,
+}
+GENTOO = {
+    "bill_length_mm": 47.5,
+    "bill_depth_mm": 15.0,
+    "flipper_length_mm": 218,
+    "body_mass_g": 4950,
+}
 FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
 
 
@@ -18,7 +28,9 @@ def post(svc: ServiceProcess, body: object, **kw: object):  # type: ignore[no-un
         return c.post("/predict", json=body, **kw)  # type: ignore[arg-type]
 
 
-def test_single_instance_gets_a_label_and_a_distribution(running_service: ServiceProcess) -> None:
+def test_single_instance_gets_a_label_and_a_distribution(
+    running_service: ServiceProcess,
+) -> None:
     r = post(running_service, {"instances": [ADELIE]})
     assert r.status_code == 200, r.text
     (p,) = r.json()["predictions"]
@@ -34,7 +46,8 @@ def test_single_instance_gets_a_label_and_a_distribution(running_service: Servic
 def test_batch_rows_lists_and_columns_agree(running_service: ServiceProcess) -> None:
     rows = post(running_service, {"instances": [ADELIE, GENTOO]}).json()["predictions"]
     lists = post(
-        running_service, {"instances": [[ADELIE[f] for f in FEATURES], [GENTOO[f] for f in FEATURES]]}
+        running_service,
+        {"instances": [[ADELIE[f] for f in FEATURES], [GENTOO[f] for f in FEATURES]]},
     ).json()["predictions"]
     cols = post(
         running_service, {"columns": {f: [ADELIE[f], GENTOO[f]] for f in FEATURES}}
@@ -45,7 +58,9 @@ def test_batch_rows_lists_and_columns_agree(running_service: ServiceProcess) -> 
     assert len({p["prediction_id"] for p in rows + lists + cols}) == 6
 
 
-def test_info_reports_model_labels_and_real_provider(running_service: ServiceProcess) -> None:
+def test_info_reports_model_labels_and_real_provider(
+    running_service: ServiceProcess,
+) -> None:
     with running_service.client() as c:
         info = c.get("/info").json()
     assert info["model_name"] == "penguins"
@@ -70,19 +85,58 @@ def test_openapi_schema_describes_predict(running_service: ServiceProcess) -> No
 
 
 BAD_BODIES = [
-    pytest.param({"instances": [{**ADELIE, "bill_length_mm": "long"}]}, 422, "instances.0", id="wrong-type"),
-    pytest.param({"instances": [{k: v for k, v in ADELIE.items() if k != "body_mass_g"}]}, 422, "body_mass_g", id="missing-feature"),
-    pytest.param({"instances": [{**ADELIE, "beak_colour": 1.0}]}, 422, "beak_colour", id="unknown-feature"),
+    pytest.param(
+        {"instances": [{**ADELIE, "bill_length_mm": "long"}]},
+        422,
+        "instances.0",
+        id="wrong-type",
+    ),
+    pytest.param(
+        {"instances": [{k: v for k, v in ADELIE.items() if k != "body_mass_g"}]},
+        422,
+        "body_mass_g",
+        id="missing-feature",
+    ),
+    pytest.param(
+        {"instances": [{**ADELIE, "beak_colour": 1.0}]},
+        422,
+        "beak_colour",
+        id="unknown-feature",
+    ),
     pytest.param({"instances": []}, 422, "instances", id="empty-batch"),
     pytest.param({"instances": [[1.0, 2.0]]}, 422, "instances.0", id="short-list-row"),
     pytest.param({"rows": [ADELIE]}, 422, "rows", id="unknown-top-level-key"),
     pytest.param({}, 400, "instances", id="no-instances"),
-    pytest.param({"instances": [ADELIE], "columns": {}}, 400, "instances", id="both-forms"),
-    pytest.param({"instances": [ADELIE] * 10_001}, 413, "instances", id="oversized-batch"),
-    pytest.param({"columns": {f: [1.0] for f in FEATURES[:3]}}, 422, "body_mass_g", id="missing-column"),
-    pytest.param({"instances": [{**ADELIE, "body_mass_g": 1e39}]}, 422, "body_mass_g", id="float32-overflow"),
-    pytest.param({"instances": [ADELIE], "context": "Atlantis"}, 422, "context", id="unknown-context"),
-    pytest.param({"instances": [ADELIE], "priors": {"Adelie": -1, "Chinstrap": 1, "Gentoo": 1}}, 422, "priors", id="negative-priors"),
+    pytest.param(
+        {"instances": [ADELIE], "columns": {}}, 400, "instances", id="both-forms"
+    ),
+    pytest.param(
+        {"instances": [ADELIE] * 10_001}, 413, "instances", id="oversized-batch"
+    ),
+    pytest.param(
+        {"columns": {f: [1.0] for f in FEATURES[:3]}},
+        422,
+        "body_mass_g",
+        id="missing-column",
+    ),
+    pytest.param(
+        {"instances": [{**ADELIE, "body_mass_g": 1e39}]},
+        422,
+        "body_mass_g",
+        id="float32-overflow",
+    ),
+    pytest.param(
+        {"instances": [ADELIE], "context": "Atlantis"},
+        422,
+        "context",
+        id="unknown-context",
+    ),
+    pytest.param(
+        {"instances": [ADELIE], "priors": {"Adelie": -1, "Chinstrap": 1, "Gentoo": 1}},
+        422,
+        "priors",
+        id="negative-priors",
+    ),
 ]
 
 
@@ -97,37 +151,82 @@ def test_bad_input_gets_a_4xx_naming_the_field(
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
-def test_non_finite_numbers_are_refused(running_service: ServiceProcess, literal: str) -> None:
-    body = '{"instances": [{"bill_length_mm": %s, "bill_depth_mm": 18.7, "flipper_length_mm": 181, "body_mass_g": 3750}]}' % literal
+def test_non_finite_numbers_are_refused(
+    running_service: ServiceProcess, literal: str
+) -> None:
+    body = (
+        '{"instances": [{"bill_length_mm": %s, "bill_depth_mm": 18.7, "flipper_length_mm": 181, "body_mass_g": 3750}]}'
+        % literal
+    )
     with running_service.client() as c:
-        r = c.post("/predict", content=body, headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/predict", content=body, headers={"Content-Type": "application/json"}
+        )
     assert r.status_code in (400, 422), r.text
     assert "bill_length_mm" in r.text or "JSON" in r.text
 
 
 def test_malformed_json_is_a_400(running_service: ServiceProcess) -> None:
     with running_service.client() as c:
-        r = c.post("/predict", content=b'{"instances": [', headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/predict",
+            content=b'{"instances": [',
+            headers={"Content-Type": "application/json"},
+        )
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "malformed_json"
 
 
 def test_wrong_content_type_is_a_415(running_service: ServiceProcess) -> None:
     with running_service.client() as c:
-        r = c.post("/predict", content=b"instances=1", headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = c.post(
+            "/predict",
+            content=b"instances=1",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
     assert r.status_code == 415
     assert "application/json" in r.json()["error"]["message"]
 
 
 def test_body_over_the_size_limit_is_a_413(running_service: ServiceProcess) -> None:
     with running_service.client() as c:
-        r = c.post("/predict", content=b" " * 3_000_000, headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/predict",
+            content=b" " * 3_000_000,
+            headers={"Content-Type": "application/json"},
+        )
     assert r.status_code == 413
 
 
-def test_out_of_range_input_is_rejected_naming_the_bound(running_service: ServiceProcess) -> None:
+def test_out_of_range_input_is_rejected_naming_the_bound(
+    running_service: ServiceProcess,
+) -> None:
     r = post(running_service, {"instances": [{**ADELIE, "body_mass_g": 60_000}]})
     assert r.status_code == 422
     error = r.json()["error"]
     assert error["field"].endswith("body_mass_g")
     assert "60000" in error["message"]
+
+
+def _sample(text: str, name: str) -> float:
+    import re
+
+    match = re.search(rf"^{re.escape(name)} ([0-9.eE+-]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_move_with_traffic(running_service: ServiceProcess) -> None:
+    with running_service.client() as c:
+        before = c.get("/metrics").text
+        c.post("/predict", json={"instances": [ADELIE, GENTOO, ADELIE]})
+        after = c.get("/metrics").text
+    adelie = 'flywheel_predictions_total{label="Adelie"}'
+    assert _sample(after, adelie) == _sample(before, adelie) + 2
+    count = 'flywheel_request_duration_seconds_count{endpoint="predict"}'
+    assert _sample(after, count) == _sample(before, count) + 1
+    stage = (
+        'flywheel_stage_duration_seconds_count{endpoint="predict",stage="inference"}'
+    )
+    assert _sample(after, stage) == _sample(before, stage) + 1
+    assert 'provider="CPUExecutionProvider"' in after
+    assert "bentoml_service_request_total" in after
