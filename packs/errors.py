@@ -28,6 +28,13 @@ class PackMetadataInvalid(PackError):
         super().__init__(f"model pack metadata {path} is invalid: {problems}")
 
 
+class PackModelUnreadable(PackError):
+    def __init__(self, path: Path, problem: str):
+        super().__init__(
+            f"model pack file {path} is not a loadable ONNX model: {problem}"
+        )
+
+
 class PackModelMismatch(PackError):
     def __init__(self, what: str, expected: object, actual: object):
         super().__init__(

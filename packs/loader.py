@@ -22,6 +22,7 @@ from packs.errors import (
     PackFileMissing,
     PackMetadataInvalid,
     PackModelMismatch,
+    PackModelUnreadable,
 )
 from packs.format import (
     METADATA_FILE,
@@ -92,7 +93,11 @@ class ModelPack:
         options.log_severity_level = 3
         available = set(ort.get_available_providers())
         wanted = [p for p in providers if p in available] or ["CPUExecutionProvider"]
-        session = ort.InferenceSession(str(model_path), options, providers=wanted)
+        try:
+            session = ort.InferenceSession(str(model_path), options, providers=wanted)
+        except Exception as exc:  # onnxruntime's own errors (e.g. InvalidProtobuf)
+            problem = str(exc).splitlines()[0].replace(str(model_path), "it")
+            raise PackModelUnreadable(model_path, problem) from None
         used = session.get_providers()
         if require_gpu and "CUDAExecutionProvider" not in used:
             raise GpuRequired(used)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from service.settings import PROJECT_ROOT, Settings
 
@@ -43,14 +44,47 @@ def ensure_pack(settings: Settings) -> Path:
     return pack_dir
 
 
+def _refuse(message: str) -> typer.Exit:
+    typer.echo(f"cannot start: {message}", err=True)
+    return typer.Exit(2)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or exit 2 naming each problem (never a value)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        raise _refuse(f"invalid settings: {problems}") from None
+
+
+def preflight(settings: Settings) -> None:
+    """Load what the workers will serve once, before BentoML starts them.
+
+    BentoML restarts a worker that fails in its __init__ forever; checking here
+    turns a broken pack or policy into one message and exit code 2.
+    """
+    from common.errors import ServiceError
+    from service.runtime import Runtime
+
+    try:
+        Runtime(settings)
+    except ServiceError as exc:
+        raise _refuse(exc.message) from None
+
+
 @app.command()
 def serve(
     port: int = typer.Option(3000, help="Port on 127.0.0.1."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
 ) -> None:
     """Serve the active model pack with `bentoml serve`."""
-    settings = Settings()
+    settings = load_settings()
     ensure_pack(settings)
+    preflight(settings)
     env = os.environ | tool_env(settings)
     for path in ("BENTOML_HOME", "MPLCONFIGDIR"):
         Path(env[path]).mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,20 +120,36 @@ def start_service(
     )
 
 
+def kill_tree(pids: list[int]) -> None:
+    """SIGKILL these processes, ignoring those already gone."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def stop_service_process(
     process: subprocess.Popen[bytes], timeout_s: float = 30
 ) -> int | None:
-    if process.poll() is None:
+    """SIGTERM (graceful drain), then SIGKILL after `timeout_s`; None if it had to.
+
+    BentoML's workers run in process groups of their own, so the whole process
+    tree is collected first and anything left of it is killed at the end.
+    """
+    try:
+        tree = [c.pid for c in psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    code: int | None = process.poll()
+    if code is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=timeout_s)
+            code = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_tree([process.pid, *tree])
             process.wait(timeout=10)
-            return None
-    with contextlib.suppress(ProcessLookupError):  # stray workers must go too
-        os.killpg(process.pid, signal.SIGKILL)
-    return process.returncode
+            code = None
+    kill_tree(tree)
+    return code
 
 
 @contextmanager

@@ -100,7 +100,11 @@ class SecuritySettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="FLYWHEEL_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="FLYWHEEL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        # Errors must not echo values: they can hold tokens and database passwords.
+        hide_input_in_errors=True,
     )
 
     environment: Literal["development", "production"] = "development"

@@ -1,0 +1,171 @@
+"""Supply chain: model packs are ONNX only (never pickle or joblib, which run code when
+loaded), the project's own code has no code-executing loaders, and every dependency
+is pinned in the lock file that is installed and audited (`make audit`)."""
+
+from __future__ import annotations
+
+import ast
+import pickle
+import re
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from packs.loader import ModelPack
+from tests.reliability.helpers import MarkerOnUnpickle
+from tests.servers import ROOT
+
+PACKAGES = ["common", "packs", "guardrails", "feedback", "monitoring", "service"]
+# Modules whose loading runs code from the data.
+CODE_LOADING_MODULES = {
+    "pickle",
+    "_pickle",
+    "cPickle",
+    "dill",
+    "cloudpickle",
+    "joblib",
+    "shelve",
+    "marshal",
+    "torch",
+}
+CODE_LOADING_CALLS = {"read_pickle", "unsafe_load", "full_load", "eval", "exec"}
+
+
+def _pickle_payload(marker: Path) -> bytes:
+    return pickle.dumps(MarkerOnUnpickle(marker))
+
+
+def test_the_payload_really_runs_code_when_unpickled(tmp_path: Path) -> None:
+    # Without this the marker tests below could pass for the wrong reason.
+    marker = tmp_path / "ran"
+    handle = pickle.loads(_pickle_payload(marker))
+    handle.close()
+    assert marker.exists()
+
+
+def test_pack_whose_model_is_a_pickle_is_refused_without_running_it(
+    tmp_path: Path, default_pack: Path
+) -> None:
+    pack = Path(shutil.copytree(default_pack, tmp_path / "pack"))
+    marker = tmp_path / "ran"
+    (pack / "model.onnx").write_bytes(_pickle_payload(marker))
+    with pytest.raises(Exception) as info:
+        ModelPack.load(pack, providers=["CPUExecutionProvider"])
+    assert "model.onnx" in str(info.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["model.pkl", "model.joblib", "model.pickle"])
+def test_pickle_files_beside_the_model_are_never_opened(
+    tmp_path: Path, default_pack: Path, name: str
+) -> None:
+    pack = Path(shutil.copytree(default_pack, tmp_path / "pack"))
+    marker = tmp_path / "ran"
+    (pack / name).write_bytes(_pickle_payload(marker))
+    loaded = ModelPack.load(pack, providers=["CPUExecutionProvider"])
+    assert loaded.metadata.labels == ["Adelie", "Chinstrap", "Gentoo"]
+    assert not marker.exists()
+
+
+def _code_loading_uses(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name.split(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [(node.module or "").split(".")[0]]
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else None
+            name = func.id if isinstance(func, ast.Name) else name
+            if name in CODE_LOADING_CALLS:
+                found.append(f"{path}:{node.lineno}: {name}()")
+            if name == "load" and any(k.arg == "allow_pickle" for k in node.keywords):
+                found.append(f"{path}:{node.lineno}: load(allow_pickle=...)")
+            if name == "load" and _is_yaml(func):
+                found.append(f"{path}:{node.lineno}: yaml.load (use safe_load)")
+            continue
+        else:
+            continue
+        found += [
+            f"{path}:{node.lineno}: import {n}"
+            for n in names
+            if n in CODE_LOADING_MODULES
+        ]
+    return found
+
+
+def _is_yaml(func: ast.expr) -> bool:
+    return (
+        isinstance(func, ast.Attribute)
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "yaml"
+    )
+
+
+def test_project_code_has_no_code_executing_loaders() -> None:
+    files = [p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))]
+    assert len(files) > 20
+    found = [use for path in files for use in _code_loading_uses(path)]
+    assert not found, "\n".join(found)
+
+
+def test_the_scan_finds_a_pickle_load(tmp_path: Path) -> None:
+    sample = tmp_path / "bad.py"
+    sample.write_text(
+        "import pickle\nimport yaml\nyaml.load(s)\nnp.load(f, allow_pickle=True)\n"
+    )
+    assert len(_code_loading_uses(sample)) == 3
+
+
+LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]+\])?==([^\s;]+)")
+
+
+def _locked() -> dict[str, str]:
+    pins = {}
+    for raw in (ROOT / "requirements.lock").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = LOCK_LINE.match(line)
+        assert match, f"requirements.lock: not an exact pin: {line!r}"
+        pins[_normal(match.group(1))] = match.group(3)
+    return pins
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_locked_dependency_is_an_exact_pin_and_covers_requirements_in() -> None:
+    pins = _locked()
+    assert len(pins) > 50
+    for raw in (ROOT / "requirements.in").read_text().splitlines():
+        line = raw.split("#")[0].strip()
+        if line:
+            name = _normal(re.split(r"[\[<>=!~; ]", line, maxsplit=1)[0])
+            assert name in pins, f"{name} is in requirements.in but not locked"
+
+
+def test_installed_packages_are_the_locked_versions() -> None:
+    wrong = {}
+    for name, version in _locked().items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            wrong[name] = (version, None)
+            continue
+        if installed != version:
+            wrong[name] = (version, installed)
+    assert not wrong, f"(locked, installed): {wrong}"
+
+
+def test_the_audit_of_the_lock_file_is_a_make_target_and_documented() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    target = re.search(r"^audit:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert target and "pip-audit" in target.group(1)
+    assert "requirements.lock" in target.group(1)
+    assert "make audit" in (ROOT / "SECURITY.md").read_text()
