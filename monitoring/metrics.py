@@ -280,7 +280,7 @@ class ServiceMetrics:
                 stages[stage].observe(seconds)
         if isinstance(label_counts, Mapping):
             for label, n in label_counts.items():
-                if n:
+                if n and label is not None:  # None: abstained rows
                     self._predictions[label].inc(n)
         else:
             children = self._predictions.children

@@ -494,6 +494,8 @@ class Runtime:
             thread.join(timeout=5)
         if self.prediction_log is not None:
             self.prediction_log.close(timeout_s=10)
+        if hasattr(self.metrics, "stop"):  # a MetricsBuffer: apply what is pending
+            self.metrics.stop()
 
 
 class _Timed:

@@ -21,6 +21,8 @@ from service.wiring import build_runtime
 settings = Settings()
 api = create_app(max_body_bytes=settings.serving.max_body_bytes)
 log = logging.getLogger(__name__)
+# BentoML always installs OpenTelemetry's ASGI middleware; excluded URLs skip it.
+UNTRACED = ["/predict", "/report", "/admin", "/info", "/priors"]
 
 
 @bentoml.service(
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
     workers=settings.serving.workers,
     traffic={"timeout": 30},
     logging={"access": {"enabled": False}},
+    tracing={} if settings.serving.trace_requests else {"excluded_urls": UNTRACED},
 )
 @bentoml.asgi_app(api, path="/")
 class InferenceService:

@@ -38,6 +38,10 @@ class ServingSettings(BaseModel):
     """Largest request body accepted, in bytes."""
     reload_poll_s: float = Field(1.0, gt=0)
     """How often each worker checks for a promoted pack or a new policy."""
+    trace_requests: bool = False
+    """Open an OpenTelemetry span per API request (exported where BentoML's tracing
+    config says). Off, BentoML's tracing middleware passes API paths straight
+    through, which it otherwise costs on every request even with no exporter."""
     freeze_gc: bool = True
     """Freeze the start-up heap and raise GC thresholds (cuts tail latency)."""
 

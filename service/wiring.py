@@ -8,6 +8,7 @@ from feedback.db import make_engine, migrate, session_factory
 from feedback.prediction_log import PredictionLog
 from feedback.promotion import record_served
 from monitoring.metrics import ServiceMetrics
+from monitoring.metrics_buffer import MetricsBuffer
 from service.drift_schedule import DriftSchedule
 from service.runtime import STAGES, Runtime
 from service.settings import Settings
@@ -39,7 +40,9 @@ def build_runtime(settings: Settings, *, schedule_drift: bool = True) -> Runtime
         on_drop=metrics.add_log_dropped,
         on_flush=lambda rows, _seconds: metrics.add_log_written(rows),
     ).start()
-    runtime.attach(metrics=metrics, prediction_log=prediction_log)
+    runtime.attach(
+        metrics=MetricsBuffer(metrics).start(), prediction_log=prediction_log
+    )
     try:
         with runtime.sessions() as session:
             record_served(session, meta)

@@ -16,13 +16,21 @@ from tests.servers import running
 pytestmark = pytest.mark.integration
 
 
-def test_undrifted_traffic_opens_no_retraining_request(tmp_path: Path, default_pack: Path) -> None:
-    with running(tmp_path / "data", default_pack, **DEMO_SETTINGS) as svc, svc.client() as c:
+def test_undrifted_traffic_opens_no_retraining_request(
+    tmp_path: Path, default_pack: Path
+) -> None:
+    with (
+        running(tmp_path / "data", default_pack, **DEMO_SETTINGS) as svc,
+        svc.client() as c,
+    ):
         send(c, instances(like_training(300, seed=5)))
         text = wait_for_drift_runs(c, 2)
         assert metric(text, "flywheel_drift_detected") == 0.0
         assert metric(text, "flywheel_drift_window_rows") == 300.0
-        assert c.get("/admin/retraining-requests", headers=svc.admin_headers()).json() == []
+        assert (
+            c.get("/admin/retraining-requests", headers=svc.admin_headers()).json()
+            == []
+        )
     assert list((tmp_path / "data" / "drift").glob("drift-*.html"))
     assert list((tmp_path / "data" / "evidently").rglob("*"))
 

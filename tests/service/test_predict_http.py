@@ -216,17 +216,28 @@ def _sample(text: str, name: str) -> float:
 
 
 def test_metrics_move_with_traffic(running_service: ServiceProcess) -> None:
-    with running_service.client() as c:
-        before = c.get("/metrics").text
-        c.post("/predict", json={"instances": [ADELIE, GENTOO, ADELIE]})
-        after = c.get("/metrics").text
+    import time
+
     adelie = 'flywheel_predictions_total{label="Adelie"}'
-    assert _sample(after, adelie) == _sample(before, adelie) + 2
     count = 'flywheel_request_duration_seconds_count{endpoint="predict"}'
-    assert _sample(after, count) == _sample(before, count) + 1
     stage = (
         'flywheel_stage_duration_seconds_count{endpoint="predict",stage="inference"}'
     )
+    with running_service.client() as c:
+        time.sleep(1.5)  # let earlier requests' metrics flush (every second)
+        before = c.get("/metrics").text
+        c.post("/predict", json={"instances": [ADELIE, GENTOO, ADELIE]})
+        deadline = time.monotonic() + 10
+        while True:
+            after = c.get("/metrics").text
+            if (
+                _sample(after, count) > _sample(before, count)
+                or time.monotonic() > deadline
+            ):
+                break
+            time.sleep(0.2)
+    assert _sample(after, adelie) == _sample(before, adelie) + 2
+    assert _sample(after, count) == _sample(before, count) + 1
     assert _sample(after, stage) == _sample(before, stage) + 1
     assert 'provider="CPUExecutionProvider"' in after
     assert "bentoml_service_request_total" in after

@@ -1,0 +1,97 @@
+"""Buffered hot-path metrics end up exactly where unbuffered ones would."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
+
+from monitoring.metrics import ServiceMetrics
+from monitoring.metrics_buffer import MetricsBuffer, observe_many
+
+LABELS = ["Adelie", "Chinstrap", "Gentoo"]
+STAGES = ("validation", "inference", "guardrails", "logging")
+
+
+def samples(
+    registry: CollectorRegistry,
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in registry.collect()
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=10, allow_nan=False), max_size=50))
+def test_observe_many_matches_one_observe_per_value(values: list[float]) -> None:
+    buckets = (0.001, 0.01, 0.1, 1.0, 5.0)
+    one, many = CollectorRegistry(), CollectorRegistry()
+    h1 = Histogram("h", "h", buckets=buckets, registry=one)
+    h2 = Histogram("h", "h", buckets=buckets, registry=many)
+    for v in values:
+        h1.observe(v)
+    observe_many(h2, values)
+    a, b = samples(one), samples(many)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.isclose(a[key], b[key]), key
+
+
+def test_buffer_applies_on_flush_what_direct_calls_apply_at_once() -> None:
+    direct_reg, buffered_reg = CollectorRegistry(), CollectorRegistry()
+    direct = ServiceMetrics(direct_reg, labels=LABELS, stages=STAGES)
+    buffer = MetricsBuffer(ServiceMetrics(buffered_reg, labels=LABELS, stages=STAGES))
+    calls = [
+        (
+            "predict",
+            1,
+            {"Adelie": 1},
+            None,
+            {"inference": 5e-6, "validation": 2e-5},
+            1e-4,
+            {"priors": 1},
+        ),
+        (
+            "predict",
+            3,
+            {"Gentoo": 2},
+            {"low_confidence": 1},
+            {"guardrails": 3e-5},
+            2e-3,
+            None,
+        ),
+        ("predict", 2, {"Chinstrap": 2}, None, None, None, {"blacklist": 2}),
+    ]
+    for endpoint, rows, labels, reasons, stages, total, actions in calls:
+        kw = {"total_seconds": total, "guardrail_actions": actions}
+        direct.observe_prediction(endpoint, rows, labels, reasons, stages, **kw)
+        buffer.observe_prediction(endpoint, rows, labels, reasons, stages, **kw)
+    before = samples(buffered_reg)
+    assert before[("flywheel_predictions_total", (("label", "Adelie"),))] == 0
+    assert buffer.flush() == 3
+    assert samples(buffered_reg) == samples(direct_reg)
+    assert buffer.flush() == 0
+
+
+def test_abstentions_are_not_counted_as_a_label() -> None:
+    reg = CollectorRegistry()
+    buffer = MetricsBuffer(ServiceMetrics(reg, labels=LABELS, stages=STAGES))
+    buffer.observe_prediction("predict", 2, {"Adelie": 1, None: 1}, {"blacklisted": 1})  # type: ignore[dict-item]
+    buffer.flush()
+    got = samples(reg)
+    assert got[("flywheel_predictions_total", (("label", "other"),))] == 0
+    assert got[("flywheel_abstentions_total", (("reason", "blacklisted"),))] == 1
+
+
+def test_stop_flushes_what_is_pending() -> None:
+    reg = CollectorRegistry()
+    buffer = MetricsBuffer(
+        ServiceMetrics(reg, labels=LABELS, stages=STAGES), flush_interval_s=60
+    ).start()
+    buffer.observe_prediction("predict", 1, {"Gentoo": 1})
+    buffer.stop()
+    assert samples(reg)[("flywheel_predictions_total", (("label", "Gentoo"),))] == 1
