@@ -50,17 +50,26 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def new_prediction_id() -> str:
-    """A time-ordered id (UUIDv7 layout, 32 hex chars) for logged predictions.
+def new_prediction_ids(n: int) -> list[str]:
+    """`n` time-ordered ids (UUIDv7 layout, 32 hex chars) for logged predictions.
 
     Ids that grow with time keep the primary-key index appending at its end; with
     random uuid4 ids the log's insert rate halved once the table held 100k rows.
+    One clock read and one `urandom` call serve a whole batch.
     """
-    millis = time.time_ns() // 1_000_000
-    value = (millis & (1 << 48) - 1) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
-    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
-    return f"{value:032x}"
+    millis = f"{time.time_ns() // 1_000_000 & (1 << 48) - 1:012x}"
+    noise = os.urandom(10 * n).hex()
+    out = []
+    for i in range(0, 20 * n, 20):
+        r = noise[i : i + 20]
+        # version 7 in the 13th hex digit, RFC 4122 variant (8-b) in the 17th
+        out.append(f"{millis}7{r[0:3]}{'89ab'[int(r[3], 16) & 3]}{r[4:19]}")
+    return out
+
+
+def new_prediction_id() -> str:
+    """One id as `new_prediction_ids` makes them."""
+    return new_prediction_ids(1)[0]
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -7,16 +7,16 @@ attaches its `Runtime` to `app.state.runtime` at start-up.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from pydantic import ValidationError
+from starlette.responses import Response
 
 from service import admin_routes, report_routes
 from service.deps import ERRORS, runtime_of
-from service.http_errors import install_error_handlers, validation_response
+from service.http_errors import install_error_handlers
 from service.limits import RequestLimits
+from service.predict_path import PredictPath, answer_predict
 from service.responses import JSONResponse
 from service.schemas import InfoResponse, PredictRequest, PredictResponse
 
@@ -42,16 +42,11 @@ router = APIRouter()
     },
     summary="Classify instances; every answer passes the guardrails",
 )
-async def predict(request: Request) -> JSONResponse:
-    runtime = runtime_of(request)
-    runtime.authorize_client(request.headers.get("authorization"))
-    started = time.perf_counter()
-    try:
-        body = PredictRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        return validation_response(list(exc.errors()))
-    result = await runtime.predict(body, validation_s=time.perf_counter() - started)
-    return JSONResponse(result)
+async def predict(request: Request) -> Response:
+    # Normally answered by `PredictPath` before routing; same code either way.
+    return await answer_predict(
+        request.app.state, await request.body(), request.headers.get("authorization")
+    )
 
 
 @router.get("/info", response_model=InfoResponse, summary="What is being served")
@@ -70,6 +65,7 @@ def create_app(*, max_body_bytes: int) -> FastAPI:
     for r in (router, report_routes.router, report_routes.admin, admin_routes.router):
         app.include_router(r)
     install_error_handlers(app)
+    app.add_middleware(PredictPath)  # type: ignore[arg-type]
     app.add_middleware(
         RequestLimits,  # type: ignore[arg-type]
         max_body_bytes=max_body_bytes,

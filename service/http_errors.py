@@ -58,14 +58,26 @@ def validation_response(errors: list[dict[str, Any]]) -> JSONResponse:
     return JSONResponse(body, status_code=422)
 
 
+def service_error_response(exc: ServiceError) -> JSONResponse:
+    if exc.status_code >= 500:
+        log.error("service error: %s", exc.message, exc_info=exc)
+    return JSONResponse(
+        error_body(exc), status_code=exc.status_code, headers=exc.headers()
+    )
+
+
+def unexpected_error_response(exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse(
+        {"error": {"code": "internal_error", "message": "internal error"}},
+        status_code=500,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        if exc.status_code >= 500:
-            log.error("service error: %s", exc.message, exc_info=exc)
-        return JSONResponse(
-            error_body(exc), status_code=exc.status_code, headers=exc.headers()
-        )
+        return service_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -80,8 +92,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(
-            {"error": {"code": "internal_error", "message": "internal error"}},
-            status_code=500,
-        )
+        return unexpected_error_response(exc)

@@ -80,8 +80,9 @@ def report(
             attempts += 1
             if attempts > runtime.report_lookup_retries:
                 raise
+            if attempts > 1:  # not in this worker's queue: another worker's
+                time.sleep(runtime.report_lookup_wait_s)
             runtime.flush_prediction_log()
-            time.sleep(runtime.report_lookup_wait_s)
     runtime.observe_report(public.categories, created=created)
     if not created:
         response.status_code = 200

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import Conflict, Unauthorized, Unprocessable
-from feedback.models import new_prediction_id
+from feedback.models import new_prediction_ids
 from guardrails.online_priors import OnlinePriorEstimator
 from guardrails.pipeline import GuardrailPipeline, RequestContext
 from guardrails.policy import Policy
@@ -349,7 +349,7 @@ class Runtime:
         t2 = time.perf_counter()
         model_version, policy_version = served.versions
         n = len(x)
-        ids = [new_prediction_id() for _ in range(n)]
+        ids = new_prediction_ids(n)
         labels = meta.labels
         probabilities = batch.probabilities.tolist()
         abstained = batch.abstained.tolist()
