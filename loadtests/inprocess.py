@@ -1,0 +1,330 @@
+"""In-process measurements: no HTTP, same model pack as the servers.
+
+    onnxruntime     raw `session.run` at batch 1, 100, 1000 (µs per call, rows/s)
+    guardrails      `GuardrailPipeline.run` on a model stub (guardrails alone), and
+                    model + guardrails, per row, next to raw inference
+    service code    what our code costs per request without any HTTP server:
+                    `PredictRequest.model_validate_json` -> `Runtime.predict` (with
+                    real metrics and a real prediction log) -> `orjson.dumps`
+    prediction log  sustained insert rate of `PredictionLog` into a fresh SQLite file
+
+It runs in a child process (`python -m loadtests.inprocess --json ...`) so that the
+Prometheus client runs in multiprocess mode as it does under BentoML (the parent
+sets `PROMETHEUS_MULTIPROC_DIR`), and so its memory and threads go away after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCHES = (1, 100, 1000)
+
+
+def per_call_s(fn: Callable[[], object], min_time_s: float, repeats: int = 5) -> float:
+    """Median seconds per call over `repeats` runs lasting min_time_s in all."""
+    fn()  # warm up
+    calls = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= 0.02:
+            break
+        calls *= 4
+    calls = max(1, int(calls * (min_time_s / repeats) / elapsed))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - start) / calls)
+    return statistics.median(samples)
+
+
+def _rows(pack: Any, n: int) -> np.ndarray:
+    from packs.loader import load_table
+
+    meta = pack.metadata
+    test = load_table(pack.test_path())[meta.feature_names].to_numpy(np.float32)
+    return np.ascontiguousarray(np.resize(test, (n, test.shape[1])))
+
+
+def onnx_and_guardrails(
+    pack_dir: Path, policy_path: Path, min_time_s: float
+) -> tuple[str, list[dict[str, Any]]]:
+    from guardrails.pipeline import GuardrailPipeline, RequestContext
+    from guardrails.policy import Policy
+    from packs.loader import ModelPack
+
+    pack = ModelPack.load(pack_dir, providers=["CPUExecutionProvider"])
+    meta = pack.metadata
+    policy = Policy.load(policy_path)
+    pipeline = GuardrailPipeline(policy, meta)
+    session: Any = pack.session
+    names = ([meta.output.onnx_name], meta.input.onnx_name)
+    context = policy.contexts[0] if policy.contexts else None
+    out = []
+    for n in BATCHES:
+        x = _rows(pack, n)
+        probs = pack.predict_proba(x)
+
+        def stub(_x: np.ndarray, probs: np.ndarray = probs) -> np.ndarray:
+            return probs
+
+        def raw(x: np.ndarray = x) -> object:
+            return session.run(names[0], {names[1]: x})
+
+        cases: list[tuple[str, Callable[[], object]]] = [
+            ("onnxruntime session.run", raw),
+            ("guardrails only", lambda x=x: pipeline.run(x, stub, RequestContext())),
+            (
+                f"guardrails only, context {context}",
+                lambda x=x: pipeline.run(x, stub, RequestContext(context=context)),
+            ),
+            (
+                "model + guardrails",
+                lambda x=x: pipeline.run(x, pack.predict_proba, RequestContext()),
+            ),
+        ]
+        for what, fn in cases:
+            seconds = per_call_s(fn, min_time_s)
+            out.append(
+                {
+                    "what": what,
+                    "batch": n,
+                    "us_per_call": seconds * 1e6,
+                    "us_per_row": seconds * 1e6 / n,
+                    "rows_per_s": n / seconds,
+                }
+            )
+    return pack.provider, out
+
+
+def service_code(
+    pack_dir: Path, work: Path, bodies: dict[str, bytes], min_time_s: float
+) -> list[dict[str, Any]]:
+    """Per-request cost of our code with no HTTP server around it."""
+    import orjson
+
+    from service.schemas import PredictRequest
+    from service.settings import Settings
+    from service.wiring import build_runtime
+
+    settings = Settings(
+        data_dir=work, pack_dir=pack_dir, monitoring={"drift_interval_s": 0}
+    )
+    runtime = build_runtime(settings)
+    loop = asyncio.new_event_loop()
+    out = []
+    plog = runtime.prediction_log
+    try:
+        for name, raw in bodies.items():
+            parsed = PredictRequest.model_validate_json(raw)
+            result = loop.run_until_complete(runtime.predict(parsed, validation_s=0))
+            rows = len(result["predictions"])
+
+            def whole(raw: bytes = raw) -> bytes:
+                body = PredictRequest.model_validate_json(raw)
+                coro = runtime.predict(body, validation_s=0)
+                return orjson.dumps(loop.run_until_complete(coro))
+
+            parts = {
+                "parse+validate": lambda raw=raw: PredictRequest.model_validate_json(
+                    raw
+                ),
+                "Runtime.predict": lambda parsed=parsed: loop.run_until_complete(
+                    runtime.predict(parsed, validation_s=0)
+                ),
+                "orjson.dumps": lambda result=result: orjson.dumps(result),
+                "all three": whole,
+            }
+
+            def detached(parsed: PredictRequest = parsed) -> object:
+                # The same call with the prediction log detached: what logging
+                # costs this request, writer thread included.
+                runtime.prediction_log = None
+                try:
+                    coro = runtime.predict(parsed, validation_s=0)
+                    return loop.run_until_complete(coro)
+                finally:
+                    runtime.prediction_log = plog
+
+            parts["Runtime.predict, log detached"] = detached
+            for part, fn in parts.items():
+                runtime.flush_prediction_log()  # no backlog from the previous part
+                seconds = per_call_s(fn, min_time_s)
+                out.append(
+                    {
+                        "body": name,
+                        "rows": rows,
+                        "part": part,
+                        "us_per_request": seconds * 1e6,
+                        "rows_per_s": rows / seconds,
+                    }
+                )
+        runtime.flush_prediction_log()
+    finally:
+        runtime.close()
+        loop.close()
+    return out
+
+
+def log_records(n: int, *, context: str | None = "Dream") -> list[dict[str, Any]]:
+    """Rows shaped like the service's prediction-log records (see service.runtime)."""
+    from feedback.models import new_prediction_id
+
+    now = datetime.now(UTC)
+    trace = [
+        {"stage": "input_bounds", "acted": False},
+        {"stage": "temperature", "acted": False, "temperature": 1.0},
+        {
+            "stage": "priors",
+            "acted": True,
+            "source": f"context:{context}",
+            "priors": {"Adelie": 0.4471, "Chinstrap": 0.543, "Gentoo": 0.0099},
+        },
+        {"stage": "blacklist", "acted": False},
+        {"stage": "output_bounds", "acted": False},
+        {"stage": "decision", "acted": False, "rule": "argmax"},
+    ]
+    return [
+        {
+            "id": new_prediction_id(),
+            "created_at": now,
+            "model_version": "sha256-bench",
+            "policy_version": "bench",
+            "context": context,
+            "inputs": {
+                "bill_length_mm": 39.1,
+                "bill_depth_mm": 18.7,
+                "flipper_length_mm": 181.0,
+                "body_mass_g": 3750.0,
+            },
+            "outputs": {
+                "label": "Adelie",
+                "abstained": False,
+                "reason": None,
+                "probabilities": {
+                    "Adelie": 0.995,
+                    "Chinstrap": 0.0049,
+                    "Gentoo": 0.0001,
+                },
+            },
+            "trace": trace,
+        }
+        for _ in range(n)
+    ]
+
+
+def log_insert_rate(work: Path, rows: int) -> dict[str, Any]:
+    """Sustained rows/s of the write-behind log into SQLite (1,000-row batches)."""
+    from feedback.db import make_engine, migrate
+    from feedback.prediction_log import PredictionLog
+
+    engine = make_engine(f"sqlite:///{work / 'log-bench.db'}")
+    migrate(engine)
+    records = log_records(rows)
+    plog = PredictionLog(
+        engine, max_queue_rows=rows + 1, batch_rows=1000, flush_interval_ms=200
+    ).start()
+    started = time.perf_counter()
+    submit_s = 0.0
+    for i in range(0, rows, 1000):
+        t = time.perf_counter()
+        plog.submit(records[i : i + 1000])
+        submit_s += time.perf_counter() - t
+    flushed = plog.flush(timeout_s=300)
+    seconds = time.perf_counter() - started
+    plog.close(timeout_s=10)
+    engine.dispose()
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "rows_per_s": plog.written_total / seconds,
+        "written": plog.written_total,
+        "dropped": plog.dropped_total,
+        "flushed": flushed,
+        "submit_us_per_row": submit_s / rows * 1e6,
+    }
+
+
+def measure(
+    pack_dir: Path, policy_path: Path, work: Path, bodies_dir: Path, *, quick: bool
+) -> dict[str, Any]:
+    min_time_s = 0.3 if quick else 1.0
+    provider, timings = onnx_and_guardrails(pack_dir, policy_path, min_time_s)
+    bodies = {p.stem: p.read_bytes() for p in sorted(bodies_dir.glob("*.json"))}
+    service = service_code(pack_dir, work / "runtime", bodies, min_time_s)
+    log = log_insert_rate(work, 30_000 if quick else 100_000)
+    return {
+        "provider": provider,
+        "timings": timings,
+        "service_code": service,
+        "log": log,
+    }
+
+
+def measure_in_subprocess(
+    pack_dir: Path,
+    policy_path: Path,
+    work: Path,
+    bodies_dir: Path,
+    *,
+    quick: bool,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """`measure` in a child process with `env` (e.g. PROMETHEUS_MULTIPROC_DIR)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "loadtests.inprocess",
+        "--json",
+        "--pack",
+        str(pack_dir),
+        "--policy",
+        str(policy_path),
+        "--work",
+        str(work),
+        "--bodies",
+        str(bodies_dir),
+    ]
+    if quick:
+        argv.append("--quick")
+    done = subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"in-process measurements failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", required=True)
+    parser.add_argument("--pack", type=Path, required=True)
+    parser.add_argument("--policy", type=Path, required=True)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--bodies", type=Path, required=True, help="*.json bodies")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    result = measure(args.pack, args.policy, args.work, args.bodies, quick=args.quick)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,541 @@
+"""Render one benchmark run as Markdown, check it against issue 6's targets, and
+write it into the results file between markers (the analysis around them stays)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from loadtests.httpruns import CellResult
+from loadtests.servers import ALL, VARIANTS
+
+SERVED_CODE = ("service", "guardrails", "feedback", "monitoring", "packs", "common")
+BEGIN = "<!-- BEGIN GENERATED: python -m loadtests.benchmark -->"
+END = "<!-- END GENERATED -->"
+SERVER_ORDER = [
+    "bare-defaults",
+    "bare-tuned",
+    "mounted-asgi",
+    "raw-uvicorn",
+    "full",
+    *VARIANTS,
+]
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    mem = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    versions = []
+    for package in ("bentoml", "onnxruntime-gpu", "onnxruntime", "fastapi", "uvicorn"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions.append(f"{package} {metadata.version(package)}")
+    return {
+        "nproc": str(len(os.sched_getaffinity(0))),
+        "cpu": cpu,
+        "memory": mem,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "versions": ", ".join(versions),
+    }
+
+
+def code_version() -> str:
+    """The commit measured, and whether the served code had uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", *SERVED_CODE],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    return f"{head}" + (" with uncommitted changes" if dirty else "")
+
+
+def _f(x: float, digits: int = 0) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def _ms(x: float) -> str:
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
+def _cells(http: list[CellResult]) -> dict[tuple[str, str, int], CellResult]:
+    return {(r.cell.body, r.cell.server, r.cell.connections): r for r in http}
+
+
+def _ratio(a: CellResult | None, b: CellResult | None, rows: bool = False) -> str:
+    if a is None or b is None:
+        return "–"
+    x = (a.rows_per_s / b.rows_per_s) if rows else (a.rps / b.rps)
+    return f"{x:.2f}×"
+
+
+def _http_table(http: list[CellResult], bodies: tuple[str, ...], rows: bool) -> str:
+    head = (
+        "| server | body | conns | rows/s | req/s (median) | min–max | p50 ms "
+        "| p95 ms | p99 ms | errors | server cores | other cores |"
+        if rows
+        else "| server | conns | req/s (median) | min–max | p50 ms | p95 ms | p99 ms "
+        "| errors | server cores | other cores |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    order = {s: i for i, s in enumerate(SERVER_ORDER)}
+    chosen = [r for r in http if r.cell.body in bodies]
+    chosen.sort(
+        key=lambda r: (
+            order.get(r.cell.server, 99),
+            bodies.index(r.cell.body),
+            r.cell.connections,
+        )
+    )
+    for r in chosen:
+        c = r.cell
+        common = (
+            f"{_f(r.rps)} | {_f(r.rps_min)}–{_f(r.rps_max)} | {_ms(r.p50_ms)} "
+            f"| {_ms(r.p95_ms)} | {_ms(r.p99_ms)} | {r.errors} "
+            f"| {r.server_cores:.2f} | {r.background_cores:.2f} |"
+        )
+        if rows:
+            lines.append(
+                f"| {c.server} | {c.body} | {c.connections} | {_f(r.rows_per_s)} "
+                f"| {common}"
+            )
+        else:
+            label = c.server if c.body == "single" else f"{c.server} ({c.body})"
+            lines.append(f"| {label} | {c.connections} | {common}")
+    return "\n".join(lines)
+
+
+def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
+    """(target, measured, met, note) for each of issue 6's targets."""
+    cells = _cells(data["http"])
+    out: list[tuple[str, str, bool | None, str]] = []
+
+    def get(body: str, server: str, c: int) -> CellResult | None:
+        return cells.get((body, server, c))
+
+    full16 = get("single", "full", 16)
+
+    def ratio_target(name: str, other: str, need: float) -> None:
+        b = get("single", other, 16)
+        if full16 is None or b is None:
+            out.append((name, "not measured", None, ""))
+            return
+        x = full16.rps / b.rps
+        gap = "" if x >= need else f"short by {(need - x) / need:.0%}"
+        out.append(
+            (
+                name,
+                f"{x:.2f}× ({_f(full16.rps)} vs {_f(b.rps)} req/s)",
+                x >= need,
+                gap,
+            )
+        )
+
+    ratio_target(
+        "single-row full ≥ 1.5× bare at defaults (16 conns)", "bare-defaults", 1.5
+    )
+    ratio_target("single-row full ≥ 0.9× tuned bare (16 conns)", "bare-tuned", 0.9)
+    ratio_target(
+        "stretch: full ≥ 1.0× mounted raw ASGI (16 conns)", "mounted-asgi", 1.0
+    )
+    for c in (1, 16):
+        f, t = get("single", "full", c), get("single", "bare-tuned", c)
+        if f and t:
+            added = f.p50_ms - t.p50_ms
+            out.append(
+                (
+                    f"added p50 ≤ 1 ms over tuned bare ({c} conns)",
+                    f"{added:+.2f} ms ({_ms(f.p50_ms)} vs {_ms(t.p50_ms)})",
+                    added <= 1.0,
+                    "" if added <= 1.0 else f"over by {added - 1:.2f} ms",
+                )
+            )
+    if full16:
+        out.append(
+            (
+                "p99 < 50 ms at 16 clients (full, single rows)",
+                f"{_ms(full16.p99_ms)} ms",
+                full16.p99_ms < 50,
+                "",
+            )
+        )
+    mixed = data.get("mixed")
+    full_errors = sum(r.errors for r in data["http"] if r.cell.server == "full")
+    if mixed is not None:
+        bad = mixed.predictions.errors + len(mixed.report_failures) + full_errors
+        out.append(
+            (
+                "zero failed requests under load while reports are written",
+                f"{mixed.predictions.errors} failed predictions of "
+                f"{mixed.predictions.requests:,}, {len(mixed.report_failures)} failed "
+                f"reports of {mixed.reports_sent}; {full_errors} errors in all "
+                "other full-service runs",
+                bad == 0,
+                "",
+            )
+        )
+    best_full = _best(data["http"], "batch1000", "full")
+    best_bare = _best(data["http"], "batch1000", "bare-defaults")
+    if best_full and best_bare:
+        x = best_full.rows_per_s / best_bare.rows_per_s
+        out.append(
+            (
+                "1,000-row named batches ≥ 1.0× bare rows/s (best conns each)",
+                f"{x:.2f}× ({_f(best_full.rows_per_s)} vs "
+                f"{_f(best_bare.rows_per_s)} rows/s)",
+                x >= 1.0,
+                "" if x >= 1 else f"short by {1 - x:.0%}",
+            )
+        )
+    best_cols = _best(data["http"], "columns1000", "full")
+    if best_cols:
+        out.append(
+            (
+                "columnar batches ≥ 1 M rows/s (full)",
+                f"{_f(best_cols.rows_per_s)} rows/s",
+                best_cols.rows_per_s >= 1e6,
+                ""
+                if best_cols.rows_per_s >= 1e6
+                else f"short by {1 - best_cols.rows_per_s / 1e6:.0%}",
+            )
+        )
+    lograte = data["in_process"]["log"]["rows_per_s"]
+    peak = _peak_full_rows(data["http"], ("single", "single_context"))
+    if peak:
+        x = lograte / peak
+        out.append(
+            (
+                "prediction log ≥ 10× peak single-row request rate",
+                f"{x:.1f}× ({_f(lograte)} rows/s vs {_f(peak)} req/s)",
+                x >= 10,
+                "" if x >= 10 else f"short by {1 - x / 10:.0%}",
+            )
+        )
+    peak_rows = _peak_full_rows(data["http"], ("batch1000", "columns1000"))
+    dropped = data.get("log_counters", {}).get("dropped")
+    written = data.get("log_counters", {}).get("written", 0)
+    if peak_rows:
+        out.append(
+            (
+                "… and without drops (log vs peak batch rows/s; rows dropped in run)",
+                f"{lograte / peak_rows:.2f}× ({_f(lograte)} vs {_f(peak_rows)} rows/s);"
+                f" dropped {_f(dropped or 0)} of "
+                f"{_f(written + (dropped or 0))}",
+                not dropped,
+                "",
+            )
+        )
+    for d in data["drift"]:
+        if "error" in d:
+            out.append((f"drift job on {d['rows']:,} rows", d["error"], None, ""))
+            continue
+        limit_s, limit_mib = (5, 600) if d["rows"] <= 100_000 else (30, None)
+        ok = d["seconds"] < limit_s and (limit_mib is None or d["peak_mib"] < limit_mib)
+        out.append(
+            (
+                f"drift job on {d['rows']:,} rows < {limit_s} s"
+                + (f" and < {limit_mib} MiB" if limit_mib else ""),
+                f"{d['seconds']:.2f} s (+{d['import_seconds']:.1f} s import), "
+                f"{d['peak_mib']:.0f} MiB peak",
+                ok,
+                "",
+            )
+        )
+    return out
+
+
+def _best(http: list[CellResult], body: str, server: str) -> CellResult | None:
+    chosen = [r for r in http if r.cell.body == body and r.cell.server == server]
+    return max(chosen, key=lambda r: r.rows_per_s, default=None)
+
+
+def _peak_full_rows(http: list[CellResult], bodies: tuple[str, ...]) -> float:
+    chosen = [
+        r.rows_per_s for r in http if r.cell.server == "full" and r.cell.body in bodies
+    ]
+    return max(chosen, default=0.0)
+
+
+def render(data: dict[str, Any], *, command: str) -> str:
+    m = machine()
+    http: list[CellResult] = data["http"]
+    cells = _cells(http)
+    ip = data["in_process"]
+    bg = sorted(r.background_cores for r in http)
+    lines = [
+        f"Run {data['started']:%Y-%m-%d %H:%M} UTC, {data['seconds'] / 60:.1f} min: "
+        f"`{command}`",
+        "",
+        f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, Linux "
+        f"{m['kernel']}, Python {m['python']}; {m['versions']}.",
+        f"- Code: commit {data.get('code', 'unknown')}. Model: `{data['pack']}` on "
+        f"onnxruntime {ip['provider']}; one worker per server.",
+        f"- Load generator: wrk (1 thread, keep-alive, closed loop), "
+        f"{data['repeats']} × {data['duration_s']:g} s per cell, interleaved across "
+        "servers; median shown, min–max across repeats. "
+        + (
+            "Servers pinned to CPU 0 and wrk to CPU 1 (taskset)."
+            if data["pinned"]
+            else "No CPU pinning."
+        ),
+        f"- Other load on the machine during HTTP runs (cores busy outside the "
+        f"server and wrk): median {bg[len(bg) // 2]:.2f}, max {bg[-1]:.2f}."
+        if bg
+        else "",
+    ]
+    if data["rejected_rows"]:
+        lines.append(
+            f"- {len(data['rejected_rows'])} of 342 real penguins are outside the "
+            "served policy's input bounds (422); payloads are drawn from the rest."
+        )
+
+    lines += [
+        "",
+        "### Targets (issue 6)",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    for name, measured, ok, note in targets(data):
+        mark = "–" if ok is None else ("yes" if ok else "**no**")
+        lines.append(f"| {name} | {measured} | {mark}{' — ' + note if note else ''} |")
+
+    lines += [
+        "",
+        "### Ratios",
+        "",
+        "| | " + " | ".join(f"{c} conns" for c in (1, 16, 64)) + " |",
+        "|---|---|---|---|",
+    ]
+    for other in ("bare-defaults", "bare-tuned", "mounted-asgi", "raw-uvicorn"):
+        row = [
+            _ratio(cells.get(("single", "full", c)), cells.get(("single", other, c)))
+            for c in (1, 16, 64)
+        ]
+        lines.append(f"| single rows: full / {other} | " + " | ".join(row) + " |")
+    for other in ("bare-defaults", "bare-tuned", "mounted-asgi", "raw-uvicorn"):
+        row = [
+            _ratio(
+                cells.get(("batch1000", "full", c)),
+                cells.get(("batch1000", other, c)),
+                rows=True,
+            )
+            for c in (1, 16, 64)
+        ]
+        lines.append(f"| 1000-row batches: full / {other} | " + " | ".join(row) + " |")
+    row = [
+        _ratio(
+            cells.get(("columns1000", "full", c)),
+            cells.get(("batch1000", "bare-defaults", c)),
+            rows=True,
+        )
+        for c in (1, 16, 64)
+    ]
+    lines.append("| columnar full / named bare-defaults | " + " | ".join(row) + " |")
+    ort = {
+        t["batch"]: t for t in ip["timings"] if t["what"] == "onnxruntime session.run"
+    }
+    if 1 in ort and ("single", "full", 1) in cells:
+        svc = [
+            cells[("single", "full", c)].rps / ort[1]["rows_per_s"]
+            for c in (1, 16, 64)
+            if ("single", "full", c) in cells
+        ]
+        lines.append(
+            "| service / raw onnxruntime, single rows (req/s vs calls/s) | "
+            + " | ".join(f"{x:.3f}×" for x in svc)
+            + " |"
+        )
+    if 1000 in ort:
+        row = []
+        for c in (1, 16, 64):
+            r = cells.get(("batch1000", "full", c))
+            row.append(f"{r.rows_per_s / ort[1000]['rows_per_s']:.3f}×" if r else "–")
+        lines.append(
+            "| service / raw onnxruntime, 1000-row batches (rows/s) | "
+            + " | ".join(row)
+            + " |"
+        )
+
+    variants = [v for v in VARIANTS if any(r.cell.server == v for r in http)]
+    if variants:
+        lines += [
+            "",
+            "### Variants: the full app with one thing changed (loadtests/variants.py)",
+            "",
+            "| variant | what changed | single rows req/s, 16 conns (× full) "
+            "| 1000-row batches rows/s, 1 conn (× full) |",
+            "|---|---|---|---|",
+        ]
+        base_s = cells.get(("single", "full", 16))
+        base_b = cells.get(("batch1000", "full", 1))
+        for v in ["full", *variants]:
+            s16 = cells.get(("single", v, 16))
+            b1 = cells.get(("batch1000", v, 1))
+            stxt = f"{_f(s16.rps)} ({_ratio(s16, base_s)})" if s16 else "–"
+            btxt = (
+                f"{_f(b1.rows_per_s)} ({_ratio(b1, base_b, rows=True)})" if b1 else "–"
+            )
+            lines.append(f"| {v} | {ALL[v][0]} | {stxt} | {btxt} |")
+
+    lines += [
+        "",
+        "### Single-row requests",
+        "",
+        _http_table(http, ("single", "single_context"), rows=False),
+    ]
+    lines += ["", "`single_context` rows (full only) carry an island context.", ""]
+    lines += [
+        "### 1,000-row batches",
+        "",
+        _http_table(http, ("batch1000", "columns1000"), rows=True),
+    ]
+
+    lines += [
+        "",
+        "### In-process (no HTTP)",
+        "",
+        "| what | batch | µs per call | µs per row | rows/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for t in ip["timings"]:
+        lines.append(
+            f"| {t['what']} | {t['batch']} | {t['us_per_call']:,.1f} "
+            f"| {t['us_per_row']:,.3f} | {_f(t['rows_per_s'])} |"
+        )
+    lines += [
+        "",
+        "Our service code per request without an HTTP server (`PredictRequest."
+        "model_validate_json` → `Runtime.predict` with real metrics and prediction "
+        "log → `orjson.dumps`):",
+        "",
+        "| body | part | µs per request | rows/s |",
+        "|---|---|---:|---:|",
+    ]
+    for s in ip["service_code"]:
+        lines.append(
+            f"| {s['body']} | {s['part']} | {s['us_per_request']:,.1f} "
+            f"| {_f(s['rows_per_s'])} |"
+        )
+
+    lg = ip["log"]
+    lines += [
+        "",
+        "### Prediction log",
+        "",
+        f"- `PredictionLog` into a fresh SQLite file (WAL, 1,000-row batches): "
+        f"{_f(lg['rows'])} rows in {lg['seconds']:.2f} s = **{_f(lg['rows_per_s'])} "
+        f"rows/s** sustained, {lg['dropped']} dropped; `submit` costs "
+        f"{lg['submit_us_per_row']:.3f} µs per row on the request path.",
+    ]
+    counters = data.get("log_counters") or {}
+    if counters:
+        lines.append(
+            f"- The full service during this benchmark: "
+            f"{_f(counters.get('written', 0))} rows written, "
+            f"{_f(counters.get('dropped', 0))} dropped (queue bound 100,000 rows)."
+        )
+
+    mixed = data.get("mixed")
+    if mixed is not None:
+        lines += [
+            "",
+            "### Reports under load",
+            "",
+            f"Full service, single rows at 16 connections while one client files "
+            f"reports (Idempotency-Key; every fifth a retry): "
+            f"{_f(mixed.predictions.rps)} req/s, "
+            f"p99 {_ms(mixed.predictions.p99_ms)} ms, "
+            f"{mixed.predictions.errors} failed predictions; {mixed.reports_sent} "
+            f"reports: {mixed.reports_created} created, {mixed.reports_replayed} "
+            f"replayed, {len(mixed.report_failures)} failed"
+            + (
+                f" (first: `{mixed.report_failures[0]}`)"
+                if mixed.report_failures
+                else ""
+            )
+            + ".",
+        ]
+
+    if data["crosscheck"]:
+        lines += [
+            "",
+            "### Latency cross-check: hey vs wrk (single rows)",
+            "",
+            "hey measures with its own clock at 0.1 ms resolution and costs ~5× "
+            "wrk's CPU per request, so its req/s is lower.",
+            "",
+            "| server | conns | hey req/s | hey p50 / p95 / p99 ms "
+            "| wrk p50 / p95 / p99 ms | hey CPU s per 1000 req |",
+            "|---|---:|---:|---|---|---:|",
+        ]
+        for name, c, h in data["crosscheck"]:
+            w = cells.get(("single", name, c))
+            wtxt = f"{_ms(w.p50_ms)} / {_ms(w.p95_ms)} / {_ms(w.p99_ms)}" if w else "–"
+            per = h.generator_cpu_s / h.requests * 1000 if h.requests else float("nan")
+            lines.append(
+                f"| {name} | {c} | {_f(h.rps)} | {_ms(h.p50_ms)} / {_ms(h.p95_ms)} / "
+                f"{_ms(h.p99_ms)} | {wtxt} | {per:.3f} |"
+            )
+    wrk_cpu = sum(r.generator_cpu_s_per_1000 * r.requests for r in http) / max(
+        sum(r.requests for r in http), 1
+    )
+    lines += [
+        "",
+        f"wrk's own CPU in this run: {wrk_cpu:.3f} s per 1,000 requests.",
+        "",
+        "### Drift job",
+        "",
+    ]
+    for d in data["drift"]:
+        if "error" in d:
+            lines.append(f"- {d['rows']:,} rows: {d['error']}")
+        else:
+            lines.append(
+                f"- {d['rows']:,} window rows vs {d.get('reference_rows', '?'):,} "
+                f"reference rows: {d['seconds']:.2f} s "
+                f"(+ {d['import_seconds']:.1f} s Evidently import, once per process), "
+                f"peak RSS {d['peak_mib']:.0f} MiB (`monitoring.bench_drift`)."
+            )
+    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def write(path: Path, generated: str) -> None:
+    """Replace the generated block of `path` (or create the file around it)."""
+    block = f"{BEGIN}\n{generated}{END}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        text = path.read_text()
+        if BEGIN in text and END in text:
+            pattern = re.escape(BEGIN) + r".*?" + re.escape(END)
+            path.write_text(re.sub(pattern, lambda _m: block, text, flags=re.S))
+            return
+    path.write_text(f"# Benchmark results\n\n{block}\n")

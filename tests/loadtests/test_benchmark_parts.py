@@ -1,0 +1,128 @@
+"""The benchmark's own parts: results-file rewriting, hey parsing, profile
+attribution, and the bare ASGI app it compares the service with."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtests.loadgen import _Run, parse_hey
+from loadtests.profile_service import layer_of
+from loadtests.report import BEGIN, END, write
+
+HEY_OUTPUT = """
+Summary:
+  Total:\t2.0034 secs
+  Requests/sec:\t1500.1
+
+Latency distribution:
+  10% in 0.0004 secs
+  50% in 0.0006 secs
+  95% in 0.0011 secs
+  99% in 0.0023 secs
+
+Status code distribution:
+  [200]\t2990 responses
+  [503]\t4 responses
+
+Error distribution:
+  [2]\tPost "http://127.0.0.1:1/predict": EOF
+"""
+
+
+def test_rewriting_results_keeps_the_hand_written_analysis(tmp_path: Path) -> None:
+    path = tmp_path / "RESULTS.md"
+    path.write_text(f"# Title\n\n{BEGIN}\nold numbers\n{END}\n\n## Analysis\nkept\n")
+    write(path, "new numbers\n")
+    text = path.read_text()
+    assert "new numbers" in text
+    assert "old numbers" not in text
+    assert text.startswith("# Title") and text.endswith("## Analysis\nkept\n")
+
+
+def test_a_new_results_file_gets_the_markers(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "RESULTS.md"
+    write(path, "numbers\n")
+    text = path.read_text()
+    assert text.index(BEGIN) < text.index("numbers") < text.index(END)
+
+
+def test_hey_output_gives_percentiles_and_counts_every_failure() -> None:
+    result = parse_hey(_Run(HEY_OUTPUT, 0.5, 1.0, 0.1))
+    assert result.requests == 2996
+    assert result.errors == 6  # 4 non-2xx answers + 2 transport errors
+    assert result.p50_ms == pytest.approx(0.6)
+    assert result.p99_ms == pytest.approx(2.3)
+    assert result.seconds == pytest.approx(2.0034)
+
+
+def frame(func: str, path: str) -> str:
+    return f"{func} ({path}:1)"
+
+
+def test_a_sample_goes_to_its_innermost_known_layer() -> None:
+    stack = [
+        frame("run", "/venv/lib/python3.11/asyncio/base_events.py"),
+        frame("__call__", "/venv/site-packages/opentelemetry/asgi/__init__.py"),
+        frame("predict", "/work/service/app.py"),
+        frame("run", "/work/guardrails/pipeline.py"),
+        frame("reduce", "/venv/site-packages/numpy/_core/_methods.py"),
+    ]
+    assert layer_of(stack) == "guardrails pipeline"
+    assert layer_of(stack[:2]) == "BentoML OpenTelemetry middleware"
+
+
+def test_whole_threads_and_anonymous_frames_go_to_their_owner() -> None:
+    writer = [
+        frame("_bootstrap", "/usr/lib/python3.11/threading.py"),
+        frame("_run", "/work/feedback/prediction_log.py"),
+        frame("execute", "/venv/site-packages/sqlalchemy/engine/base.py"),
+    ]
+    assert layer_of(writer) == "prediction log: writer thread"
+    records = [
+        frame("predict", "/work/service/runtime.py"),
+        frame("_log_records", "/work/service/runtime.py"),
+        frame("<listcomp>", "/work/service/runtime.py"),
+    ]
+    assert layer_of(records) == "prediction log: building records"
+
+
+def test_the_bare_asgi_app_answers_predictions_and_refuses_bad_bodies(
+    default_pack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loadtests.raw_app import RawPredictApp
+
+    monkeypatch.setenv("FLYWHEEL_PACK_DIR", str(default_pack))
+    app = RawPredictApp()
+    app.load()
+    row = {
+        "bill_length_mm": 39.1,
+        "bill_depth_mm": 18.7,
+        "flipper_length_mm": 181.0,
+        "body_mass_g": 3750.0,
+    }
+
+    async def call(body: bytes) -> tuple[int, dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "path": "/predict", "method": "POST"}
+        await app(scope, receive, send)
+        return sent[0]["status"], json.loads(sent[1]["body"])
+
+    status, answer = asyncio.run(call(json.dumps({"instances": [row]}).encode()))
+    assert status == 200
+    (prediction,) = answer["predictions"]
+    assert prediction["label"] == "Adelie"
+    assert sum(prediction["probabilities"].values()) == pytest.approx(1.0)
+    status, answer = asyncio.run(call(b'{"rows": []}'))
+    assert status == 400
