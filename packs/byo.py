@@ -75,7 +75,7 @@ def pack_onnx(
     names = features or [c for c in frame.columns if c != LABEL_COLUMN]
     elem = next(i for i in model.graph.input if i.name == input_name).type.tensor_type
     dims = [d.dim_value or None for d in elem.shape.dim][1:]
-    tensor_shape = dims if len(dims) > 1 and all(dims) else None
+    tensor_shape = [int(d) for d in dims if d] if len(dims) > 1 and all(dims) else None
     splits = split_frame(
         frame,
         validation_fraction=validation_fraction,

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Literal[1] = 1
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 REFERENCE_FILE = "reference.parquet"

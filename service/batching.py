@@ -37,7 +37,8 @@ class ModelBatcher:
     async def _drain(self) -> None:
         try:
             while self._pending:
-                batch, rows = [], 0
+                batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
+                rows = 0
                 while self._pending and (
                     not batch or rows + len(self._pending[0][0]) <= self._max_rows
                 ):

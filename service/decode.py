@@ -51,7 +51,7 @@ def _decode(
     ):
         try:
             # Fast path: every row has the right number of keys, all known.
-            rows = [[row[name] for name in feature_names] for row in instances]
+            rows = [[row[name] for name in feature_names] for row in instances]  # type: ignore[call-overload]
             return np.asarray(rows, dtype=np.float32)
         except KeyError:
             pass

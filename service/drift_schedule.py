@@ -13,6 +13,7 @@ import logging
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from service.settings import PROJECT_ROOT, Settings
@@ -46,7 +47,7 @@ def drift_command(settings: Settings, pack_dir: Path) -> list[str]:
 
 
 class DriftSchedule:
-    def __init__(self, settings: Settings, pack_dir: callable):  # type: ignore[valid-type]
+    def __init__(self, settings: Settings, pack_dir: Callable[[], Path]):
         self.settings = settings
         self._pack_dir = pack_dir
         self._stop = threading.Event()

@@ -24,7 +24,8 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
-def validation_response(errors: list[dict[str, Any]]) -> JSONResponse:
+def validation_response(errors: list[Any]) -> JSONResponse:
+    body: dict[str, Any]
     if any(e.get("type") == "json_invalid" for e in errors):
         detail = next(e for e in errors if e.get("type") == "json_invalid")
         ctx = detail.get("ctx") or {}

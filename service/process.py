@@ -154,9 +154,9 @@ def stop_service_process(
 
 @contextmanager
 def running(
-    data_dir: Path, pack_dir: Path, **overrides: str
+    data_dir: Path, pack_dir: Path, *, port: int | None = None, **overrides: str
 ) -> Iterator[ServiceProcess]:
-    svc = start_service(data_dir, pack_dir, **overrides)
+    svc = start_service(data_dir, pack_dir, port=port, **overrides)
     try:
         yield svc
     finally:
