@@ -1,7 +1,7 @@
 """The one-run benchmark: raw onnxruntime, guardrails, bare BentoML services and the
 full service, on the same model, side by side.
 
-    .venv/bin/python -m loadtests.benchmark          # ~8 min: loadtests/RESULTS.md
+    .venv/bin/python -m loadtests.benchmark          # ~6.5 min: loadtests/RESULTS.md
     .venv/bin/python -m loadtests.benchmark --quick  # ~2.5 min: loadtests/results/
 
 Needs wrk and hey (`loadtests/install_tools.sh`). Everything runs on 127.0.0.1 in a

@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +91,14 @@ def onnx_and_guardrails(
 
         cases: list[tuple[str, Callable[[], object]]] = [
             ("onnxruntime session.run", raw),
-            ("guardrails only", lambda x=x: pipeline.run(x, stub, RequestContext())),
+            ("guardrails only", partial(pipeline.run, x, stub, RequestContext())),
             (
                 f"guardrails only, context {context}",
-                lambda x=x: pipeline.run(x, stub, RequestContext(context=context)),
+                partial(pipeline.run, x, stub, RequestContext(context=context)),
             ),
             (
                 "model + guardrails",
-                lambda x=x: pipeline.run(x, pack.predict_proba, RequestContext()),
+                partial(pipeline.run, x, pack.predict_proba, RequestContext()),
             ),
         ]
         for what, fn in cases:
@@ -121,49 +122,32 @@ def service_code(
     import orjson
 
     from service.schemas import PredictRequest
-    from service.settings import Settings
+    from service.settings import MonitoringSettings, Settings
     from service.wiring import build_runtime
 
     settings = Settings(
-        data_dir=work, pack_dir=pack_dir, monitoring={"drift_interval_s": 0}
+        data_dir=work,
+        pack_dir=pack_dir,
+        monitoring=MonitoringSettings(drift_interval_s=0),
     )
     runtime = build_runtime(settings)
     loop = asyncio.new_event_loop()
     out = []
-    plog = runtime.prediction_log
     try:
         for name, raw in bodies.items():
             parsed = PredictRequest.model_validate_json(raw)
             result = loop.run_until_complete(runtime.predict(parsed, validation_s=0))
             rows = len(result["predictions"])
 
-            def whole(raw: bytes = raw) -> bytes:
-                body = PredictRequest.model_validate_json(raw)
-                coro = runtime.predict(body, validation_s=0)
-                return orjson.dumps(loop.run_until_complete(coro))
-
-            parts = {
-                "parse+validate": lambda raw=raw: PredictRequest.model_validate_json(
-                    raw
+            parts: dict[str, Callable[[], object]] = {
+                "parse+validate": partial(PredictRequest.model_validate_json, raw),
+                "Runtime.predict": partial(_predict, loop, runtime, parsed),
+                "orjson.dumps": partial(orjson.dumps, result),
+                "all three": partial(_whole, loop, runtime, raw),
+                "Runtime.predict, log detached": partial(
+                    _detached, loop, runtime, parsed
                 ),
-                "Runtime.predict": lambda parsed=parsed: loop.run_until_complete(
-                    runtime.predict(parsed, validation_s=0)
-                ),
-                "orjson.dumps": lambda result=result: orjson.dumps(result),
-                "all three": whole,
             }
-
-            def detached(parsed: PredictRequest = parsed) -> object:
-                # The same call with the prediction log detached: what logging
-                # costs this request, writer thread included.
-                runtime.prediction_log = None
-                try:
-                    coro = runtime.predict(parsed, validation_s=0)
-                    return loop.run_until_complete(coro)
-                finally:
-                    runtime.prediction_log = plog
-
-            parts["Runtime.predict, log detached"] = detached
             for part, fn in parts.items():
                 runtime.flush_prediction_log()  # no backlog from the previous part
                 seconds = per_call_s(fn, min_time_s)
@@ -181,6 +165,31 @@ def service_code(
         runtime.close()
         loop.close()
     return out
+
+
+def _predict(loop: asyncio.AbstractEventLoop, runtime: Any, parsed: Any) -> object:
+    return loop.run_until_complete(runtime.predict(parsed, validation_s=0))
+
+
+def _whole(loop: asyncio.AbstractEventLoop, runtime: Any, raw: bytes) -> bytes:
+    """What one request costs our code: parse, predict, encode."""
+    import orjson
+
+    from service.schemas import PredictRequest
+
+    body = PredictRequest.model_validate_json(raw)
+    return orjson.dumps(_predict(loop, runtime, body))
+
+
+def _detached(loop: asyncio.AbstractEventLoop, runtime: Any, parsed: Any) -> object:
+    """The same call with the prediction log detached: what logging costs this
+    request, the writer thread's share included."""
+    plog = runtime.prediction_log
+    runtime.prediction_log = None
+    try:
+        return _predict(loop, runtime, parsed)
+    finally:
+        runtime.prediction_log = plog
 
 
 def log_records(n: int, *, context: str | None = "Dream") -> list[dict[str, Any]]:

@@ -20,7 +20,11 @@ hit (the limit is per client and per worker, and all users share 127.0.0.1):
     mkdir -p loadtests/results
     .venv/bin/locust -f loadtests/locustfile.py --headless -H http://127.0.0.1:3000 \\
         -u 20 -r 10 -t 60s --only-summary --exit-code-on-error 1 \\
-        --csv loadtests/results/locust --html loadtests/results/locust.html
+        --csv loadtests/results/locust --html loadtests/results/locust.html \\
+        --json-file loadtests/results/locust
+
+The CSV files are rewritten every second and can miss the last one; the JSON file
+(`locust.json`) is written once at the end with the final numbers.
 
 Add class names at the end to run only some scenarios (`... ReportUser`).
 `loadtests/results/` is git-ignored. CI runs a 5-second version
@@ -216,9 +220,6 @@ class HealthUser(FastHttpUser):
     def probes(self) -> None:
         for path in ("/livez", "/readyz"):
             self.client.get(path, name=path)
-
-    @task
-    def info(self) -> None:
         with self.client.get("/info", name="/info", catch_response=True) as response:
             if response.status_code != 200 or "model_version" not in response.text:
                 response.failure(f"status {response.status_code}")
