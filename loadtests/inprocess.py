@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -30,30 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from guardrails.bench import time_call
+
 ROOT = Path(__file__).resolve().parent.parent
 BATCHES = (1, 100, 1000)
-
-
-def per_call_s(fn: Callable[[], object], min_time_s: float, repeats: int = 5) -> float:
-    """Median seconds per call over `repeats` runs lasting min_time_s in all."""
-    fn()  # warm up
-    calls = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        elapsed = time.perf_counter() - start
-        if elapsed >= 0.02:
-            break
-        calls *= 4
-    calls = max(1, int(calls * (min_time_s / repeats) / elapsed))
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - start) / calls)
-    return statistics.median(samples)
 
 
 def _rows(pack: Any, n: int) -> np.ndarray:
@@ -102,7 +81,7 @@ def onnx_and_guardrails(
             ),
         ]
         for what, fn in cases:
-            seconds = per_call_s(fn, min_time_s)
+            seconds = time_call(fn, min_time_s)
             out.append(
                 {
                     "what": what,
@@ -150,7 +129,7 @@ def service_code(
             }
             for part, fn in parts.items():
                 runtime.flush_prediction_log()  # no backlog from the previous part
-                seconds = per_call_s(fn, min_time_s)
+                seconds = time_call(fn, min_time_s)
                 out.append(
                     {
                         "body": name,

@@ -9,17 +9,14 @@ limit raised, so the benchmark measures serving and not the rate limiter.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from service import process as service_process
+from service.process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -86,12 +83,6 @@ class Server:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def server_env(name: str, work: Path, pack_dir: Path) -> dict[str, str]:
     data = work / name
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
@@ -151,31 +142,9 @@ def start(name: str, work: Path, pack_dir: Path, *, cpu: int | None = None) -> S
 
 
 def wait_ready(server: Server, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"{server.name} exited with {server.process.returncode}:\n"
-                + server.log_tail()
-            )
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{server.name} not ready in {timeout_s}s:\n{server.log_tail()}")
+    service_process.wait_ready(server.url, server.process, server.log_path, timeout_s)
 
 
 def stop(server: Server, timeout_s: float = 20) -> None:
-    """SIGTERM the server's process group, then SIGKILL what is left."""
-    process = server.process
-    try:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=timeout_s)
-        os.killpg(process.pid, signal.SIGKILL)  # stray workers of the group
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=10)
+    """SIGTERM, then SIGKILL the whole process tree (BentoML workers included)."""
+    service_process.stop_service_process(server.process, timeout_s)
