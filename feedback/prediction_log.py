@@ -92,6 +92,31 @@ class PredictionLog:
             self._call(self._on_drop, dropped)
         return dropped == 0
 
+    def submit_lazily(
+        self,
+        rows: int,
+        build: Callable[[int], Sequence[PredictionRecord | Mapping[str, Any]]],
+    ) -> bool:
+        """`submit` for records that cost something to build: `build(k)` must return
+        the first k of the `rows` records, and is only asked for those that fit, so a
+        full queue (an overloaded service) does not also pay for building rows it
+        then drops. Rows that do not fit are counted as dropped, as in `submit`."""
+        with self._cond:
+            room = 0 if self._closing else self._max_queue_rows - len(self._queue)
+        fits = max(0, min(rows, room))
+        if fits < rows:
+            with self._cond:
+                self._dropped += rows - fits
+            self._call(self._on_drop, rows - fits)
+        if not fits:
+            return False
+        try:
+            records = build(fits)
+        except Exception:  # the hot path must never fail because of logging
+            log.exception("prediction log: building records failed")
+            return False
+        return self.submit(records) and fits == rows
+
     @property
     def queue_depth(self) -> int:
         """Rows waiting to be written."""

@@ -368,8 +368,11 @@ class Runtime:
         ]
         t3 = time.perf_counter()
         if self.prediction_log is not None:
-            self.prediction_log.submit(
-                self._log_records(predictions, x, request.context, served)
+            self.prediction_log.submit_lazily(
+                n,
+                lambda k: self._log_records(
+                    predictions[:k], x[:k], request.context, served
+                ),
             )
         t4 = time.perf_counter()
         if self.metrics is not None:

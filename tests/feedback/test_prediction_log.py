@@ -65,6 +65,28 @@ def test_full_queue_drops_and_counts_without_blocking(engine: Engine) -> None:
     assert rows_in(engine) == 10
 
 
+def test_lazy_submit_builds_only_the_rows_that_fit(engine: Engine) -> None:
+    drops: list[int] = []
+    built: list[int] = []
+    log = PredictionLog(
+        engine, max_queue_rows=10, batch_rows=5, flush_interval_ms=5,
+        on_drop=drops.append,
+    )  # fmt: skip
+
+    def build(k: int) -> list[dict]:  # type: ignore[type-arg]
+        built.append(k)
+        return [prediction() for _ in range(k)]
+
+    assert log.submit_lazily(6, build)
+    assert not log.submit_lazily(6, build)
+    assert not log.submit_lazily(3, build)  # full: nothing is built at all
+    assert built == [6, 4]
+    assert (log.queue_depth, log.dropped_total, drops) == (10, 5, [2, 3])
+    log.start()
+    assert log.close(timeout_s=30)
+    assert rows_in(engine) == 10
+
+
 def test_close_drains_the_queue_and_later_rows_are_refused(engine: Engine) -> None:
     log = PredictionLog(
         engine, max_queue_rows=1000, batch_rows=1000, flush_interval_ms=60_000
