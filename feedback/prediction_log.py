@@ -1,9 +1,10 @@
 """Write-behind prediction log: a bounded queue drained by one thread in batches.
 
-The request path only appends to an in-memory deque (`submit`: a lock and an
-`extend`, never blocking, never raising). A background thread inserts batches of
-up to `batch_rows` with one Core executemany per batch, at least every
-`flush_interval_ms`.
+The request path only appends its `LogBatch` (the request's rows as columns) to an
+in-memory deque (`submit_batch`: a lock and an `append`, never blocking, never
+raising, nothing per row). A background thread takes queued batches up to
+`batch_rows` rows, encodes them as one JSON array and inserts them with one
+statement (`feedback.log_insert`), at least every `flush_interval_ms`.
 
 When the queue is full, new rows are dropped and counted (`dropped_total`,
 `on_drop`): serving answers matter more than log completeness. When the database
@@ -19,18 +20,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Engine, Table, insert
+from sqlalchemy import Engine
 
 from feedback.db import LOG_WRITE
 from feedback.errors import is_transient
-from feedback.models import Prediction, new_prediction_id, utcnow
+from feedback.log_batch import LogBatch
+from feedback.log_insert import insert_rows, timestamp
 from feedback.schemas import PredictionRecord
 
 log = logging.getLogger(__name__)
 
-_TABLE = cast(Table, Prediction.__table__)
 _WARN_EVERY_S = 30.0
 
 
@@ -57,7 +58,8 @@ class PredictionLog:
         self._max_retry_s = max_retry_s
         self._on_drop = on_drop
         self._on_flush = on_flush
-        self._queue: deque[PredictionRecord | Mapping[str, Any]] = deque()
+        self._queue: deque[LogBatch] = deque()
+        self._rows = 0  # rows in the queue
         self._cond = threading.Condition(threading.Lock())
         self._accepted = 0  # rows ever queued
         self._finished = 0  # queued rows since written or dropped
@@ -71,20 +73,11 @@ class PredictionLog:
 
     # --- request path -------------------------------------------------------------
 
-    def submit(self, records: Sequence[PredictionRecord | Mapping[str, Any]]) -> bool:
-        """Queue rows for writing; False (and counted as dropped) if they don't fit."""
+    def submit_batch(self, batch: LogBatch) -> bool:
+        """Queue a request's rows; rows that do not fit are dropped and counted
+        (False). Costs the same for 1 row or 10,000."""
         try:
-            n = len(records)
-            with self._cond:
-                room = 0 if self._closing else self._max_queue_rows - len(self._queue)
-                accepted = n if n <= room else max(room, 0)
-                if accepted:
-                    self._queue.extend(records[:accepted] if accepted < n else records)
-                    self._accepted += accepted
-                    if len(self._queue) >= self._batch_rows:
-                        self._cond.notify()
-                dropped = n - accepted
-                self._dropped += dropped
+            dropped = self._enqueue(batch)
         except Exception:  # the hot path must never fail because of logging
             log.exception("prediction log: submit failed")
             return False
@@ -92,35 +85,43 @@ class PredictionLog:
             self._call(self._on_drop, dropped)
         return dropped == 0
 
-    def submit_lazily(
-        self,
-        rows: int,
-        build: Callable[[int], Sequence[PredictionRecord | Mapping[str, Any]]],
-    ) -> bool:
-        """`submit` for records that cost something to build: `build(k)` must return
-        the first k of the `rows` records, and is only asked for those that fit, so a
-        full queue (an overloaded service) does not also pay for building rows it
-        then drops. Rows that do not fit are counted as dropped, as in `submit`."""
+    def submit(self, records: Sequence[PredictionRecord | Mapping[str, Any]]) -> bool:
+        """Queue rows given one by one (reports, tools, tests). A record that
+        cannot be logged is dropped and counted at once; False if any row was."""
+        dropped = 0
+        for record in records:
+            try:
+                batch = LogBatch.from_record(record)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                self._warn("unloggable prediction record dropped: %r", exc)
+                with self._cond:
+                    self._dropped += 1
+                dropped += 1
+                continue
+            dropped += self._enqueue(batch)
+        if dropped:
+            self._call(self._on_drop, dropped)
+        return dropped == 0
+
+    def _enqueue(self, batch: LogBatch) -> int:
+        """Queue what fits of `batch`; returns the rows dropped (counted)."""
+        n = len(batch)
         with self._cond:
-            room = 0 if self._closing else self._max_queue_rows - len(self._queue)
-        fits = max(0, min(rows, room))
-        if fits < rows:
-            with self._cond:
-                self._dropped += rows - fits
-            self._call(self._on_drop, rows - fits)
-        if not fits:
-            return False
-        try:
-            records = build(fits)
-        except Exception:  # the hot path must never fail because of logging
-            log.exception("prediction log: building records failed")
-            return False
-        return self.submit(records) and fits == rows
+            room = 0 if self._closing else self._max_queue_rows - self._rows
+            accepted = n if n <= room else max(room, 0)
+            if accepted:
+                self._queue.append(batch if accepted == n else batch.head(accepted))
+                self._rows += accepted
+                self._accepted += accepted
+                if self._rows >= self._batch_rows:
+                    self._cond.notify()
+            self._dropped += n - accepted
+        return n - accepted
 
     @property
     def queue_depth(self) -> int:
         """Rows waiting to be written."""
-        return len(self._queue)
+        return self._rows
 
     @property
     def dropped_total(self) -> int:
@@ -172,8 +173,9 @@ class PredictionLog:
         if thread is not None:
             thread.join(timeout_s)
         with self._cond:
-            left = len(self._queue)
+            left = self._rows
             self._queue.clear()
+            self._rows = 0
             self._dropped += left
             self._finished += left
         if left:
@@ -193,12 +195,13 @@ class PredictionLog:
                     self._finished += len(batch)
                     self._cond.notify_all()
 
-    def _next_batch(self) -> list[PredictionRecord | Mapping[str, Any]] | None:
-        """Wait for a full batch, the interval, a flush or close; None means stop."""
+    def _next_batch(self) -> list[LogBatch] | None:
+        """Wait for a full batch, the interval, a flush or close; None means stop.
+        Takes whole queued batches until they hold at least `batch_rows` rows."""
         deadline = time.monotonic() + self._interval_s
         with self._cond:
             while (
-                len(self._queue) < self._batch_rows
+                self._rows < self._batch_rows
                 and not self._closing
                 and not self._flush_waiters
             ):
@@ -208,63 +211,76 @@ class PredictionLog:
                 self._cond.wait(remaining)
             if not self._queue:
                 return None if self._closing else []
-            take = min(self._batch_rows, len(self._queue))
-            return [self._queue.popleft() for _ in range(take)]
+            taken: list[LogBatch] = []
+            rows = 0
+            while self._queue and rows < self._batch_rows:
+                batch = self._queue.popleft()
+                taken.append(batch)
+                rows += len(batch)
+            self._rows -= rows
+            return taken
 
-    def _write(self, batch: list[PredictionRecord | Mapping[str, Any]]) -> None:
-        rows = []
-        for record in batch:
-            try:
-                rows.append(_row(record))
-            except Exception as exc:
-                self._warn("unloggable prediction record dropped: %s", exc)
-        bad = len(batch) - len(rows)
-        if rows:
-            bad += self._insert_with_retry(rows)
-        if bad:
+    def _write(self, batches: list[LogBatch]) -> None:
+        # One statement per shape (feature names, labels): normally just one.
+        by_shape: dict[tuple[tuple[str, ...], tuple[str, ...]], list[LogBatch]] = {}
+        for batch in batches:
+            by_shape.setdefault(batch.shape_key, []).append(batch)
+        dropped = 0
+        for group in by_shape.values():
+            dropped += self._insert_with_retry(group)
+        if dropped:
             with self._cond:
-                self._dropped += bad
-            self._call(self._on_drop, bad)
+                self._dropped += dropped
+            self._call(self._on_drop, dropped)
 
-    def _insert_with_retry(self, rows: list[dict[str, Any]]) -> int:
-        """Insert rows; returns how many were dropped."""
+    def _insert_with_retry(self, batches: list[LogBatch]) -> int:
+        """Insert batches of one shape; returns how many rows were dropped."""
         deadline = time.monotonic() + self._max_retry_s
         delay_s = 0.05
         while True:
             try:
-                self._insert(rows)
+                self._insert(batches)
                 return 0
             except Exception as exc:
                 if not is_transient(exc):
-                    return self._insert_one_by_one(rows, exc)
+                    return self._insert_one_by_one(batches, exc)
                 if time.monotonic() + delay_s > min(deadline, self._close_deadline):
-                    self._warn(
-                        "database unavailable, dropped %d rows: %s", len(rows), exc
-                    )
-                    return len(rows)
+                    rows = sum(map(len, batches))
+                    self._warn("database unavailable, dropped %d rows: %s", rows, exc)
+                    return rows
                 time.sleep(delay_s)
                 delay_s = min(delay_s * 2, 1.0)
 
-    def _insert_one_by_one(self, rows: list[dict[str, Any]], first: Exception) -> int:
-        # A bad row (duplicate id, value too long) fails the whole executemany;
+    def _insert_one_by_one(self, batches: list[LogBatch], first: Exception) -> int:
+        # A bad row (duplicate id, value too long) fails the whole statement;
         # keep the good ones rather than losing the batch.
         self._warn("batch insert failed (%s); retrying row by row", first)
         dropped = 0
-        for row in rows:
-            try:
-                self._insert([row])
-            except Exception:
-                dropped += 1
+        for batch in batches:
+            for row in batch.rows():
+                try:
+                    self._insert([row])
+                except Exception:
+                    dropped += 1
         return dropped
 
-    def _insert(self, rows: list[dict[str, Any]]) -> None:
+    def _insert(self, batches: list[LogBatch]) -> None:
         started = time.perf_counter()
+        dialect = self._engine.dialect.name
+        blobs = [b.encode(timestamp(b.created_at, dialect)) for b in batches]
+        # Join the JSON arrays into one: drop each one's brackets.
+        rows_json = (
+            blobs[0]
+            if len(blobs) == 1
+            else b"[" + b",".join(b[1:-1] for b in blobs) + b"]"
+        ).decode()
+        rows = sum(map(len, batches))
         with self._engine.begin() as conn:
-            conn.execute(insert(_TABLE), rows)
+            insert_rows(conn, rows_json, *batches[0].shape_key)
         elapsed = time.perf_counter() - started
         with self._cond:
-            self._written += len(rows)
-        self._call(self._on_flush, len(rows), elapsed)
+            self._written += rows
+        self._call(self._on_flush, rows, elapsed)
 
     def _warn(self, message: str, *args: Any) -> None:
         now = time.monotonic()
@@ -280,34 +296,3 @@ class PredictionLog:
             callback(*args)
         except Exception:
             log.exception("prediction log callback failed")
-
-
-def _row(record: PredictionRecord | Mapping[str, Any]) -> dict[str, Any]:
-    """A `predictions` row from a record or a dict with the same keys."""
-    if isinstance(record, PredictionRecord):
-        outputs = record.outputs.model_dump()
-        return {
-            "id": record.id,
-            "created_at": record.created_at,
-            "model_version": record.model_version,
-            "policy_version": record.policy_version,
-            "context": record.context,
-            "inputs": record.inputs,
-            "outputs": outputs,
-            "label": outputs["label"],
-            "abstained": bool(outputs["abstained"]),
-            "trace": record.trace,
-        }
-    outputs = dict(record["outputs"])
-    return {
-        "id": record.get("id") or new_prediction_id(),
-        "created_at": record.get("created_at") or utcnow(),
-        "model_version": record["model_version"],
-        "policy_version": record.get("policy_version"),
-        "context": record.get("context"),
-        "inputs": record.get("inputs"),
-        "outputs": outputs,
-        "label": outputs.get("label"),
-        "abstained": bool(outputs.get("abstained", False)),
-        "trace": record.get("trace"),
-    }

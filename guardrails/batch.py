@@ -1,15 +1,15 @@
 """The state one batch carries through the guardrail stages, and the stage protocol.
 
-A stage is a small class with a `name` and `apply(batch, request) -> trace column`:
-it reads and updates the batch in place (vectorised over rows) and returns one
-trace dict per row. Rows a stage did not act on share one dict object, so building
-the trace costs Python work only for the rows where something happened; treat
-trace dicts as read-only.
+A stage is a small class with a `name` and `apply(batch, request) -> TraceColumn`:
+it reads and updates the batch in place (vectorised over rows) and returns its
+trace for every row as one shared entry plus entries for the rows it treated on
+their own, so a trace costs Python work only for the rows where something
+happened; treat trace dicts as read-only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -117,17 +117,43 @@ class Batch:
 class Stage(Protocol):
     name: str
 
-    def apply(self, batch: Batch, request: Request) -> list[Trace]:
-        """Update `batch` in place; return one trace dict per row."""
+    def apply(self, batch: Batch, request: Request) -> TraceColumn:
+        """Update `batch` in place; return the stage's trace for every row."""
         ...
 
 
-def column(n: int, quiet: Trace, rows: np.ndarray, entries: list[Trace]) -> list[Trace]:
-    """A trace column: `quiet` for every row except `rows`, which get `entries`."""
-    out = [quiet] * n
-    for i, entry in zip(rows.tolist(), entries, strict=True):
-        out[i] = entry
-    return out
+_NO_ROWS = np.empty(0, dtype=np.intp)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceColumn:
+    """One stage's trace for a batch: `quiet` for every row except `rows` (sorted
+    row indices), which get `entries` (one each, in the same order)."""
+
+    quiet: Trace
+    rows: np.ndarray = field(default_factory=lambda: _NO_ROWS)
+    entries: list[Trace] | tuple[Trace, ...] = ()
+
+    def acted_rows(self, n: int) -> int:
+        """How many of the batch's `n` rows this stage acted on."""
+        own = sum(1 for entry in self.entries if entry.get("acted"))
+        return own + (n - len(self.rows) if self.quiet.get("acted") else 0)
+
+    def acted_mask(self, n: int) -> np.ndarray:
+        """(n,) bool: the rows this stage acted on."""
+        mask = np.full(n, bool(self.quiet.get("acted")))
+        if len(self.rows):
+            mask[self.rows] = [bool(entry.get("acted")) for entry in self.entries]
+        return mask
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON: `{"entry": for every row not listed, "rows": [i, ...],
+        "entries": [entry of row i, ...]}`."""
+        return {
+            "entry": self.quiet,
+            "rows": self.rows.tolist(),
+            "entries": list(self.entries),
+        }
 
 
 def rounded(x: float) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from guardrails.batch import BLACKLISTED, Batch, Request, Trace, column
+from guardrails.batch import BLACKLISTED, Batch, Request, Trace, TraceColumn
 from guardrails.policy import BlacklistPolicy
 
 
@@ -33,10 +33,10 @@ class BlacklistStage:
         """(k,) bool: labels that may be answered in this context."""
         return self._per_context.get(context, self._global) if context else self._global
 
-    def apply(self, batch: Batch, request: Request) -> list[Trace]:
+    def apply(self, batch: Batch, request: Request) -> TraceColumn:
         allowed = request.allowed
         if allowed.all():
-            return [self._quiet] * batch.n
+            return TraceColumn(self._quiet)
         batch.allowed = allowed
         if not allowed.any():
             batch.abstain(np.ones(batch.n, bool), BLACKLISTED)
@@ -46,11 +46,11 @@ class BlacklistStage:
                 "action": "abstain",
                 "blocked": "every label",
             }
-            return [entry] * batch.n
+            return TraceColumn(entry)
         preferred = np.argmax(batch.scores(), axis=1)
         blocked = ~allowed[preferred]
         if not blocked.any():
-            return [self._quiet] * batch.n
+            return TraceColumn(self._quiet)
         rows = np.flatnonzero(blocked)
         if self.action == "abstain":
             batch.abstain(blocked, BLACKLISTED)
@@ -75,4 +75,4 @@ class BlacklistStage:
                 }
                 for i in rows.tolist()
             ]
-        return column(batch.n, self._quiet, rows, entries)
+        return TraceColumn(self._quiet, rows, entries)

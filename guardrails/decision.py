@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from guardrails.batch import Batch, Request, Trace, column, rounded
+from guardrails.batch import Batch, Request, Trace, TraceColumn, rounded
 
 
 def cost_matrix(
@@ -40,13 +40,13 @@ class DecisionStage:
         rule = "argmax" if matrix is None else "min_expected_cost"
         self._quiet: Trace = {"stage": self.name, "acted": False, "rule": rule}
 
-    def apply(self, batch: Batch, request: Request) -> list[Trace]:
+    def apply(self, batch: Batch, request: Request) -> TraceColumn:
         choice = batch.best_allowed()
         if batch.allowed is not None and not batch.allowed.any():
             choice = np.full(batch.n, -1)
         batch.choice = choice
         if self.matrix is None:
-            return [self._quiet] * batch.n
+            return TraceColumn(self._quiet)
         probs = batch.probabilities
         if batch.allowed is not None:
             probs = np.where(batch.allowed, probs, -np.inf)
@@ -63,4 +63,4 @@ class DecisionStage:
             }
             for i in rows.tolist()
         ]
-        return column(batch.n, self._quiet, rows, entries)
+        return TraceColumn(self._quiet, rows, entries)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from guardrails.batch import OUT_OF_BOUNDS, Batch, Request, Trace, column
+from guardrails.batch import OUT_OF_BOUNDS, Batch, Request, Trace, TraceColumn
 from guardrails.errors import InputOutOfBounds
 from guardrails.policy import InputBoundsPolicy
 from packs.format import PackMetadata
@@ -82,13 +82,13 @@ class InputBoundsStage:
         low, high = self._limits(features.dtype)
         return ~((features >= low) & (features <= high))
 
-    def apply(self, batch: Batch, request: Request) -> list[Trace]:
+    def apply(self, batch: Batch, request: Request) -> TraceColumn:
         if not self.enabled:
-            return [self._quiet] * batch.n
+            return TraceColumn(self._quiet)
         bad = self.out_of_bounds(batch.features)
         bad_rows = np.asarray(bad.any(axis=1))
         if not bad_rows.any():
-            return [self._quiet] * batch.n
+            return TraceColumn(self._quiet)
         rows = np.flatnonzero(bad_rows)
         if self.action == "reject":
             row = int(rows[0])
@@ -102,7 +102,7 @@ class InputBoundsStage:
             )
         batch.abstain(bad_rows, OUT_OF_BOUNDS)
         entries = [self._entry(batch.features[i], bad[i]) for i in rows.tolist()]
-        return column(batch.n, self._quiet, rows, entries)
+        return TraceColumn(self._quiet, rows, entries)
 
     def _readable_bounds(self, j: int) -> tuple[float, float]:
         return float(round(self.low[j], 9)), float(round(self.high[j], 9))

@@ -15,7 +15,7 @@ from guardrails.batch import (
     Batch,
     Request,
     Trace,
-    column,
+    TraceColumn,
     rounded,
 )
 from guardrails.policy import OutputBoundsPolicy
@@ -37,10 +37,10 @@ class OutputBoundsStage:
         self.max_entropy = policy.max_entropy_nats
         self._quiet: Trace = {"stage": self.name, "acted": False}
 
-    def apply(self, batch: Batch, request: Request) -> list[Trace]:
+    def apply(self, batch: Batch, request: Request) -> TraceColumn:
         n = batch.n
         if self.min_top <= 0 and self.max_entropy is None:
-            return [self._quiet] * n
+            return TraceColumn(self._quiet)
         probs = batch.probabilities
         if batch.allowed is not None:
             probs = np.where(batch.allowed, probs, 0.0)
@@ -53,7 +53,7 @@ class OutputBoundsStage:
             high = entropy > self.max_entropy
         acted = low | high
         if not acted.any():
-            return [self._quiet] * n
+            return TraceColumn(self._quiet)
         batch.abstain(low, LOW_CONFIDENCE)
         batch.abstain(high, HIGH_ENTROPY)
         rows = np.flatnonzero(acted)
@@ -76,4 +76,4 @@ class OutputBoundsStage:
                     "max_entropy_nats": self.max_entropy,
                 }
             entries.append(entry)
-        return column(n, self._quiet, rows, entries)
+        return TraceColumn(self._quiet, rows, entries)

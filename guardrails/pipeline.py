@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from guardrails.batch import REASONS, Batch, Request, Stage, Trace
+from guardrails.batch import REASONS, Batch, Request, Stage, Trace, TraceColumn
 from guardrails.blacklist import BlacklistStage
 from guardrails.decision import DecisionStage, cost_matrix
 from guardrails.errors import FeaturesInvalid, ModelOutputInvalid, UnknownContext
@@ -54,9 +55,48 @@ class GuardedBatch:
     reasons: list[str | None]
     """Abstention reason per row: out_of_bounds, blacklisted, low_confidence,
     high_entropy; None when answered."""
-    traces: list[list[Trace]]
-    """Per row, one dict per stage in order: {"stage", "acted", ...details}.
-    Dicts may be shared between rows: read-only."""
+    trace_columns: list[TraceColumn]
+    """One per stage, in order: what each stage did, per row (see `traces`)."""
+    stage_names: list[str]
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @cached_property
+    def traces(self) -> list[list[Trace]]:
+        """Per row, one dict per stage in order: {"stage", "acted", ...details}.
+        Rows no stage treated on its own share one list: read-only."""
+        quiet_row = [c.quiet for c in self.trace_columns]
+        out = [quiet_row] * self.n
+        own = [
+            (j, dict(zip(c.rows.tolist(), c.entries, strict=True)))
+            for j, c in enumerate(self.trace_columns)
+            if len(c.rows)
+        ]
+        for i in set().union(*(entries for _, entries in own)):
+            row = list(quiet_row)
+            for j, entries in own:
+                row[j] = entries.get(i, row[j])
+            out[i] = row
+        return out
+
+    def acted_counts(self) -> dict[str, int]:
+        """Rows each stage acted on (stages that acted on none are left out)."""
+        n = self.n
+        counts = {
+            name: c.acted_rows(n)
+            for name, c in zip(self.stage_names, self.trace_columns, strict=True)
+        }
+        return {name: k for name, k in counts.items() if k}
+
+    def acted_mask(self) -> np.ndarray:
+        """(n,) bool: rows on which at least one stage acted."""
+        mask = np.zeros(self.n, bool)
+        for c in self.trace_columns:
+            if c.quiet.get("acted") or len(c.rows):
+                mask |= c.acted_mask(self.n)
+        return mask
 
 
 class GuardrailPipeline:
@@ -88,6 +128,10 @@ class GuardrailPipeline:
             OutputBoundsStage(policy.output_bounds),
             DecisionStage(self._cost, self.labels),
         ]
+        self._stage_names = [
+            self.input_bounds.name,
+            *(s.name for s in self._after_model),
+        ]
 
     @property
     def policy_version(self) -> str:
@@ -95,7 +139,7 @@ class GuardrailPipeline:
 
     def stage_names(self) -> list[str]:
         """Stage names in the order they run (and appear in every trace)."""
-        return [self.input_bounds.name, *(s.name for s in self._after_model)]
+        return list(self._stage_names)
 
     def describe(self) -> dict[str, Any]:
         """The settings in force, resolved against the pack (for an info endpoint)."""
@@ -149,7 +193,8 @@ class GuardrailPipeline:
             labels=self._label_names[label_index].tolist(),
             abstained=abstained,
             reasons=_REASON_NAMES[batch.abstain_code].tolist(),
-            traces=list(map(list, zip(*traces, strict=True))),
+            trace_columns=traces,
+            stage_names=self._stage_names,
         )
 
     def _normalised(self, raw: np.ndarray, n: int) -> np.ndarray:

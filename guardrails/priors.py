@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from guardrails.batch import Batch, PriorChoice, Request, Trace, column, rounded
+from guardrails.batch import Batch, PriorChoice, Request, Trace, TraceColumn, rounded
 from guardrails.errors import InvalidPriors
 from guardrails.online_priors import OnlinePriorEstimator
 from guardrails.policy import PriorsPolicy
@@ -148,10 +148,10 @@ class PriorsStage:
             raise InvalidPriors("priors are all zero")
         return vector
 
-    def apply(self, batch: Batch, request: Request) -> list[Trace]:
+    def apply(self, batch: Batch, request: Request) -> TraceColumn:
         choice = request.priors
         if choice.weights is None:
-            return [choice.trace] * batch.n
+            return TraceColumn(choice.trace)
         before = batch.probabilities
         after, fell_back = adjust(before, choice.weights)
         batch.probabilities = after
@@ -168,4 +168,4 @@ class PriorsStage:
             if fell_back[i]:
                 entry["fallback"] = "training priors: every likely label had prior 0"
             entries.append(entry)
-        return column(batch.n, choice.trace, rows, entries)
+        return TraceColumn(choice.trace, rows, entries)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from guardrails.batch import Batch, Request, Trace
+from guardrails.batch import Batch, Request, Trace, TraceColumn
 from guardrails.policy import TemperaturePolicy
 from packs.format import TemperatureFit
 
@@ -63,8 +63,8 @@ class TemperatureStage:
     def describe(self) -> str:
         return f"T = {self.temperature:g} ({self._trace['note']})"
 
-    def apply(self, batch: Batch, request: Request) -> list[Trace]:
+    def apply(self, batch: Batch, request: Request) -> TraceColumn:
         if self.temperature != 1.0:
             batch.probabilities = scale(batch.probabilities, self.temperature)
         # Temperature is monotone per row: it never changes the top label.
-        return [self._trace] * batch.n
+        return TraceColumn(self._trace)

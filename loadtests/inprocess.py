@@ -22,17 +22,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from guardrails.bench import time_call
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCHES = (1, 100, 1000)
+NUMPY = orjson.OPT_SERIALIZE_NUMPY  # as the service's JSONResponse
 
 
 def _rows(pack: Any, n: int) -> np.ndarray:
@@ -98,8 +99,6 @@ def service_code(
     pack_dir: Path, work: Path, bodies: dict[str, bytes], min_time_s: float
 ) -> list[dict[str, Any]]:
     """Per-request cost of our code with no HTTP server around it."""
-    import orjson
-
     from service.schemas import PredictRequest
     from service.settings import MonitoringSettings, Settings
     from service.wiring import build_runtime
@@ -116,12 +115,16 @@ def service_code(
         for name, raw in bodies.items():
             parsed = PredictRequest.model_validate_json(raw)
             result = loop.run_until_complete(runtime.predict(parsed, validation_s=0))
-            rows = len(result["predictions"])
+            rows = len(
+                result["predictions"]
+                if "predictions" in result
+                else result["columns"]["prediction_id"]
+            )
 
             parts: dict[str, Callable[[], object]] = {
                 "parse+validate": partial(PredictRequest.model_validate_json, raw),
                 "Runtime.predict": partial(_predict, loop, runtime, parsed),
-                "orjson.dumps": partial(orjson.dumps, result),
+                "orjson.dumps": partial(orjson.dumps, result, option=NUMPY),
                 "all three": partial(_whole, loop, runtime, raw),
                 "Runtime.predict, log detached": partial(
                     _detached, loop, runtime, parsed
@@ -152,12 +155,10 @@ def _predict(loop: asyncio.AbstractEventLoop, runtime: Any, parsed: Any) -> obje
 
 def _whole(loop: asyncio.AbstractEventLoop, runtime: Any, raw: bytes) -> bytes:
     """What one request costs our code: parse, predict, encode."""
-    import orjson
-
     from service.schemas import PredictRequest
 
     body = PredictRequest.model_validate_json(raw)
-    return orjson.dumps(_predict(loop, runtime, body))
+    return orjson.dumps(_predict(loop, runtime, body), option=NUMPY)
 
 
 def _detached(loop: asyncio.AbstractEventLoop, runtime: Any, parsed: Any) -> object:
@@ -171,69 +172,50 @@ def _detached(loop: asyncio.AbstractEventLoop, runtime: Any, parsed: Any) -> obj
         runtime.prediction_log = plog
 
 
-def log_records(n: int, *, context: str | None = "Dream") -> list[dict[str, Any]]:
-    """Rows shaped like the service's prediction-log records (see service.runtime)."""
-    from feedback.models import new_prediction_id
+def log_batches(
+    pack_dir: Path, policy_path: Path, rows: int, *, context: str | None
+) -> list[Any]:
+    """What the service hands the log for `rows` rows in 1,000-row requests: real
+    guardrail output turned into `LogBatch`es by the service's own `log_batch`."""
+    from feedback.models import new_prediction_ids
+    from guardrails.pipeline import GuardrailPipeline, RequestContext
+    from guardrails.policy import Policy
+    from packs.loader import ModelPack
+    from service.runtime import Served, log_batch
 
-    now = datetime.now(UTC)
-    trace = [
-        {"stage": "input_bounds", "acted": False},
-        {"stage": "temperature", "acted": False, "temperature": 1.0},
-        {
-            "stage": "priors",
-            "acted": True,
-            "source": f"context:{context}",
-            "priors": {"Adelie": 0.4471, "Chinstrap": 0.543, "Gentoo": 0.0099},
-        },
-        {"stage": "blacklist", "acted": False},
-        {"stage": "output_bounds", "acted": False},
-        {"stage": "decision", "acted": False, "rule": "argmax"},
-    ]
+    pack = ModelPack.load(pack_dir, providers=["CPUExecutionProvider"])
+    policy = Policy.load(policy_path)
+    pipeline = GuardrailPipeline(policy, pack.metadata)
+    served = Served(pack, policy, policy_path, pipeline, None)
+    x = _rows(pack, 1000)
+    guarded = pipeline.run(x, pack.predict_proba, RequestContext(context=context))
     return [
-        {
-            "id": new_prediction_id(),
-            "created_at": now,
-            "model_version": "sha256-bench",
-            "policy_version": "bench",
-            "context": context,
-            "inputs": {
-                "bill_length_mm": 39.1,
-                "bill_depth_mm": 18.7,
-                "flipper_length_mm": 181.0,
-                "body_mass_g": 3750.0,
-            },
-            "outputs": {
-                "label": "Adelie",
-                "abstained": False,
-                "reason": None,
-                "probabilities": {
-                    "Adelie": 0.995,
-                    "Chinstrap": 0.0049,
-                    "Gentoo": 0.0001,
-                },
-            },
-            "trace": trace,
-        }
-        for _ in range(n)
+        log_batch(new_prediction_ids(len(x)), guarded, x, context, served)
+        for _ in range(0, rows, len(x))
     ]
 
 
-def log_insert_rate(work: Path, rows: int) -> dict[str, Any]:
-    """Sustained rows/s of the write-behind log into SQLite (1,000-row batches)."""
+def log_insert_rate(
+    pack_dir: Path, policy_path: Path, work: Path, rows: int, *, context: str | None
+) -> dict[str, Any]:
+    """Sustained rows/s of the write-behind log into a fresh SQLite file, fed
+    1,000-row batches as the service feeds it."""
     from feedback.db import make_engine, migrate
     from feedback.prediction_log import PredictionLog
 
-    engine = make_engine(f"sqlite:///{work / 'log-bench.db'}")
+    db = work / f"log-bench-{context or 'none'}.db"
+    engine = make_engine(f"sqlite:///{db}")
     migrate(engine)
-    records = log_records(rows)
+    batches = log_batches(pack_dir, policy_path, rows, context=context)
+    rows = sum(map(len, batches))
     plog = PredictionLog(
         engine, max_queue_rows=rows + 1, batch_rows=1000, flush_interval_ms=200
     ).start()
     started = time.perf_counter()
     submit_s = 0.0
-    for i in range(0, rows, 1000):
+    for batch in batches:
         t = time.perf_counter()
-        plog.submit(records[i : i + 1000])
+        plog.submit_batch(batch)
         submit_s += time.perf_counter() - t
     flushed = plog.flush(timeout_s=300)
     seconds = time.perf_counter() - started
@@ -241,6 +223,8 @@ def log_insert_rate(work: Path, rows: int) -> dict[str, Any]:
     engine.dispose()
     return {
         "rows": rows,
+        "context": context,
+        "traced_rows": sum(sum(t is not None for t in b.traces or ()) for b in batches),
         "seconds": seconds,
         "rows_per_s": plog.written_total / seconds,
         "written": plog.written_total,
@@ -257,13 +241,25 @@ def measure(
     provider, timings = onnx_and_guardrails(pack_dir, policy_path, min_time_s)
     bodies = {p.stem: p.read_bytes() for p in sorted(bodies_dir.glob("*.json"))}
     service = service_code(pack_dir, work / "runtime", bodies, min_time_s)
-    log = log_insert_rate(work, 30_000 if quick else 100_000)
+    log_rows = 30_000 if quick else 100_000
+    log = log_insert_rate(pack_dir, policy_path, work, log_rows, context=None)
+    log_context = log_insert_rate(
+        pack_dir, policy_path, work, log_rows, context=_first_context(policy_path)
+    )
     return {
         "provider": provider,
         "timings": timings,
         "service_code": service,
         "log": log,
+        "log_context": log_context,
     }
+
+
+def _first_context(policy_path: Path) -> str | None:
+    from guardrails.policy import Policy
+
+    contexts = Policy.load(policy_path).contexts
+    return contexts[0] if contexts else None
 
 
 def measure_in_subprocess(

@@ -92,6 +92,23 @@ def _check_predictions(response: Any, rows: int) -> dict[str, Any] | None:
     return body  # type: ignore[no-any-return]
 
 
+def _check_columns(response: Any, rows: int) -> None:
+    """Mark the response failed unless it is a column-form answer for `rows` rows."""
+    if response.status_code != 200:
+        response.failure(f"status {response.status_code}: {response.text[:200]}")
+        return
+    body = response.json()
+    columns = body.get("columns", {})
+    lengths = {
+        len(columns.get(name, ())) for name in ("prediction_id", "label", "abstained")
+    }
+    lengths |= {len(v) for v in columns.get("probabilities", {}).values()}
+    if lengths != {rows} or not body.get("model_version") or not body.get("trace"):
+        response.failure(f"column answer malformed for {rows} rows: {lengths}")
+        return
+    response.success()
+
+
 class SinglePredictionUser(FastHttpUser):
     weight = 8
     wait_time = between(0.005, 0.05)
@@ -148,7 +165,7 @@ class BatchPredictionUser(FastHttpUser):
             name=f"/predict {BATCH_ROWS} rows, columns",
             catch_response=True,
         ) as response:
-            _check_predictions(response, BATCH_ROWS)
+            _check_columns(response, BATCH_ROWS)
 
 
 class ContextUser(FastHttpUser):

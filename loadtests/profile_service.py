@@ -39,17 +39,18 @@ THREADS: list[Rule] = [
     ("prediction log: writer thread", ("feedback/prediction_log.py",), ("_run",)),
     ("background threads (watchers, priors)", ("service/runtime.py",), ("loop",)),
     ("POST /report handling", ("service/report_routes.py",), None),
-    # Its list comprehension is a frame of its own: match the enclosing function.
-    ("prediction log: building records", ("service/runtime.py",), ("_log_records",)),
+    # Its comprehensions are frames of their own: match the enclosing function.
+    ("Runtime.predict: row-form answer", ("service/runtime.py",), ("_rows_answer",)),
+    ("prediction log: handing over", ("service/runtime.py",), ("log_batch",)),
 ]
 LAYERS: list[Rule] = [
     ("onnxruntime", ("/onnxruntime/",), None),
     ("guardrails pipeline", ("/guardrails/",), None),
     ("prediction log: submit", ("feedback/prediction_log.py",), None),
-    ("new_prediction_id (uuid4 hex per row)", ("feedback/models.py",), None),
+    ("prediction ids", ("feedback/models.py",), None),
     ("our metrics (monitoring/, prometheus_client mmap)", ("/monitoring/",), None),
     ("decode_features", ("service/decode.py",), None),
-    ("Runtime.predict: response dicts, timers", ("service/runtime.py",), None),
+    ("Runtime.predict: column answer, timers", ("service/runtime.py",), None),
     ("JSON encoding (orjson response)", ("service/responses.py",), None),
     ("pydantic request parsing", ("/pydantic/", "service/schemas.py"), None),
     ("our route + RequestLimits middleware", ("service/",), None),

@@ -18,7 +18,12 @@ from service.http_errors import install_error_handlers
 from service.limits import RequestLimits
 from service.predict_path import PredictPath, answer_predict
 from service.responses import JSONResponse
-from service.schemas import InfoResponse, PredictRequest, PredictResponse
+from service.schemas import (
+    ColumnsPredictResponse,
+    InfoResponse,
+    PredictRequest,
+    PredictResponse,
+)
 
 JSON_PATHS = ("/predict", "/report")
 YAML_PATHS = ("/admin/policy",)
@@ -28,7 +33,7 @@ router = APIRouter()
 
 @router.post(
     "/predict",
-    response_model=PredictResponse,
+    response_model=PredictResponse | ColumnsPredictResponse,
     responses=ERRORS,
     openapi_extra={
         "requestBody": {

@@ -6,6 +6,8 @@ naming them (onnxruntime would otherwise turn a wrong width into a 500).
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from common.errors import BadRequest, PayloadTooLarge, Unprocessable
@@ -51,7 +53,10 @@ def _decode(
     ):
         try:
             # Fast path: every row has the right number of keys, all known.
-            rows = [[row[name] for name in feature_names] for row in instances]  # type: ignore[call-overload]
+            if width > 1:
+                rows = list(map(operator.itemgetter(*feature_names), instances))
+            else:
+                rows = [[row[feature_names[0]]] for row in instances]  # type: ignore[call-overload]
             return np.asarray(rows, dtype=np.float32)
         except KeyError:
             pass

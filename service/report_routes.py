@@ -124,7 +124,9 @@ def triage_report(
 
 @admin.get("/predictions/{prediction_id}", responses=ERRORS)
 def get_prediction(prediction_id: str, request: Request) -> dict[str, object]:
-    """A logged prediction with its stored input (if the policy allowed storing it)."""
+    """A logged prediction with its stored input (if the policy allowed storing it).
+
+    `trace` is the guardrail trace when a stage acted on the row, else null."""
     with runtime_of(request).sessions() as session:
         row = store.get_prediction(session, prediction_id)
         return {

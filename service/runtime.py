@@ -22,15 +22,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.errors import Conflict, Unauthorized, Unprocessable
+from feedback.log_batch import LogBatch
 from feedback.models import new_prediction_ids
 from guardrails.online_priors import OnlinePriorEstimator
-from guardrails.pipeline import GuardrailPipeline, RequestContext
+from guardrails.pipeline import GuardedBatch, GuardrailPipeline, RequestContext
 from guardrails.policy import Policy
 from packs.errors import PackError
 from packs.loader import ModelPack, load_table
@@ -56,6 +58,14 @@ class Served:
     @property
     def versions(self) -> tuple[str, str]:
         return self.pack.metadata.version, self.pipeline.policy_version
+
+    @cached_property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(self.pack.metadata.feature_names)
+
+    @cached_property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(self.pack.metadata.labels)
 
 
 def read_state(state_file: Path) -> dict[str, str]:
@@ -347,32 +357,16 @@ class Runtime:
             batch = served.pipeline.run(x, timer, ctx)
             inference_s = timer.seconds
         t2 = time.perf_counter()
-        model_version, policy_version = served.versions
         n = len(x)
         ids = new_prediction_ids(n)
-        labels = meta.labels
-        probabilities = batch.probabilities.tolist()
-        abstained = batch.abstained.tolist()
-        predictions = [
-            {
-                "prediction_id": ids[i],
-                "label": batch.labels[i],
-                "abstained": abstained[i],
-                "reason": batch.reasons[i],
-                "probabilities": dict(zip(labels, probabilities[i], strict=True)),
-                "model_version": model_version,
-                "policy_version": policy_version,
-                "trace": batch.traces[i],
-            }
-            for i in range(n)
-        ]
+        if request.answers_in_columns:
+            answer = _columns_answer(ids, batch, served)
+        else:
+            answer = _rows_answer(ids, batch, served)
         t3 = time.perf_counter()
         if self.prediction_log is not None:
-            self.prediction_log.submit_lazily(
-                n,
-                lambda k: self._log_records(
-                    predictions[:k], x[:k], request.context, served
-                ),
+            self.prediction_log.submit_batch(
+                log_batch(ids, batch, x, request.context, served)
             )
         t4 = time.perf_counter()
         if self.metrics is not None:
@@ -389,40 +383,9 @@ class Runtime:
                     "logging": t4 - t3,
                 },
                 total_seconds=validation_s + (t4 - t0),
-                guardrail_actions=_acted(batch.traces),
+                guardrail_actions=batch.acted_counts(),
             )
-        return {"predictions": predictions}
-
-    def _log_records(
-        self,
-        predictions: list[dict[str, Any]],
-        x: np.ndarray,
-        context: str | None,
-        served: Served,
-    ) -> list[dict[str, Any]]:
-        now = datetime.now(UTC)
-        names = served.pack.metadata.feature_names
-        rows = x.tolist() if served.policy.store_inputs else [None] * len(x)
-        return [
-            {
-                "id": p["prediction_id"],
-                "created_at": now,
-                "model_version": p["model_version"],
-                "policy_version": p["policy_version"],
-                "context": context,
-                "inputs": dict(zip(names, row, strict=True))
-                if row is not None
-                else None,
-                "outputs": {
-                    "label": p["label"],
-                    "abstained": p["abstained"],
-                    "reason": p["reason"],
-                    "probabilities": p["probabilities"],
-                },
-                "trace": p["trace"],
-            }
-            for p, row in zip(predictions, rows, strict=True)
-        ]
+        return answer
 
     def info(self) -> dict[str, Any]:
         served = self.served
@@ -518,9 +481,90 @@ class _Timed:
             self.seconds = time.perf_counter() - start
 
 
-def _acted(traces: list[list[dict[str, Any]]]) -> Counter[str]:
-    """Rows on which each guardrail stage acted."""
-    return Counter(t["stage"] for row in traces for t in row if t.get("acted"))
+def _rows_answer(ids: list[str], batch: GuardedBatch, served: Served) -> dict[str, Any]:
+    """`{"predictions": [one object per row]}`."""
+    model_version, policy_version = served.versions
+    labels = served.label_names
+    probabilities = batch.probabilities.tolist()
+    abstained = batch.abstained.tolist()
+    traces = batch.traces
+    return {
+        "predictions": [
+            {
+                "prediction_id": ids[i],
+                "label": batch.labels[i],
+                "abstained": abstained[i],
+                "reason": batch.reasons[i],
+                "probabilities": dict(zip(labels, probabilities[i], strict=True)),
+                "model_version": model_version,
+                "policy_version": policy_version,
+                "trace": traces[i],
+            }
+            for i in range(len(ids))
+        ]
+    }
+
+
+def _columns_answer(
+    ids: list[str], batch: GuardedBatch, served: Served
+) -> dict[str, Any]:
+    """One list per field and one per label; the trace per stage as one entry for
+    all rows but those it lists (see `ColumnsPredictResponse`). No per-row objects:
+    orjson writes the numpy columns directly."""
+    model_version, policy_version = served.versions
+    by_label = np.ascontiguousarray(batch.probabilities.T)
+    return {
+        "model_version": model_version,
+        "policy_version": policy_version,
+        "columns": {
+            "prediction_id": ids,
+            "label": batch.labels,
+            "abstained": batch.abstained,
+            "reason": batch.reasons,
+            "probabilities": dict(zip(served.label_names, by_label, strict=True)),
+        },
+        "trace": [
+            {"stage": name, **column.to_dict()}
+            for name, column in zip(batch.stage_names, batch.trace_columns, strict=True)
+        ],
+    }
+
+
+def log_batch(
+    ids: list[str],
+    batch: GuardedBatch,
+    x: np.ndarray,
+    context: str | None,
+    served: Served,
+) -> LogBatch:
+    """What the prediction log keeps of one answered request."""
+    return LogBatch(
+        ids=ids,
+        created_at=datetime.now(UTC),
+        model_version=served.versions[0],
+        policy_version=served.versions[1],
+        context=context,
+        labels=batch.labels,
+        abstained=batch.abstained,
+        reasons=batch.reasons,
+        probabilities=batch.probabilities,
+        inputs=x if served.policy.store_inputs else None,
+        traces=_logged_traces(batch),
+        feature_names=served.feature_names,
+        label_names=served.label_names,
+    )
+
+
+def _logged_traces(batch: GuardedBatch) -> list[Any] | None:
+    """The trace of each row on which a guardrail acted; None for the others
+    (what quiet stages do follows from the policy version)."""
+    acted = batch.acted_mask()
+    if not acted.any():
+        return None
+    traces = batch.traces
+    if acted.all():
+        return traces
+    return [t if a else None for t, a in zip(traces, acted.tolist(), strict=True)]
 
 
 def bearer_matches(authorization: str | None, secret: str) -> bool:

@@ -8,7 +8,7 @@ large batches.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +47,18 @@ class PredictRequest(_Body):
     priors: dict[str, FiniteFloat] | None = Field(
         None, description="Explicit deployment class priors; override `context`."
     )
+    format: Literal["rows", "columns"] | None = Field(
+        None,
+        description="Answer with one object per row (`rows`, as PredictResponse) "
+        "or one list per field (`columns`, as ColumnsPredictResponse). Default: "
+        "the form of the request (`instances` -> rows, `columns` -> columns).",
+    )
+
+    @property
+    def answers_in_columns(self) -> bool:
+        if self.format is None:
+            return self.columns is not None
+        return self.format == "columns"
 
 
 class Prediction(BaseModel):
@@ -64,6 +76,34 @@ class Prediction(BaseModel):
 
 class PredictResponse(BaseModel):
     predictions: list[Prediction]
+
+
+class PredictionColumns(BaseModel):
+    prediction_id: list[str]
+    label: list[str | None] = Field(description="null where abstained.")
+    abstained: list[bool]
+    reason: list[str | None]
+    probabilities: dict[str, list[float]] = Field(
+        description="One list per label, aligned with the other columns."
+    )
+
+
+class StageTrace(BaseModel):
+    stage: str
+    entry: dict[str, Any] = Field(
+        description="What the stage did on every row not listed in `rows`."
+    )
+    rows: list[int] = Field(description="Rows the stage treated on their own.")
+    entries: list[dict[str, Any]] = Field(description="One per listed row.")
+
+
+class ColumnsPredictResponse(BaseModel):
+    """The column form of an answer: no per-row objects, for large batches."""
+
+    model_version: str
+    policy_version: str
+    columns: PredictionColumns
+    trace: list[StageTrace] = Field(description="One per guardrail stage, in order.")
 
 
 class InfoResponse(BaseModel):

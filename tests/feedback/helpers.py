@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine
 
-from feedback.models import new_prediction_id, utcnow
+from feedback.log_batch import LogBatch
+from feedback.models import new_prediction_id, new_prediction_ids, utcnow
 from feedback.prediction_log import PredictionLog
 from feedback.schemas import OutputRecord, PredictionRecord
 
@@ -56,3 +58,38 @@ def log_predictions(engine: Engine, records: Sequence[PredictionRecord]) -> None
     assert log.submit(list(records))
     assert log.close(timeout_s=30)
     assert log.dropped_total == 0
+
+
+def batch_of(
+    n: int,
+    *,
+    store_inputs: bool = True,
+    acted_rows: Sequence[int] = (),
+    context: str | None = "Biscoe",
+) -> LogBatch:
+    """A request's rows as the service hands them over: numpy columns, a trace
+    only on the rows where a guardrail acted, the first row abstained."""
+    x = np.tile(np.array([ADELIE[f] for f in FEATURES], np.float32), (n, 1))
+    x[:, 0] += np.arange(n, dtype=np.float32) / 10
+    probabilities = np.tile([0.9, 0.06, 0.04], (n, 1))
+    labels: list[str | None] = ["Adelie"] * n
+    reasons: list[str | None] = [None] * n
+    labels[0], reasons[0] = None, "low_confidence"
+    traces: list[Any] = [None] * n
+    for i in acted_rows:
+        traces[i] = [{"stage": "output_bounds", "acted": True, "row": i}]
+    return LogBatch(
+        ids=new_prediction_ids(n),
+        created_at=utcnow(),
+        model_version="pack-v1",
+        policy_version="policy-1",
+        context=context,
+        labels=labels,
+        abstained=np.array([label is None for label in labels]),
+        reasons=reasons,
+        probabilities=probabilities,
+        inputs=x if store_inputs else None,
+        traces=traces,
+        feature_names=tuple(FEATURES),
+        label_names=tuple(LABELS),
+    )

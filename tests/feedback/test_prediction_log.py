@@ -20,7 +20,14 @@ from feedback.db import make_engine, migrate
 from feedback.models import Prediction, utcnow
 from feedback.prediction_log import PredictionLog
 from tests.dbservers import TcpProxy
-from tests.feedback.helpers import ADELIE, FEATURES, log_predictions, prediction
+from tests.feedback.helpers import (
+    ADELIE,
+    FEATURES,
+    LABELS,
+    batch_of,
+    log_predictions,
+    prediction,
+)
 
 
 def rows_in(engine: Engine) -> int:
@@ -65,26 +72,55 @@ def test_full_queue_drops_and_counts_without_blocking(engine: Engine) -> None:
     assert rows_in(engine) == 10
 
 
-def test_lazy_submit_builds_only_the_rows_that_fit(engine: Engine) -> None:
+def test_a_batch_that_does_not_fit_is_cut_and_the_rest_counted(
+    engine: Engine,
+) -> None:
     drops: list[int] = []
-    built: list[int] = []
     log = PredictionLog(
         engine, max_queue_rows=10, batch_rows=5, flush_interval_ms=5,
         on_drop=drops.append,
     )  # fmt: skip
-
-    def build(k: int) -> list[dict]:  # type: ignore[type-arg]
-        built.append(k)
-        return [prediction() for _ in range(k)]
-
-    assert log.submit_lazily(6, build)
-    assert not log.submit_lazily(6, build)
-    assert not log.submit_lazily(3, build)  # full: nothing is built at all
-    assert built == [6, 4]
+    assert log.submit_batch(batch_of(6))
+    assert not log.submit_batch(batch_of(6))
+    assert not log.submit_batch(batch_of(3))  # full
     assert (log.queue_depth, log.dropped_total, drops) == (10, 5, [2, 3])
     log.start()
     assert log.close(timeout_s=30)
     assert rows_in(engine) == 10
+
+
+@pytest.mark.parametrize("store_inputs", [True, False])
+def test_a_batch_reads_back_row_for_row(
+    engine: Engine, session: Session, store_inputs: bool
+) -> None:
+    batch = batch_of(300, store_inputs=store_inputs, acted_rows=[0, 7])
+    log = PredictionLog(
+        engine, max_queue_rows=1000, batch_rows=128, flush_interval_ms=5
+    ).start()
+    assert log.submit_batch(batch)
+    assert log.close(timeout_s=30) and log.written_total == 300
+    rows = {r.id: r for r in session.scalars(select(Prediction))}
+    assert len(rows) == 300
+    for i, pid in enumerate(batch.ids):
+        row = rows[pid]
+        assert (row.model_version, row.policy_version, row.context) == (
+            "pack-v1", "policy-1", "Biscoe",
+        )  # fmt: skip
+        assert row.created_at == batch.created_at
+        assert row.label == batch.labels[i] and row.abstained == (i == 0)
+        assert row.outputs == {
+            "label": batch.labels[i],
+            "abstained": i == 0,
+            "reason": batch.reasons[i],
+            "probabilities": dict(zip(LABELS, [0.9, 0.06, 0.04], strict=True)),
+        }
+        if store_inputs:
+            expected = batch.inputs[i].tolist()  # type: ignore[index,union-attr]
+            assert set(row.inputs) == set(FEATURES)  # JSONB keeps no key order
+            assert np.float32([row.inputs[f] for f in FEATURES]).tolist() == expected
+        else:
+            assert row.inputs is None
+        assert row.trace == (batch.traces[i] if i in (0, 7) else None)  # type: ignore[index]
 
 
 def test_close_drains_the_queue_and_later_rows_are_refused(engine: Engine) -> None:
@@ -108,7 +144,10 @@ def test_a_bad_row_is_dropped_and_the_rest_of_its_batch_kept(engine: Engine) -> 
     log.submit([first])
     assert log.flush(timeout_s=30)
     duplicate = prediction(id=first.id)
-    assert log.submit([prediction(), duplicate, prediction(), {"outputs": {}}])
+    # The record without a model version is refused at once; the duplicate id
+    # only fails in the database, which must not cost the rest of its batch.
+    assert not log.submit([prediction(), duplicate, prediction(), {"outputs": {}}])
+    assert log.dropped_total == 1
     assert log.close(timeout_s=30)
     assert rows_in(engine) == 3
     assert log.dropped_total == 2

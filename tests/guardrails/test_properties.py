@@ -103,6 +103,27 @@ def test_outputs_are_distributions_with_a_trace_per_stage(probs, policy, ctx) ->
 
 @PROPERTY
 @given(probs=probability_rows(), policy=policies(), ctx=request_contexts())
+def test_trace_columns_agree_with_the_per_row_traces(probs, policy, ctx) -> None:
+    # The service counts actions and logs traces from the columns, and answers
+    # with per-row traces (row form) or the columns (column form): all must agree.
+    pipeline = GuardrailPipeline(policy, make_meta(temperature=1.7))
+    out = pipeline.run(inside(len(probs)), fixed(probs), ctx)
+    acted = np.array([[entry["acted"] for entry in row] for row in out.traces])
+    counts = dict(zip(pipeline.stage_names(), acted.sum(axis=0).tolist(), strict=True))
+    assert out.acted_counts() == {stage: n for stage, n in counts.items() if n}
+    assert out.acted_mask().tolist() == acted.any(axis=1).tolist()
+    for i, row in enumerate(out.traces):
+        for j, column in enumerate(out.trace_columns):
+            as_json = column.to_dict()
+            rows = as_json["rows"]
+            expected = (
+                as_json["entries"][rows.index(i)] if i in rows else as_json["entry"]
+            )
+            assert row[j] == expected
+
+
+@PROPERTY
+@given(probs=probability_rows(), policy=policies(), ctx=request_contexts())
 def test_a_blacklisted_label_is_never_the_answer(probs, policy, ctx) -> None:
     out = GuardrailPipeline(policy, make_meta()).run(
         inside(len(probs)), fixed(probs), ctx

@@ -84,12 +84,12 @@ def test_whole_threads_and_anonymous_frames_go_to_their_owner() -> None:
         frame("execute", "/venv/site-packages/sqlalchemy/engine/base.py"),
     ]
     assert layer_of(writer) == "prediction log: writer thread"
-    records = [
+    answer = [
         frame("predict", "/work/service/runtime.py"),
-        frame("_log_records", "/work/service/runtime.py"),
+        frame("_rows_answer", "/work/service/runtime.py"),
         frame("<listcomp>", "/work/service/runtime.py"),
     ]
-    assert layer_of(records) == "prediction log: building records"
+    assert layer_of(answer) == "Runtime.predict: row-form answer"
 
 
 def test_the_bare_asgi_app_answers_predictions_and_refuses_bad_bodies(

@@ -49,13 +49,50 @@ def test_batch_rows_lists_and_columns_agree(running_service: ServiceProcess) -> 
         running_service,
         {"instances": [[ADELIE[f] for f in FEATURES], [GENTOO[f] for f in FEATURES]]},
     ).json()["predictions"]
-    cols = post(
-        running_service, {"columns": {f: [ADELIE[f], GENTOO[f]] for f in FEATURES}}
-    ).json()["predictions"]
+    columns = {f: [ADELIE[f], GENTOO[f]] for f in FEATURES}
+    cols = post(running_service, {"columns": columns, "format": "rows"}).json()
+    cols = cols["predictions"]
     assert [p["label"] for p in rows] == ["Adelie", "Gentoo"]
     for a, b, c in zip(rows, lists, cols, strict=True):
         assert a["probabilities"] == b["probabilities"] == c["probabilities"]
+        assert a["trace"] == b["trace"] == c["trace"]
     assert len({p["prediction_id"] for p in rows + lists + cols}) == 6
+
+
+def test_columns_in_columns_out_with_the_trace_per_stage(
+    running_service: ServiceProcess,
+) -> None:
+    # Under Torgersen's priors (Adelie only) the ambiguous row changes its answer.
+    ambiguous = dict(zip(FEATURES, [45.0, 17.5, 200.0, 4000.0], strict=True))
+    instances = [ADELIE, GENTOO, ambiguous]
+    body = {"instances": instances, "context": "Torgersen"}
+    rows = post(running_service, body).json()["predictions"]
+    columns = {f: [row[f] for row in instances] for f in FEATURES}
+    answer = post(running_service, {"columns": columns, "context": "Torgersen"}).json()
+    assert "predictions" not in answer
+    assert answer["model_version"] == rows[0]["model_version"]
+    assert answer["policy_version"] == rows[0]["policy_version"]
+    got = answer["columns"]
+    assert len(set(got["prediction_id"])) == 3
+    assert got["label"] == [p["label"] for p in rows] == ["Adelie", "Gentoo", "Adelie"]
+    assert got["abstained"] == [False, False, False]
+    assert got["reason"] == [None, None, None]
+    for label, values in got["probabilities"].items():
+        assert values == [p["probabilities"][label] for p in rows]
+    stages = [t["stage"] for t in answer["trace"]]
+    assert stages == [t["stage"] for t in rows[0]["trace"]]
+    # Each row's trace, rebuilt from the columns, is the one the row form gives.
+    for i, row in enumerate(rows):
+        rebuilt = [
+            t["entries"][t["rows"].index(i)] if i in t["rows"] else t["entry"]
+            for t in answer["trace"]
+        ]
+        assert rebuilt == row["trace"]
+    priors = answer["trace"][2]
+    assert priors["stage"] == "priors" and priors["rows"] == [2]
+    assert priors["entry"]["acted"] and priors["entries"][0]["top_after"] == "Adelie"
+    as_rows = post(running_service, {**body, "format": "columns"})
+    assert as_rows.json()["columns"]["label"] == got["label"]
 
 
 def test_info_reports_model_labels_and_real_provider(

@@ -1,0 +1,172 @@
+"""What one request hands to the prediction log: its rows as columns, not row dicts.
+
+A `LogBatch` holds references to arrays the request already computed (ids,
+answers, probabilities, inputs, traces), so handing it over costs the request
+nothing per row. The log's writer thread turns queued batches into one JSON array
+(`encode`) that a single INSERT unpacks in the database (`feedback.log_insert`).
+
+Each encoded row is a JSON array in this order (`ROW_FIELDS`); inputs and
+probabilities are lists in the order of `feature_names` and `label_names`, which
+the INSERT turns back into objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+import orjson
+
+from feedback.models import new_prediction_id, utcnow
+from feedback.schemas import PredictionRecord
+
+ROW_FIELDS = (
+    "id",
+    "created_at",
+    "model_version",
+    "policy_version",
+    "context",
+    "label",
+    "abstained",
+    "reason",
+    "probabilities",
+    "inputs",
+    "trace",
+)
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass(frozen=True)
+class LogBatch:
+    """Rows predicted together: one request, one model and policy version."""
+
+    ids: Sequence[str]
+    created_at: datetime
+    model_version: str
+    policy_version: str | None
+    context: str | None
+    labels: Sequence[str | None]
+    """The answer per row (None when abstained)."""
+    abstained: Sequence[bool] | np.ndarray
+    reasons: Sequence[str | None]
+    probabilities: np.ndarray | Sequence[Sequence[float] | None] | None
+    """(n, k) in `label_names` order, or None when not known."""
+    inputs: np.ndarray | Sequence[Sequence[float | None] | None] | None
+    """(n, d) in `feature_names` order, or None when inputs may not be stored."""
+    traces: Sequence[Any] | None
+    """Guardrail trace per row (None for a row means no stage acted on it)."""
+    feature_names: tuple[str, ...]
+    label_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def shape_key(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Batches with the same key are written by the same statement."""
+        return self.feature_names, self.label_names
+
+    def head(self, k: int) -> LogBatch:
+        """The first `k` rows."""
+        if k >= len(self):
+            return self
+
+        def cut(values: Any) -> Any:
+            return None if values is None else values[:k]
+
+        return replace(
+            self,
+            ids=self.ids[:k],
+            labels=self.labels[:k],
+            abstained=self.abstained[:k],
+            reasons=self.reasons[:k],
+            probabilities=cut(self.probabilities),
+            inputs=cut(self.inputs),
+            traces=cut(self.traces),
+        )
+
+    def rows(self) -> list[LogBatch]:
+        """One batch per row (to find the one row a database refuses)."""
+        return [self._row(i) for i in range(len(self))]
+
+    def _row(self, i: int) -> LogBatch:
+        def pick(values: Any) -> Any:
+            return None if values is None else values[i : i + 1]
+
+        return replace(
+            self,
+            ids=self.ids[i : i + 1],
+            labels=self.labels[i : i + 1],
+            abstained=self.abstained[i : i + 1],
+            reasons=self.reasons[i : i + 1],
+            probabilities=pick(self.probabilities),
+            inputs=pick(self.inputs),
+            traces=pick(self.traces),
+        )
+
+    def encode(self, timestamp: str) -> bytes:
+        """The rows as one JSON array of arrays (`ROW_FIELDS` order); `timestamp`
+        is `created_at` as the database wants it (see `log_insert.timestamp`)."""
+        n = len(self)
+
+        def per_row(values: Any) -> Any:
+            if values is None:
+                return repeat(None, n)
+            # Rows of a 2-d array are serialised by orjson without Python floats.
+            return list(values) if isinstance(values, np.ndarray) else values
+
+        abstained = self.abstained
+        if isinstance(abstained, np.ndarray):
+            abstained = abstained.tolist()
+        rows = zip(
+            self.ids,
+            repeat(timestamp, n),
+            repeat(self.model_version, n),
+            repeat(self.policy_version, n),
+            repeat(self.context, n),
+            self.labels,
+            abstained,
+            self.reasons,
+            per_row(self.probabilities),
+            per_row(self.inputs),
+            per_row(self.traces),
+            strict=False,
+        )
+        return orjson.dumps(list(rows), option=_NUMPY)
+
+    @classmethod
+    def from_record(cls, record: PredictionRecord | Mapping[str, Any]) -> LogBatch:
+        """A one-row batch from a record (or a dict with a record's keys);
+        raises KeyError, TypeError or ValueError for one that cannot be logged."""
+        if isinstance(record, PredictionRecord):
+            record = record.model_dump()
+        outputs = dict(record["outputs"])
+        inputs = record.get("inputs")
+        probabilities = outputs.get("probabilities")
+        created_at = record.get("created_at") or utcnow()
+        if created_at.tzinfo is None:
+            raise ValueError("created_at must be timezone-aware")
+        model_version = record["model_version"]
+        if not isinstance(model_version, str):
+            raise TypeError("model_version must be a string")
+        return cls(
+            ids=[record.get("id") or new_prediction_id()],
+            created_at=created_at.astimezone(UTC),
+            model_version=model_version,
+            policy_version=record.get("policy_version"),
+            context=record.get("context"),
+            labels=[outputs.get("label")],
+            abstained=[bool(outputs.get("abstained", False))],
+            reasons=[outputs.get("reason")],
+            probabilities=None
+            if probabilities is None
+            else [list(probabilities.values())],
+            inputs=None if inputs is None else [list(inputs.values())],
+            traces=[record.get("trace")],
+            feature_names=tuple(inputs or ()),
+            label_names=tuple(probabilities or ()),
+        )

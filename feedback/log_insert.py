@@ -1,0 +1,113 @@
+"""One INSERT per batch of logged predictions: the database unpacks a JSON array.
+
+`executemany` of row dicts cost the prediction log most of its time in Python:
+SQLAlchemy's per-row parameter processing, and (on SQLite) the GIL handed back and
+forth around every row's step while the event loop wanted it. Here the rows travel
+as one JSON text (`LogBatch.encode`) and the database takes them apart with
+`json_each` (SQLite) or `jsonb_array_elements` (PostgreSQL), building the `inputs`
+and `outputs` objects itself: one statement, no Python per row.
+
+Feature names and labels are bound parameters (object keys), never SQL text.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+
+from sqlalchemy import Connection, TextClause, text
+
+from feedback.log_batch import ROW_FIELDS
+
+_AT = {name: i for i, name in enumerate(ROW_FIELDS)}
+_COLUMNS = (
+    "id, created_at, model_version, policy_version, context, "
+    "inputs, outputs, label, abstained, trace"
+)
+
+
+def timestamp(value: datetime, dialect: str) -> str:
+    """`created_at` as text in the form each backend stores or casts."""
+    if dialect == "sqlite":
+        # SQLAlchemy's SQLite DATETIME storage format (naive UTC, see UTCDateTime).
+        return value.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.isoformat()
+
+
+def insert_rows(
+    conn: Connection,
+    rows_json: str,
+    feature_names: tuple[str, ...],
+    label_names: tuple[str, ...],
+) -> None:
+    """Insert every row of `rows_json` (a JSON array of `LogBatch` rows)."""
+    dialect = conn.dialect.name
+    params: dict[str, str] = {"rows": rows_json}
+    params.update({f"f{j}": name for j, name in enumerate(feature_names)})
+    params.update({f"l{j}": name for j, name in enumerate(label_names)})
+    conn.execute(_statement(dialect, len(feature_names), len(label_names)), params)
+
+
+@lru_cache(maxsize=64)
+def _statement(dialect: str, features: int, labels: int) -> TextClause:
+    if dialect == "sqlite":
+        return text(_sqlite(features, labels))
+    if dialect == "postgresql":
+        return text(_postgresql(features, labels))
+    raise NotImplementedError(f"no prediction-log insert for {dialect}")
+
+
+def _sqlite(features: int, labels: int) -> str:
+    def obj(field: str, prefix: str, width: int) -> str:
+        at = _AT[field]
+        pairs = ", ".join(
+            f":{prefix}{j}, value -> '$[{at}][{j}]'" for j in range(width)
+        )
+        return (
+            f"CASE WHEN value ->> {at} IS NULL THEN NULL ELSE json_object({pairs}) END"
+        )
+
+    a = _AT
+    return f"""
+INSERT INTO predictions ({_COLUMNS})
+SELECT value ->> {a["id"]}, value ->> {a["created_at"]},
+       value ->> {a["model_version"]}, value ->> {a["policy_version"]},
+       value ->> {a["context"]},
+       {obj("inputs", "f", features)},
+       json_object('label', value ->> {a["label"]},
+                   'abstained', value -> {a["abstained"]},
+                   'reason', value ->> {a["reason"]},
+                   'probabilities', {obj("probabilities", "l", labels)}),
+       value ->> {a["label"]}, value ->> {a["abstained"]},
+       CASE WHEN value ->> {a["trace"]} IS NULL THEN NULL ELSE value -> {a["trace"]} END
+FROM json_each(:rows)
+"""
+
+
+def _postgresql(features: int, labels: int) -> str:
+    def obj(field: str, prefix: str, width: int) -> str:
+        at = _AT[field]
+        pairs = ", ".join(
+            f"CAST(:{prefix}{j} AS text), r -> {at} -> {j}" for j in range(width)
+        )
+        return (
+            f"CASE WHEN jsonb_typeof(r -> {at}) = 'array' "
+            f"THEN jsonb_build_object({pairs}) END"
+        )
+
+    a = _AT
+    return f"""
+INSERT INTO predictions ({_COLUMNS})
+SELECT r ->> {a["id"]}, CAST(r ->> {a["created_at"]} AS timestamptz),
+       r ->> {a["model_version"]}, r ->> {a["policy_version"]},
+       r ->> {a["context"]},
+       {obj("inputs", "f", features)},
+       jsonb_build_object('label', r -> {a["label"]},
+                          'abstained', r -> {a["abstained"]},
+                          'reason', r -> {a["reason"]},
+                          'probabilities', {obj("probabilities", "l", labels)}),
+       r ->> {a["label"]}, CAST(r ->> {a["abstained"]} AS boolean),
+       CASE WHEN jsonb_typeof(r -> {a["trace"]}) = 'null' THEN NULL
+            ELSE r -> {a["trace"]} END
+FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
+"""
