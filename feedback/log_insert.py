@@ -58,29 +58,33 @@ def _statement(dialect: str, features: int, labels: int) -> TextClause:
 
 
 def _sqlite(features: int, labels: int) -> str:
-    def obj(field: str, prefix: str, width: int) -> str:
-        at = _AT[field]
-        pairs = ", ".join(
-            f":{prefix}{j}, value -> '$[{at}][{j}]'" for j in range(width)
-        )
-        return (
-            f"CASE WHEN value ->> {at} IS NULL THEN NULL ELSE json_object({pairs}) END"
-        )
+    # SQLite 3.40 parses a JSON text again for every `->`: take each row apart once
+    # into a materialised CTE, then build the objects from the short pieces (the
+    # row-at-a-time form with ~20 lookups on the whole row cost 1.6x the time).
+    def obj(column: str, prefix: str, width: int) -> str:
+        pairs = ", ".join(f":{prefix}{j}, {column} -> {j}" for j in range(width))
+        return f"CASE WHEN {column} = 'null' THEN NULL ELSE json_object({pairs}) END"
 
     a = _AT
     return f"""
+WITH r AS MATERIALIZED (
+    SELECT value ->> {a["id"]} AS id, value ->> {a["created_at"]} AS created_at,
+           value ->> {a["model_version"]} AS model_version,
+           value ->> {a["policy_version"]} AS policy_version,
+           value ->> {a["context"]} AS context, value ->> {a["label"]} AS label,
+           value -> {a["abstained"]} AS abstained, value ->> {a["reason"]} AS reason,
+           value -> {a["probabilities"]} AS p, value -> {a["inputs"]} AS x,
+           value -> {a["trace"]} AS trace
+    FROM json_each(:rows)
+)
 INSERT INTO predictions ({_COLUMNS})
-SELECT value ->> {a["id"]}, value ->> {a["created_at"]},
-       value ->> {a["model_version"]}, value ->> {a["policy_version"]},
-       value ->> {a["context"]},
-       {obj("inputs", "f", features)},
-       json_object('label', value ->> {a["label"]},
-                   'abstained', value -> {a["abstained"]},
-                   'reason', value ->> {a["reason"]},
-                   'probabilities', {obj("probabilities", "l", labels)}),
-       value ->> {a["label"]}, value ->> {a["abstained"]},
-       CASE WHEN value ->> {a["trace"]} IS NULL THEN NULL ELSE value -> {a["trace"]} END
-FROM json_each(:rows)
+SELECT id, created_at, model_version, policy_version, context,
+       {obj("x", "f", features)},
+       json_object('label', label, 'abstained', json(abstained), 'reason', reason,
+                   'probabilities', {obj("p", "l", labels)}),
+       label, abstained = 'true',
+       CASE WHEN trace = 'null' THEN NULL ELSE trace END
+FROM r
 """
 
 

@@ -186,13 +186,13 @@ class PredictionLog:
 
     def _run(self) -> None:
         while True:
-            batch = self._next_batch()
-            if batch is None:
+            batches = self._next_batch()
+            if batches is None:
                 return
-            if batch:
-                self._write(batch)
+            if batches:
+                self._write(batches)
                 with self._cond:
-                    self._finished += len(batch)
+                    self._finished += sum(map(len, batches))
                     self._cond.notify_all()
 
     def _next_batch(self) -> list[LogBatch] | None:

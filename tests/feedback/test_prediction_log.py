@@ -98,7 +98,8 @@ def test_a_batch_reads_back_row_for_row(
         engine, max_queue_rows=1000, batch_rows=128, flush_interval_ms=5
     ).start()
     assert log.submit_batch(batch)
-    assert log.close(timeout_s=30) and log.written_total == 300
+    assert log.flush(timeout_s=30) and log.written_total == 300
+    assert log.close(timeout_s=30)
     rows = {r.id: r for r in session.scalars(select(Prediction))}
     assert len(rows) == 300
     for i, pid in enumerate(batch.ids):
