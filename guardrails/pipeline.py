@@ -84,11 +84,13 @@ class GuardedBatch:
     def acted_counts(self) -> dict[str, int]:
         """Rows each stage acted on (stages that acted on none are left out)."""
         n = self.n
-        counts = {
-            name: c.acted_rows(n)
-            for name, c in zip(self.stage_names, self.trace_columns, strict=True)
-        }
-        return {name: k for name, k in counts.items() if k}
+        counts = {}
+        for name, column in zip(self.stage_names, self.trace_columns, strict=True):
+            if len(column.rows) or column.quiet.get("acted"):
+                acted = column.acted_rows(n)
+                if acted:
+                    counts[name] = acted
+        return counts
 
     def acted_mask(self) -> np.ndarray:
         """(n,) bool: rows on which at least one stage acted."""
