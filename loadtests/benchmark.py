@@ -153,7 +153,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(work, ignore_errors=True)
         else:
             log(f"kept {work}")
-    drift_rows = args.drift_rows or ([10_000] if quick else [10_000, 100_000])
+    drift_rows = args.drift_rows or (
+        [10_000] if quick else [10_000, 100_000, 1_000_000]
+    )
     if args.no_drift:
         drift_rows = []
     return {
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         "--drift-rows",
         type=int,
         nargs="*",
-        help="window sizes for the drift job (default 10k 100k; quick 10k)",
+        help="window sizes for the drift job (default 10k 100k 1M; quick 10k)",
     )
     parser.add_argument("--no-drift", action="store_true", help="skip the drift job")
     parser.add_argument("--out", type=Path, help="results file to (re)write")

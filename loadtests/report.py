@@ -263,7 +263,9 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
             (
                 f"drift job on {d['rows']:,} rows < {limit_s} s"
                 + (f" and < {limit_mib} MiB" if limit_mib else ""),
-                f"{d['seconds']:.2f} s (+{d['import_seconds']:.1f} s import), "
+                f"{d['seconds']:.2f} s (reading the window "
+                f"{d.get('read_seconds', float('nan')):.2f} s; "
+                f"+{d['import_seconds']:.1f} s import), "
                 f"{d['peak_mib']:.0f} MiB peak",
                 ok,
                 "",
@@ -535,8 +537,10 @@ def render(data: dict[str, Any], *, command: str) -> str:
             lines.append(f"- {d['rows']:,} rows: {d['error']}")
         else:
             lines.append(
-                f"- {d['rows']:,} window rows vs {d.get('reference_rows', '?'):,} "
-                f"reference rows: {d['seconds']:.2f} s "
+                f"- {d['rows']:,} logged rows read from a SQLite store vs the pack's "
+                f"{d.get('reference_rows', '?'):,} reference rows, end to end (read "
+                f"{d.get('read_seconds', float('nan')):.2f} s, Evidently, HTML, "
+                f"snapshot, gauges): {d['seconds']:.2f} s "
                 f"(+ {d['import_seconds']:.1f} s Evidently import, once per process), "
                 f"peak RSS {d['peak_mib']:.0f} MiB (`monitoring.bench_drift`)."
             )
