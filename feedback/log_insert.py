@@ -30,7 +30,7 @@ def timestamp(value: datetime, dialect: str) -> str:
     """`created_at` as text in the form each backend stores or casts."""
     if dialect == "sqlite":
         # SQLAlchemy's SQLite DATETIME storage format (naive UTC, see UTCDateTime).
-        return value.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
     return value.isoformat()
 
 

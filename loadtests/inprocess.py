@@ -196,15 +196,21 @@ def log_batches(
 
 
 def log_insert_rate(
-    pack_dir: Path, policy_path: Path, work: Path, rows: int, *, context: str | None
+    pack_dir: Path,
+    policy_path: Path,
+    work: Path,
+    rows: int,
+    *,
+    context: str | None,
+    db_url: str | None = None,
 ) -> dict[str, Any]:
-    """Sustained rows/s of the write-behind log into a fresh SQLite file, fed
-    1,000-row batches as the service feeds it."""
+    """Sustained rows/s of the write-behind log into a fresh SQLite file (or the
+    empty database at `db_url`), fed 1,000-row batches as the service feeds it."""
     from feedback.db import make_engine, migrate
     from feedback.prediction_log import PredictionLog
 
     db = work / f"log-bench-{context or 'none'}.db"
-    engine = make_engine(f"sqlite:///{db}")
+    engine = make_engine(db_url or f"sqlite:///{db}")
     migrate(engine)
     batches = log_batches(pack_dir, policy_path, rows, context=context)
     rows = sum(map(len, batches))
@@ -222,6 +228,7 @@ def log_insert_rate(
     plog.close(timeout_s=10)
     engine.dispose()
     return {
+        "backend": engine.dialect.name,
         "rows": rows,
         "context": context,
         "traced_rows": sum(sum(t is not None for t in b.traces or ()) for b in batches),
