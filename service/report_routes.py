@@ -60,6 +60,10 @@ def report(
                 f"inputs has unknown features {unknown}; allowed: {meta.feature_names}",
                 field=f"inputs.{unknown[0]}",
             )
+        if not runtime.served.policy.store_inputs:
+            # The policy forbids keeping measurements: the report keeps the bad
+            # output only, as the prediction log does.
+            data = data.model_copy(update={"inputs": None})
     attempts = 0
     while True:
         try:

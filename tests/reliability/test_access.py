@@ -175,8 +175,18 @@ def test_logged_predictions_hold_no_inputs_when_the_policy_says_so(
             json={"prediction_id": pid, "expected_label": "Chinstrap"},
             headers={**KEY, "Idempotency-Key": "no-inputs"},
         )
+        # A report that sends the measurements itself keeps the bad output only.
+        direct = c.post(
+            "/report",
+            json={"inputs": ADELIE, "bad_output": {"label": "Gentoo"}},
+            headers=KEY,
+        )
+        stored = c.get(f"/admin/reports/{direct.json()['id']}", headers=ADMIN)
     assert report.status_code == 201, report.text
     assert report.json()["inputs"] is None
+    assert direct.status_code == 201, direct.text
+    assert direct.json()["inputs"] is None and stored.json()["inputs"] is None
+    assert stored.json()["bad_output"]["label"] == "Gentoo"
     assert row["inputs"] is None
     assert row["outputs"]["label"] == "Adelie"
     assert row["context"] == "Dream"
