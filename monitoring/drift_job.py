@@ -58,6 +58,7 @@ class DriftJob:
         labels: Sequence[str] | None = None,
         project_name: str = "inference-service",
         keep_html_reports: int = 50,
+        keep_snapshots: int = 1000,
         read_report_counts: Callable[[], tuple[int, int]] | None = None,
     ):
         self._read_window = read_window
@@ -74,6 +75,7 @@ class DriftJob:
         self._labels = list(labels) if labels else None
         self.project_name = project_name
         self.keep_html_reports = keep_html_reports
+        self.keep_snapshots = keep_snapshots
         self._read_report_counts = read_report_counts
         self._run_lock = threading.Lock()
         self._stop = threading.Event()
@@ -142,6 +144,7 @@ class DriftJob:
                 project_name=self.project_name,
                 features=features,
                 labels=labels,
+                keep=self.keep_snapshots,
             )
         log.info(
             "drift run: share %.2f (%s of %s features), dataset drift %s",

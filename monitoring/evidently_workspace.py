@@ -133,8 +133,11 @@ def record_run(
     project_name: str,
     features: Sequence[str],
     labels: Sequence[str],
+    keep: int | None = None,
 ) -> str:
-    """Add `result`'s snapshot to the workspace (panels first); returns its id."""
+    """Add `result`'s snapshot to the workspace (panels first); returns its id.
+    With `keep`, the project's oldest snapshots beyond the newest `keep` are
+    deleted (each is ~320 KB; one per drift run adds up)."""
     if result.snapshot is None:
         raise ValueError("a skipped drift result has no snapshot to record")
     workspace = open_workspace(workspace_dir)
@@ -143,4 +146,16 @@ def record_run(
         project, features=features, labels=labels, model_version=result.model_version
     )
     ref = workspace.add_run(project.id, result.snapshot, include_data=False)
+    if keep is not None:
+        prune_runs(workspace, project.id, keep=keep)
     return str(ref.id)
+
+
+def prune_runs(workspace: Any, project_id: Any, *, keep: int) -> int:
+    """Delete all but the newest `keep` snapshots of a project; returns how many.
+    Evidently's snapshot ids are UUIDv7, so their text sorts by creation time."""
+    runs = sorted(workspace.list_runs(project_id), key=str)
+    old = runs[: max(0, len(runs) - keep)]
+    for snapshot_id in old:
+        workspace.delete_run(project_id, snapshot_id)
+    return len(old)

@@ -56,7 +56,7 @@ class Harness:
             out_dir=self.out, workspace_dir=self.workspace,
             model_version=lambda: self.version, trigger=self.trigger,
             feature_names=meta.feature_names, labels=meta.labels,
-            project_name=meta.name, keep_html_reports=2,
+            project_name=meta.name, keep_html_reports=2, keep_snapshots=2,
         )  # fmt: skip
 
     def gauge(self, name: str, **labels: str) -> float | None:
@@ -131,17 +131,21 @@ def test_panels_are_created_once_and_a_new_version_gets_its_own_tab(
     harness: Harness, clean_window: pd.DataFrame
 ) -> None:
     harness.window = clean_window
-    harness.job.run_once()
+    ids = [harness.job.run_once().snapshot_id]
     first = harness.panels_by_tab()
-    harness.job.run_once()
+    ids.append(harness.job.run_once().snapshot_id)
     assert harness.panels_by_tab() == first
     harness.version = "candidate-2"
-    harness.job.run_once()
+    ids.append(harness.job.run_once().snapshot_id)
     tabs = harness.panels_by_tab()
     assert set(tabs) == {*first, "Model candidate-2"}
     assert tabs[ALL_VERSIONS_TAB] == first[ALL_VERSIONS_TAB]
     # keep_html_reports=2: the oldest of three reports is gone.
     assert len(list(harness.out.glob("drift-*.html"))) == 2
+    # keep_snapshots=2: so is the oldest snapshot, and the newest two stay.
+    runs = open_workspace(harness.workspace).list_runs(harness.project().id)
+    assert len(runs) == 2
+    assert sorted(map(str, runs)) == sorted(map(str, ids[-2:]))
 
 
 def test_the_schedule_survives_a_failed_run_and_stops_cleanly(
