@@ -48,7 +48,9 @@ def test_default_pack_metadata_is_complete(default_pack: Path) -> None:
 
 
 def test_onnx_matches_scikit_learn_to_1e5() -> None:
-    splits = split_frame(penguin_frame(), validation_fraction=0.2, test_fraction=0.2, seed=0)
+    splits = split_frame(
+        penguin_frame(), validation_fraction=0.2, test_fraction=0.2, seed=0
+    )
     model = train_model(splits.train)
     import onnxruntime as ort
 
@@ -58,12 +60,16 @@ def test_onnx_matches_scikit_learn_to_1e5() -> None:
     np.testing.assert_allclose(onnx_probs, model.predict_proba(x), atol=1e-5)
 
 
-def test_default_pack_build_is_deterministic(default_pack: Path, tmp_path: Path) -> None:
+def test_default_pack_build_is_deterministic(
+    default_pack: Path, tmp_path: Path
+) -> None:
     from packs.build_default import build_default_pack
 
     again = build_default_pack(tmp_path / "again")
     assert again.version == ModelPack.load(default_pack).metadata.version
-    assert (tmp_path / "again" / MODEL_FILE).read_bytes() == (default_pack / MODEL_FILE).read_bytes()
+    assert (tmp_path / "again" / MODEL_FILE).read_bytes() == (
+        default_pack / MODEL_FILE
+    ).read_bytes()
 
 
 def test_probabilities_are_distributions(default_pack: Path) -> None:
@@ -73,21 +79,25 @@ def test_probabilities_are_distributions(default_pack: Path) -> None:
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_missing_model_file_fails_with_its_path(default_pack: Path, tmp_path: Path) -> None:
+def test_missing_model_file_fails_with_its_path(
+    default_pack: Path, tmp_path: Path
+) -> None:
     pack = copy_pack(default_pack, tmp_path / "p")
     (pack / MODEL_FILE).unlink()
-    with pytest.raises(PackFileMissing, match="model.onnx"):
+    with pytest.raises(PackFileMissing, match=r"model\.onnx"):
         ModelPack.load(pack)
 
 
 def test_missing_metadata_fails(default_pack: Path, tmp_path: Path) -> None:
     pack = copy_pack(default_pack, tmp_path / "p")
     (pack / METADATA_FILE).unlink()
-    with pytest.raises(PackFileMissing, match="metadata.json"):
+    with pytest.raises(PackFileMissing, match=r"metadata\.json"):
         ModelPack.load(pack)
 
 
-def test_labels_not_matching_output_width_fail(default_pack: Path, tmp_path: Path) -> None:
+def test_labels_not_matching_output_width_fail(
+    default_pack: Path, tmp_path: Path
+) -> None:
     pack = copy_pack(default_pack, tmp_path / "p")
 
     def add_label(meta: dict) -> None:  # type: ignore[type-arg]
@@ -95,14 +105,14 @@ def test_labels_not_matching_output_width_fail(default_pack: Path, tmp_path: Pat
         meta["training_priors"]["Emperor"] = 0.0
 
     edit_metadata(pack, add_label)
-    with pytest.raises(PackModelMismatch, match="number of labels.*4.*3"):
+    with pytest.raises(PackModelMismatch, match=r"number of labels.*4.*3"):
         ModelPack.load(pack)
 
 
 def test_wrong_input_name_fails(default_pack: Path, tmp_path: Path) -> None:
     pack = copy_pack(default_pack, tmp_path / "p")
     edit_metadata(pack, lambda m: m["input"].__setitem__("onnx_name", "x"))
-    with pytest.raises(PackModelMismatch, match="input name.*'x'.*features"):
+    with pytest.raises(PackModelMismatch, match=r"input name.*'x'.*features"):
         ModelPack.load(pack)
 
 
@@ -176,7 +186,9 @@ def test_bring_your_own_tensor_model_from_parquet(tmp_path: Path) -> None:
     assert pack.predict_proba(digits.data[:5]).shape == (5, 10)
 
 
-def test_byo_refuses_labels_that_do_not_match_the_model(default_pack: Path, tmp_path: Path) -> None:
+def test_byo_refuses_labels_that_do_not_match_the_model(
+    default_pack: Path, tmp_path: Path
+) -> None:
     frame = penguin_frame().drop(columns="island")
     frame.to_csv(tmp_path / "s.csv", index=False)
     with pytest.raises((PackModelMismatch, ValueError)):

@@ -1,4 +1,5 @@
-"""Adaptive batching: concurrent requests share model calls; answers stay per request."""
+"""Adaptive batching: concurrent requests share model calls; answers stay per
+request."""
 
 from __future__ import annotations
 

@@ -26,8 +26,14 @@ def test_bentoml_build_works_offline(tmp_path: Path) -> None:
     bentos = list((tmp_path / "bentoml" / "bentos" / "flywheel").glob("*/src"))
     assert len(bentos) == 1
     src = bentos[0]
-    for needed in ("service/service.py", "guardrails/pipeline.py", "policies/default.yaml",
-                   "feedback/migrations/env.py", "packs/loader.py"):  # fmt: skip
+    needed_files = (
+        "service/service.py",
+        "guardrails/pipeline.py",
+        "policies/default.yaml",
+        "feedback/migrations/env.py",
+        "packs/loader.py",
+    )
+    for needed in needed_files:
         assert (src / needed).is_file(), needed
     assert not (src / "tests").exists()
     assert not (src / "data").exists()

@@ -40,7 +40,7 @@ def test_single_instance_gets_a_label_and_a_distribution(
     assert len(p["prediction_id"]) == 32
     assert p["model_version"].startswith("sha256-")
     assert p["policy_version"]
-    assert [s["stage"] for s in p["trace"]][0] == "input_bounds"
+    assert next(s["stage"] for s in p["trace"]) == "input_bounds"
 
 
 def test_batch_rows_lists_and_columns_agree(running_service: ServiceProcess) -> None:
@@ -191,10 +191,11 @@ def test_bad_input_gets_a_4xx_naming_the_field(
 def test_non_finite_numbers_are_refused(
     running_service: ServiceProcess, literal: str
 ) -> None:
-    body = (
-        '{"instances": [{"bill_length_mm": %s, "bill_depth_mm": 18.7, "flipper_length_mm": 181, "body_mass_g": 3750}]}'
-        % literal
+    row = (
+        f'"bill_length_mm": {literal}, "bill_depth_mm": 18.7, '
+        '"flipper_length_mm": 181, "body_mass_g": 3750'
     )
+    body = f'{{"instances": [{{{row}}}]}}'
     with running_service.client() as c:
         r = c.post(
             "/predict", content=body, headers={"Content-Type": "application/json"}
