@@ -72,40 +72,25 @@ class LogBatch:
 
     def head(self, k: int) -> LogBatch:
         """The first `k` rows."""
-        if k >= len(self):
-            return self
-
-        def cut(values: Any) -> Any:
-            return None if values is None else values[:k]
-
-        return replace(
-            self,
-            ids=self.ids[:k],
-            labels=self.labels[:k],
-            abstained=self.abstained[:k],
-            reasons=self.reasons[:k],
-            probabilities=cut(self.probabilities),
-            inputs=cut(self.inputs),
-            traces=cut(self.traces),
-        )
+        return self if k >= len(self) else self._slice(0, k)
 
     def rows(self) -> list[LogBatch]:
         """One batch per row (to find the one row a database refuses)."""
-        return [self._row(i) for i in range(len(self))]
+        return [self._slice(i, i + 1) for i in range(len(self))]
 
-    def _row(self, i: int) -> LogBatch:
-        def pick(values: Any) -> Any:
-            return None if values is None else values[i : i + 1]
+    def _slice(self, start: int, stop: int) -> LogBatch:
+        def cut(values: Any) -> Any:
+            return None if values is None else values[start:stop]
 
         return replace(
             self,
-            ids=self.ids[i : i + 1],
-            labels=self.labels[i : i + 1],
-            abstained=self.abstained[i : i + 1],
-            reasons=self.reasons[i : i + 1],
-            probabilities=pick(self.probabilities),
-            inputs=pick(self.inputs),
-            traces=pick(self.traces),
+            ids=self.ids[start:stop],
+            labels=self.labels[start:stop],
+            abstained=self.abstained[start:stop],
+            reasons=self.reasons[start:stop],
+            probabilities=cut(self.probabilities),
+            inputs=cut(self.inputs),
+            traces=cut(self.traces),
         )
 
     def encode(self, timestamp: str) -> bytes:
