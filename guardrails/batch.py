@@ -134,6 +134,16 @@ class TraceColumn:
     rows: np.ndarray = field(default_factory=lambda: _NO_ROWS)
     entries: list[Trace] | tuple[Trace, ...] = ()
 
+    @property
+    def stage(self) -> str:
+        """The stage's name (every entry carries it)."""
+        return str(self.quiet["stage"])
+
+    @property
+    def quiet_everywhere(self) -> bool:
+        """No row has an entry of its own and the shared entry did not act."""
+        return not len(self.rows) and not self.quiet.get("acted")
+
     def acted_rows(self, n: int) -> int:
         """How many of the batch's `n` rows this stage acted on."""
         own = sum(1 for entry in self.entries if entry.get("acted"))
@@ -147,9 +157,10 @@ class TraceColumn:
         return mask
 
     def to_dict(self) -> dict[str, Any]:
-        """As JSON: `{"entry": for every row not listed, "rows": [i, ...],
+        """As JSON: `{"stage", "entry": for every row not listed, "rows": [i, ...],
         "entries": [entry of row i, ...]}`."""
         return {
+            "stage": self.stage,
             "entry": self.quiet,
             "rows": self.rows.tolist(),
             "entries": list(self.entries),

@@ -57,7 +57,6 @@ class GuardedBatch:
     high_entropy; None when answered."""
     trace_columns: list[TraceColumn]
     """One per stage, in order: what each stage did, per row (see `traces`)."""
-    stage_names: list[str]
 
     @property
     def n(self) -> int:
@@ -83,20 +82,14 @@ class GuardedBatch:
 
     def acted_counts(self) -> dict[str, int]:
         """Rows each stage acted on (stages that acted on none are left out)."""
-        n = self.n
-        counts = {}
-        for name, column in zip(self.stage_names, self.trace_columns, strict=True):
-            if len(column.rows) or column.quiet.get("acted"):
-                acted = column.acted_rows(n)
-                if acted:
-                    counts[name] = acted
-        return counts
+        counts = {c.stage: c.acted_rows(self.n) for c in self.trace_columns}
+        return {stage: k for stage, k in counts.items() if k}
 
     def acted_mask(self) -> np.ndarray:
         """(n,) bool: rows on which at least one stage acted."""
         mask = np.zeros(self.n, bool)
         for c in self.trace_columns:
-            if c.quiet.get("acted") or len(c.rows):
+            if not c.quiet_everywhere:
                 mask |= c.acted_mask(self.n)
         return mask
 
@@ -130,10 +123,6 @@ class GuardrailPipeline:
             OutputBoundsStage(policy.output_bounds),
             DecisionStage(self._cost, self.labels),
         ]
-        self._stage_names = [
-            self.input_bounds.name,
-            *(s.name for s in self._after_model),
-        ]
 
     @property
     def policy_version(self) -> str:
@@ -141,7 +130,7 @@ class GuardrailPipeline:
 
     def stage_names(self) -> list[str]:
         """Stage names in the order they run (and appear in every trace)."""
-        return list(self._stage_names)
+        return [self.input_bounds.name, *(s.name for s in self._after_model)]
 
     def describe(self) -> dict[str, Any]:
         """The settings in force, resolved against the pack (for an info endpoint)."""
@@ -196,7 +185,6 @@ class GuardrailPipeline:
             abstained=abstained,
             reasons=_REASON_NAMES[batch.abstain_code].tolist(),
             trace_columns=traces,
-            stage_names=self._stage_names,
         )
 
     def _normalised(self, raw: np.ndarray, n: int) -> np.ndarray:

@@ -523,10 +523,7 @@ def _columns_answer(
             "reason": batch.reasons,
             "probabilities": dict(zip(served.label_names, by_label, strict=True)),
         },
-        "trace": [
-            {"stage": name, **column.to_dict()}
-            for name, column in zip(batch.stage_names, batch.trace_columns, strict=True)
-        ],
+        "trace": [column.to_dict() for column in batch.trace_columns],
     }
 
 
