@@ -95,7 +95,7 @@ class LogBatch:
 
     def encode(self, timestamp: str) -> bytes:
         """The rows as one JSON array of arrays (`ROW_FIELDS` order); `timestamp`
-        is `created_at` as the database wants it (see `log_insert.timestamp`)."""
+        is `created_at` as the database wants it (see `log_insert.insert_batches`)."""
         n = len(self)
 
         def per_row(values: Any) -> Any:

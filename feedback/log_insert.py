@@ -12,12 +12,13 @@ Feature names and labels are bound parameters (object keys), never SQL text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 
 from sqlalchemy import Connection, TextClause, text
 
-from feedback.log_batch import ROW_FIELDS
+from feedback.log_batch import ROW_FIELDS, LogBatch
 
 _AT = {name: i for i, name in enumerate(ROW_FIELDS)}
 _COLUMNS = (
@@ -26,26 +27,29 @@ _COLUMNS = (
 )
 
 
-def timestamp(value: datetime, dialect: str) -> str:
+def insert_batches(conn: Connection, batches: Sequence[LogBatch]) -> int:
+    """Insert every row of `batches` (all of one `shape_key`) with one statement;
+    returns the number of rows."""
+    dialect = conn.dialect.name
+    blobs = [b.encode(_timestamp(b.created_at, dialect)) for b in batches]
+    # One JSON array from many: drop each one's brackets.
+    rows_json = (
+        blobs[0] if len(blobs) == 1 else b"[" + b",".join(b[1:-1] for b in blobs) + b"]"
+    )
+    feature_names, label_names = batches[0].shape_key
+    params: dict[str, str] = {"rows": rows_json.decode()}
+    params.update({f"f{j}": name for j, name in enumerate(feature_names)})
+    params.update({f"l{j}": name for j, name in enumerate(label_names)})
+    conn.execute(_statement(dialect, len(feature_names), len(label_names)), params)
+    return sum(map(len, batches))
+
+
+def _timestamp(value: datetime, dialect: str) -> str:
     """`created_at` as text in the form each backend stores or casts."""
     if dialect == "sqlite":
         # SQLAlchemy's SQLite DATETIME storage format (naive UTC, see UTCDateTime).
         return value.replace(tzinfo=None).isoformat(" ", "microseconds")
     return value.isoformat()
-
-
-def insert_rows(
-    conn: Connection,
-    rows_json: str,
-    feature_names: tuple[str, ...],
-    label_names: tuple[str, ...],
-) -> None:
-    """Insert every row of `rows_json` (a JSON array of `LogBatch` rows)."""
-    dialect = conn.dialect.name
-    params: dict[str, str] = {"rows": rows_json}
-    params.update({f"f{j}": name for j, name in enumerate(feature_names)})
-    params.update({f"l{j}": name for j, name in enumerate(label_names)})
-    conn.execute(_statement(dialect, len(feature_names), len(label_names)), params)
 
 
 @lru_cache(maxsize=64)

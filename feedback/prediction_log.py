@@ -27,7 +27,7 @@ from sqlalchemy import Engine
 from feedback.db import LOG_WRITE
 from feedback.errors import is_transient
 from feedback.log_batch import LogBatch
-from feedback.log_insert import insert_rows, timestamp
+from feedback.log_insert import insert_batches
 from feedback.schemas import PredictionRecord
 
 log = logging.getLogger(__name__)
@@ -266,17 +266,8 @@ class PredictionLog:
 
     def _insert(self, batches: list[LogBatch]) -> None:
         started = time.perf_counter()
-        dialect = self._engine.dialect.name
-        blobs = [b.encode(timestamp(b.created_at, dialect)) for b in batches]
-        # Join the JSON arrays into one: drop each one's brackets.
-        rows_json = (
-            blobs[0]
-            if len(blobs) == 1
-            else b"[" + b",".join(b[1:-1] for b in blobs) + b"]"
-        ).decode()
-        rows = sum(map(len, batches))
         with self._engine.begin() as conn:
-            insert_rows(conn, rows_json, *batches[0].shape_key)
+            rows = insert_batches(conn, batches)
         elapsed = time.perf_counter() - started
         with self._cond:
             self._written += rows
