@@ -57,7 +57,7 @@ def onnx_and_guardrails(
     pipeline = GuardrailPipeline(policy, meta)
     session: Any = pack.session
     names = ([meta.output.onnx_name], meta.input.onnx_name)
-    context = policy.contexts[0] if policy.contexts else None
+    context = _first_context(policy)
     out = []
     for n in BATCHES:
         x = _rows(pack, n)
@@ -244,6 +244,8 @@ def log_insert_rate(
 def measure(
     pack_dir: Path, policy_path: Path, work: Path, bodies_dir: Path, *, quick: bool
 ) -> dict[str, Any]:
+    from guardrails.policy import Policy
+
     min_time_s = 0.3 if quick else 1.0
     provider, timings = onnx_and_guardrails(pack_dir, policy_path, min_time_s)
     bodies = {p.stem: p.read_bytes() for p in sorted(bodies_dir.glob("*.json"))}
@@ -251,7 +253,11 @@ def measure(
     log_rows = 30_000 if quick else 100_000
     log = log_insert_rate(pack_dir, policy_path, work, log_rows, context=None)
     log_context = log_insert_rate(
-        pack_dir, policy_path, work, log_rows, context=_first_context(policy_path)
+        pack_dir,
+        policy_path,
+        work,
+        log_rows,
+        context=_first_context(Policy.load(policy_path)),
     )
     return {
         "provider": provider,
@@ -262,11 +268,9 @@ def measure(
     }
 
 
-def _first_context(policy_path: Path) -> str | None:
-    from guardrails.policy import Policy
-
-    contexts = Policy.load(policy_path).contexts
-    return contexts[0] if contexts else None
+def _first_context(policy: Any) -> str | None:
+    """The context the measurements with a context use: the policy's first."""
+    return policy.contexts[0] if policy.contexts else None
 
 
 def measure_in_subprocess(

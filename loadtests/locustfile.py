@@ -75,12 +75,19 @@ def _pool() -> list[Penguin]:
     return ACCEPTED or list(penguins())
 
 
-def _check_predictions(response: Any, rows: int) -> dict[str, Any] | None:
-    """Mark the response failed unless it holds `rows` answered predictions."""
+def _ok_body(response: Any) -> dict[str, Any] | None:
+    """The JSON body of a 200 answer; otherwise the response is marked failed."""
     if response.status_code != 200:
         response.failure(f"status {response.status_code}: {response.text[:200]}")
         return None
-    body = response.json()
+    return response.json()  # type: ignore[no-any-return]
+
+
+def _check_predictions(response: Any, rows: int) -> dict[str, Any] | None:
+    """Mark the response failed unless it holds `rows` answered predictions."""
+    body = _ok_body(response)
+    if body is None:
+        return None
     predictions = body.get("predictions", [])
     if len(predictions) != rows:
         response.failure(f"{len(predictions)} predictions for {rows} rows")
@@ -94,10 +101,9 @@ def _check_predictions(response: Any, rows: int) -> dict[str, Any] | None:
 
 def _check_columns(response: Any, rows: int) -> None:
     """Mark the response failed unless it is a column-form answer for `rows` rows."""
-    if response.status_code != 200:
-        response.failure(f"status {response.status_code}: {response.text[:200]}")
+    body = _ok_body(response)
+    if body is None:
         return
-    body = response.json()
     columns = body.get("columns", {})
     lengths = {
         len(columns.get(name, ())) for name in ("prediction_id", "label", "abstained")
