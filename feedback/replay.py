@@ -7,8 +7,8 @@ about replaying stored rows rather than serving live ones:
   wrong answer for that case, not abort the whole run;
 - a context the policy does not know (it changed since the report) is replayed
   without context instead of failing; online prior estimation is off.
-Without a policy file the pipeline runs with the policy's defaults. If the
-guardrails package cannot be imported the predictor is the pack's argmax.
+(the `replay` mode of `guardrails.build.build_pipeline`). Without a policy file the
+pipeline runs with the policy's defaults.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from guardrails.batch import RequestContext
+from guardrails.build import build_pipeline
+from guardrails.pipeline import GuardrailPipeline
+from guardrails.policy import Policy
 from packs.loader import ModelPack
 
 DEFAULT_POLICY_VERSION = "policy-defaults"
@@ -30,8 +33,11 @@ class PackPredictor:
     """A callable `(features, contexts) -> labels` with the versions it stands for."""
 
     pack: ModelPack
-    pipeline: Any | None
-    policy_version: str | None
+    pipeline: GuardrailPipeline
+
+    @property
+    def policy_version(self) -> str:
+        return self.pipeline.policy_version
 
     @property
     def version(self) -> str:
@@ -49,21 +55,13 @@ class PackPredictor:
         self, features: np.ndarray, contexts: list[str | None]
     ) -> list[str | None]:
         x = np.asarray(features, dtype=np.float64)
-        if self.pipeline is None:
-            best = self.pack.predict_proba(x).argmax(axis=1)
-            return [self.labels[i] for i in best]
-        return self._guarded(x, contexts)
-
-    def _guarded(self, x: np.ndarray, contexts: list[str | None]) -> list[str | None]:
-        from guardrails.pipeline import RequestContext
-
-        known = set(self.pipeline.policy.contexts)  # type: ignore[union-attr]
+        known = set(self.pipeline.policy.contexts)
         groups: dict[str | None, list[int]] = defaultdict(list)
         for i, context in enumerate(contexts):
             groups[context if context in known else None].append(i)
         out: list[str | None] = [None] * len(x)
         for context, rows in groups.items():
-            guarded = self.pipeline.run(  # type: ignore[union-attr]
+            guarded = self.pipeline.run(
                 x[rows], self.pack.predict_proba, RequestContext(context=context)
             )
             for i, label in zip(rows, guarded.labels, strict=True):
@@ -76,24 +74,9 @@ def pack_predictor(
 ) -> PackPredictor:
     """Load a pack (CPU is plenty for replay) and wrap it in the guardrails."""
     pack = ModelPack.load(pack_dir, providers=("CPUExecutionProvider",))
-    try:
-        from guardrails.pipeline import GuardrailPipeline
-        from guardrails.policy import Policy
-    except ImportError:
-        if policy_path is not None:
-            raise
-        return PackPredictor(pack, None, None)
     policy = (
         Policy.load(policy_path)
         if policy_path is not None
         else Policy(version=DEFAULT_POLICY_VERSION)
     )
-    policy = _for_replay(policy)
-    return PackPredictor(pack, GuardrailPipeline(policy, pack.metadata), policy.version)
-
-
-def _for_replay(policy: Any) -> Any:
-    bounds = policy.input_bounds.model_copy(update={"action": "abstain"})
-    online = policy.priors.online.model_copy(update={"enabled": False})
-    priors = policy.priors.model_copy(update={"online": online})
-    return policy.model_copy(update={"input_bounds": bounds, "priors": priors})
+    return PackPredictor(pack, build_pipeline(pack, policy, "replay"))

@@ -1,31 +1,40 @@
 """The state one batch carries through the guardrail stages, and the stage protocol.
 
-A stage is a small class with a `name` and `apply(batch, request) -> TraceColumn`:
-it reads and updates the batch in place (vectorised over rows) and returns its
-trace for every row as one shared entry plus entries for the rows it treated on
-their own, so a trace costs Python work only for the rows where something
-happened; treat trace dicts as read-only.
+A stage is a small class following `Stage`: a `name`, whether it runs before the
+model, the abstention reasons it may give, `prepare(ctx)` (what it needs to know
+about one request, validated before the model runs: chosen priors, allowed labels)
+and `apply(batch, prepared) -> TraceColumn`, which reads and updates the batch in
+place (vectorised over rows) and returns its trace for every row as one shared
+entry plus entries for the rows it treated on their own, so a trace costs Python
+work only for the rows where something happened; treat trace dicts as read-only.
+Stages are listed, in the order they run, in `guardrails.registry`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 import numpy as np
 
-#: Abstention reasons; the code is the index. The first reason a row gets is kept.
-REASONS: tuple[str | None, ...] = (
-    None,
-    "out_of_bounds",
-    "blacklisted",
-    "low_confidence",
-    "high_entropy",
-)
-OUT_OF_BOUNDS, BLACKLISTED, LOW_CONFIDENCE, HIGH_ENTROPY = 1, 2, 3, 4
+if TYPE_CHECKING:
+    from guardrails.online_priors import OnlinePriorEstimator
+    from guardrails.policy import Policy
+    from packs.format import PackMetadata
 
 Trace = dict[str, Any]
 _EMPTY = np.empty((0, 0))
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What a caller says about one request, besides its rows."""
+
+    context: str | None = None
+    """Named deployment context from the policy, e.g. "Dream"."""
+    priors: Mapping[str, float] | None = None
+    """Explicit deployment priors, one per label (highest precedence)."""
 
 
 @dataclass(frozen=True)
@@ -38,18 +47,22 @@ class PriorChoice:
     """pi_deploy / pi_train per label; None means identity (nothing to adjust)."""
     trace: Trace
     """The stage's trace entry for rows whose top label did not change."""
+    observe_online: bool = False
+    """Feed this request's rows to the online prior estimator."""
 
 
 @dataclass(frozen=True)
-class Request:
-    """What the stages need to know about one request, validated up front."""
+class StageSetup:
+    """Everything a stage may be built from: one policy for one pack."""
 
-    context: str | None
-    priors: PriorChoice
-    allowed: np.ndarray
-    """(k,) bool: labels that may be answered (not blacklisted here)."""
-    observe_online: bool
-    """Feed this request's rows to the online prior estimator."""
+    policy: Policy
+    meta: PackMetadata
+    prior_estimator: OnlinePriorEstimator | None = None
+    """The online prior estimate the priors stage uses and feeds (None: off)."""
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.meta.labels)
 
 
 class Batch:
@@ -59,6 +72,8 @@ class Batch:
     hot path."""
 
     __slots__ = (
+        "_codes",
+        "_probabilities",
         "_scores",
         "abstain_code",
         "allowed",
@@ -68,42 +83,52 @@ class Batch:
         "labels",
         "model_probabilities",
         "n",
-        "probabilities",
     )
 
     def __init__(
         self,
         features: np.ndarray,
         labels: list[str],
+        reason_codes: Mapping[str, int],
         cost_matrix: np.ndarray | None = None,
     ):
         self.features = features
         self.labels = labels
         self.cost_matrix = cost_matrix
         self.n = len(features)
-        self.probabilities: np.ndarray = _EMPTY
-        """(n, k) current probabilities; each stage may replace the array."""
+        self._codes = reason_codes
+        self._probabilities: np.ndarray = _EMPTY
+        self._scores: np.ndarray | None = None
         self.model_probabilities: np.ndarray = _EMPTY
         self.abstain_code = np.zeros(self.n, dtype=np.int8)
-        """(n,) index into REASONS; 0 while the row is answered."""
+        """(n,) index into the registry's abstention reasons; 0 while answered."""
         self.allowed: np.ndarray | None = None
         """(k,) bool set by the blacklist stage; None means every label allowed."""
         self.choice: np.ndarray | None = None
         """(n,) index of the answered label, set by the decision stage."""
-        self._scores: np.ndarray | None = None
 
-    def abstain(self, rows: np.ndarray, code: int) -> None:
-        """Mark rows (bool mask) as abstained unless they already are."""
-        self.abstain_code[rows & (self.abstain_code == 0)] = code
+    @property
+    def probabilities(self) -> np.ndarray:
+        """(n, k) current probabilities; each stage may replace the array."""
+        return self._probabilities
+
+    @probabilities.setter
+    def probabilities(self, value: np.ndarray) -> None:
+        self._probabilities = value
+        self._scores = None  # derived from the probabilities: recomputed on demand
+
+    def abstain(self, rows: np.ndarray, reason: str) -> None:
+        """Mark rows (bool mask) as abstained for `reason` unless they already are."""
+        self.abstain_code[rows & (self.abstain_code == 0)] = self._codes[reason]
 
     def scores(self) -> np.ndarray:
         """Per-label preference of the decision rule (higher is better): the
         probabilities, or minus the expected cost when a cost matrix is set."""
         if self._scores is None:
             if self.cost_matrix is None:
-                self._scores = self.probabilities
+                self._scores = self._probabilities
             else:
-                self._scores = -(self.probabilities @ self.cost_matrix)
+                self._scores = -(self._probabilities @ self.cost_matrix)
         return self._scores
 
     def best_allowed(self) -> np.ndarray:
@@ -115,9 +140,25 @@ class Batch:
 
 
 class Stage(Protocol):
-    name: str
+    """One guardrail. Subclass it to inherit the defaults (nothing to prepare)."""
 
-    def apply(self, batch: Batch, request: Request) -> TraceColumn:
+    name: ClassVar[str]
+    before_model: ClassVar[bool] = False
+    """True for stages that look at the inputs only and run before the model."""
+    reasons: ClassVar[tuple[str, ...]] = ()
+    """Abstention reasons the stage may give (metric labels derive from these)."""
+
+    @classmethod
+    def build(cls, setup: StageSetup) -> Self:
+        """The stage as the policy in `setup` configures it for its pack."""
+        ...
+
+    def prepare(self, ctx: RequestContext) -> Any:
+        """What the stage needs to know about one request, resolved and validated
+        before the model runs (raises a 4xx error for a bad request)."""
+        return None
+
+    def apply(self, batch: Batch, prepared: Any) -> TraceColumn:
         """Update `batch` in place; return the stage's trace for every row."""
         ...
 

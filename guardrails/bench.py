@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from guardrails.pipeline import GuardrailPipeline, RequestContext
+from guardrails.batch import RequestContext
+from guardrails.build import build_pipeline
 from guardrails.policy import Policy
 from packs.loader import ModelPack, load_table
 
@@ -66,7 +67,7 @@ def bench(
     """(provider actually used, timings) for the pack's test rows tiled to size."""
     model = ModelPack.load(pack_dir, providers=[provider], intra_op_threads=1)
     meta = model.metadata
-    pipeline = GuardrailPipeline(policy, meta)
+    pipeline = build_pipeline(model, policy)
     test = load_table(model.test_path())
     rows = test[meta.feature_names].to_numpy(dtype=meta.input.dtype)
     contexts = [RequestContext()]

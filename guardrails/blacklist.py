@@ -1,4 +1,4 @@
-"""Stage 4: labels that must never be the answer, globally or per context.
+"""Labels that must never be the answer, globally or per context.
 
 The stage fixes which labels are allowed for the request (the decision stage only
 ever answers an allowed label) and handles rows whose preferred label is
@@ -11,12 +11,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from guardrails.batch import BLACKLISTED, Batch, Request, Trace, TraceColumn
+from guardrails.batch import (
+    Batch,
+    RequestContext,
+    Stage,
+    StageSetup,
+    Trace,
+    TraceColumn,
+)
 from guardrails.policy import BlacklistPolicy
 
+BLACKLISTED = "blacklisted"
 
-class BlacklistStage:
+
+class BlacklistStage(Stage):
     name = "blacklist"
+    reasons = (BLACKLISTED,)
+
+    @classmethod
+    def build(cls, setup: StageSetup) -> BlacklistStage:
+        return cls(setup.policy.blacklist, setup.labels)
 
     def __init__(self, policy: BlacklistPolicy, labels: list[str]):
         self.action = policy.action
@@ -29,12 +43,13 @@ class BlacklistStage:
         }
         self._quiet: Trace = {"stage": self.name, "acted": False}
 
-    def allowed(self, context: str | None) -> np.ndarray:
-        """(k,) bool: labels that may be answered in this context."""
-        return self._per_context.get(context, self._global) if context else self._global
+    def prepare(self, ctx: RequestContext) -> np.ndarray:
+        """(k,) bool: labels that may be answered in the request's context."""
+        name = ctx.context
+        return self._per_context.get(name, self._global) if name else self._global
 
-    def apply(self, batch: Batch, request: Request) -> TraceColumn:
-        allowed = request.allowed
+    def apply(self, batch: Batch, prepared: np.ndarray) -> TraceColumn:
+        allowed = prepared
         if allowed.all():
             return TraceColumn(self._quiet)
         batch.allowed = allowed

@@ -1,4 +1,4 @@
-"""Stage 6: choose the answer among the allowed labels.
+"""Choose the answer among the allowed labels.
 
 Without a cost matrix the answer is the most probable allowed label. With one
 (`cost[true][predicted]`), it is the allowed label with the lowest expected cost
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from guardrails.batch import Batch, Request, Trace, TraceColumn, rounded
+from guardrails.batch import Batch, Stage, StageSetup, Trace, TraceColumn, rounded
 
 
 def cost_matrix(
@@ -31,8 +31,13 @@ def cost_matrix(
     return matrix
 
 
-class DecisionStage:
+class DecisionStage(Stage):
     name = "decision"
+
+    @classmethod
+    def build(cls, setup: StageSetup) -> DecisionStage:
+        labels = setup.labels
+        return cls(cost_matrix(setup.policy.decision.cost_matrix, labels), labels)
 
     def __init__(self, matrix: np.ndarray | None, labels: list[str]):
         self.matrix = matrix
@@ -40,7 +45,7 @@ class DecisionStage:
         rule = "argmax" if matrix is None else "min_expected_cost"
         self._quiet: Trace = {"stage": self.name, "acted": False, "rule": rule}
 
-    def apply(self, batch: Batch, request: Request) -> TraceColumn:
+    def apply(self, batch: Batch, prepared: None) -> TraceColumn:
         choice = batch.best_allowed()
         if batch.allowed is not None and not batch.allowed.any():
             choice = np.full(batch.n, -1)

@@ -17,8 +17,8 @@ calibration error (ECE) of:
 The real island test sets are small (13-32 rows), below any sensible minimum EM
 window, so the evaluation also resamples the test rows to each island's species
 mix (and to the training mix: no shift) at `resampled_rows` rows, `repeats` times,
-and reports means. Every number comes from `GuardrailPipeline.run`, the code the
-service runs.
+and reports means. Every number comes from a pipeline built by `guardrails.build.
+build_pipeline` (mode `evaluate`), the recipe the service serves with.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from guardrails.online_priors import OnlinePriorEstimator
-from guardrails.pipeline import GuardrailPipeline, RequestContext
+from guardrails.batch import RequestContext
+from guardrails.build import build_pipeline
 from guardrails.policy import Policy
+from guardrails.temperature_scaling import resolve_temperature
 from packs.calibration import expected_calibration_error, log_loss
 from packs.format import LABEL_COLUMN, PackMetadata
 from packs.loader import ModelPack, load_table
@@ -93,36 +94,33 @@ def _metrics(probs: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     return accuracy, log_loss(probs, y), expected_calibration_error(probs, y)
 
 
-def _evaluation_policy(policy: Policy) -> Policy:
-    # Out-of-range test rows are still scored (abstaining keeps their
-    # probabilities); the other stages only decide answers, not probabilities.
-    bounds = policy.input_bounds.model_copy(update={"action": "abstain"})
-    return policy.model_copy(update={"input_bounds": bounds})
+def _with_online(policy: Policy, **changes: object) -> Policy:
+    """`policy` with its online prior settings changed."""
+    online = policy.priors.online.model_copy(update=changes)
+    priors = policy.priors.model_copy(update={"online": online})
+    return policy.model_copy(update={"priors": priors})
 
 
 def _em(
-    policy: Policy,
-    meta: PackMetadata,
-    d: _Deployment,
-    model: ModelPack,
-    reference: np.ndarray | None,
+    policy: Policy, model: ModelPack, d: _Deployment, *, guarded: bool
 ) -> tuple[np.ndarray, str, bool]:
     """Feed the deployment through a pipeline with an online estimator, refresh,
     and run it again: the second run uses the estimate if its guard lets it.
-    `reference` (raw model output on the pack's reference rows) anchors the
-    guarded estimator; None gives plain EM, used unconditionally."""
-    online = policy.priors.online.model_copy(update={"enabled": True})
-    if reference is None:
-        online = online.model_copy(
-            update={"significance": 1.0, "min_window_rows": 1, "min_total_variation": 0}
-        )
+    `guarded` is the estimator as the policy configures it (anchored on the pack's
+    reference rows); otherwise plain EM, used unconditionally."""
+    online = policy.priors.online
     window = max(online.min_window_rows, len(d.y))
-    online = online.model_copy(update={"window_rows": window})
-    priors = policy.priors.model_copy(update={"online": online})
-    policy = policy.model_copy(update={"priors": priors})
-    estimator = OnlinePriorEstimator.from_policy(policy, meta, reference)
+    changes: dict[str, object] = {"enabled": True, "window_rows": window}
+    if not guarded:
+        changes.update(
+            significance=1.0,
+            min_window_rows=1,
+            min_total_variation=0,
+            anchor_on_reference=False,
+        )
+    pipeline = build_pipeline(model, _with_online(policy, **changes), "evaluate")
+    estimator = pipeline.prior_estimator
     assert estimator is not None
-    pipeline = GuardrailPipeline(policy, meta, estimator)
     pipeline.run(d.features, model.predict_proba, RequestContext())
     estimate = estimator.refresh()
     out = pipeline.run(d.features, model.predict_proba, RequestContext())
@@ -136,16 +134,12 @@ def _em(
 
 
 def _variants(
-    policy: Policy,
-    meta: PackMetadata,
-    model: ModelPack,
-    d: _Deployment,
-    reference: np.ndarray,
+    policy: Policy, model: ModelPack, d: _Deployment
 ) -> list[tuple[str, np.ndarray, str, bool]]:
     """(variant, probabilities, note, EM estimate used) for one deployment."""
     raw = model.predict_proba(d.features)
     raw = raw / raw.sum(axis=1, keepdims=True)
-    plain = GuardrailPipeline(policy, meta)
+    plain = build_pipeline(model, _with_online(policy, enabled=False), "evaluate")
     tempered = plain.run(d.features, model.predict_proba, RequestContext())
     out = [
         ("raw model", raw, "", False),
@@ -154,11 +148,11 @@ def _variants(
     if d.context is not None:
         known = plain.run(d.features, model.predict_proba, RequestContext(d.context))
         out.append(("+ context priors", known.probabilities, "", False))
-    for name, ref in (
-        ("+ EM priors (guarded)", reference),
-        ("+ EM priors (always)", None),
+    for name, guarded in (
+        ("+ EM priors (guarded)", True),
+        ("+ EM priors (always)", False),
     ):
-        out.append((name, *_em(policy, meta, d, model, ref)))
+        out.append((name, *_em(policy, model, d, guarded=guarded)))
     return out
 
 
@@ -206,19 +200,17 @@ def evaluate(
     model = ModelPack.load(pack_dir, providers=["CPUExecutionProvider"])
     meta = model.metadata
     policy.check_against(meta)
-    policy = _evaluation_policy(policy)
     test = load_table(model.test_path())
-    features = load_table(model.reference_path())[meta.feature_names]
-    reference = model.predict_proba(features.to_numpy(dtype=meta.input.dtype))
+    temperature, why = resolve_temperature(policy.temperature, meta.temperature)
     table = EvaluationTable(
         pack=f"{meta.name} {meta.version}",
         policy_version=policy.version,
-        temperature_note=GuardrailPipeline(policy, meta).temperature.describe(),
+        temperature_note=f"T = {temperature:g} ({why})",
     )
     islands = [c for c in sorted(test[CONTEXT_COLUMN].unique()) if c in policy.contexts]
 
     def add(d: _Deployment) -> list[tuple[str, np.ndarray, str, bool]]:
-        variants = _variants(policy, meta, model, d, reference)
+        variants = _variants(policy, model, d)
         for variant, probs, note, _ in variants:
             scores = _metrics(probs, d.y)
             table.results.append(Result(d.name, len(d.y), variant, *scores, note))
@@ -248,9 +240,7 @@ def evaluate(
         for r in range(repeats):
             frame = _resample(test, meta.labels, mix, resampled_rows, seed + r)
             d = _deployment(name, frame, meta, context)
-            for variant, probs, _, was_used in _variants(
-                policy, meta, model, d, reference
-            ):
+            for variant, probs, _, was_used in _variants(policy, model, d):
                 scores.setdefault(variant, []).append(_metrics(probs, d.y))
                 used[variant] = used.get(variant, 0) + was_used
         for variant, values in scores.items():

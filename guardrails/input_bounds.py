@@ -1,4 +1,4 @@
-"""Stage 1, before the model: every feature must lie in its allowed range.
+"""Before the model: every feature must lie in its allowed range.
 
 Ranges come from the pack's training range widened by a margin, or from the policy.
 Both ends are inclusive and compared in the dtype of the features (float32 for the
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from guardrails.batch import OUT_OF_BOUNDS, Batch, Request, Trace, TraceColumn
+from guardrails.batch import Batch, Stage, StageSetup, Trace, TraceColumn
 from guardrails.errors import InputOutOfBounds
 from guardrails.policy import InputBoundsPolicy
 from packs.format import PackMetadata
@@ -45,8 +45,17 @@ def _json_number(x: float | np.floating) -> float | None:
     return float(str(x)) if math.isfinite(x) else None
 
 
-class InputBoundsStage:
+OUT_OF_BOUNDS = "out_of_bounds"
+
+
+class InputBoundsStage(Stage):
     name = "input_bounds"
+    before_model = True
+    reasons = (OUT_OF_BOUNDS,)
+
+    @classmethod
+    def build(cls, setup: StageSetup) -> InputBoundsStage:
+        return cls(setup.policy.input_bounds, setup.meta)
 
     def __init__(self, policy: InputBoundsPolicy, meta: PackMetadata):
         self.enabled = policy.enabled
@@ -82,7 +91,7 @@ class InputBoundsStage:
         low, high = self._limits(features.dtype)
         return ~((features >= low) & (features <= high))
 
-    def apply(self, batch: Batch, request: Request) -> TraceColumn:
+    def apply(self, batch: Batch, prepared: None) -> TraceColumn:
         if not self.enabled:
             return TraceColumn(self._quiet)
         bad = self.out_of_bounds(batch.features)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from guardrails.em import em_priors, likelihood_ratio_test
-from guardrails.temperature import resolve_temperature, scale
+from guardrails.temperature_scaling import resolve_temperature, scale
 
 if TYPE_CHECKING:
     from guardrails.policy import Policy

@@ -1,4 +1,4 @@
-"""Stage 5: abstain when the answer would be too uncertain.
+"""Abstain when the answer would be too uncertain.
 
 `low_confidence`: the best allowed label's probability is below
 `min_top_probability`; `high_entropy`: the entropy (nats) of the whole distribution
@@ -9,15 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from guardrails.batch import (
-    HIGH_ENTROPY,
-    LOW_CONFIDENCE,
-    Batch,
-    Request,
-    Trace,
-    TraceColumn,
-    rounded,
-)
+from guardrails.batch import Batch, Stage, StageSetup, Trace, TraceColumn, rounded
 from guardrails.policy import OutputBoundsPolicy
 
 
@@ -29,15 +21,23 @@ def entropy_nats(probabilities: np.ndarray) -> np.ndarray:
     return -terms.sum(axis=1)
 
 
-class OutputBoundsStage:
+LOW_CONFIDENCE, HIGH_ENTROPY = "low_confidence", "high_entropy"
+
+
+class OutputBoundsStage(Stage):
     name = "output_bounds"
+    reasons = (LOW_CONFIDENCE, HIGH_ENTROPY)
+
+    @classmethod
+    def build(cls, setup: StageSetup) -> OutputBoundsStage:
+        return cls(setup.policy.output_bounds)
 
     def __init__(self, policy: OutputBoundsPolicy):
         self.min_top = policy.min_top_probability
         self.max_entropy = policy.max_entropy_nats
         self._quiet: Trace = {"stage": self.name, "acted": False}
 
-    def apply(self, batch: Batch, request: Request) -> TraceColumn:
+    def apply(self, batch: Batch, prepared: None) -> TraceColumn:
         n = batch.n
         if self.min_top <= 0 and self.max_entropy is None:
             return TraceColumn(self._quiet)
@@ -63,7 +63,7 @@ class OutputBoundsStage:
                 entry = {
                     "stage": self.name,
                     "acted": True,
-                    "reason": "low_confidence",
+                    "reason": LOW_CONFIDENCE,
                     "top_probability": rounded(top[i]),
                     "min_top_probability": self.min_top,
                 }
@@ -71,7 +71,7 @@ class OutputBoundsStage:
                 entry = {
                     "stage": self.name,
                     "acted": True,
-                    "reason": "high_entropy",
+                    "reason": HIGH_ENTROPY,
                     "entropy_nats": rounded(entropy[i]),  # type: ignore[index]
                     "max_entropy_nats": self.max_entropy,
                 }

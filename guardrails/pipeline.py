@@ -1,45 +1,42 @@
-"""The guardrail pipeline: the stages in their fixed order around one model call.
+"""The guardrail pipeline: the registry's stages in order around one model call.
 
-    input_bounds → (model) → temperature → priors → blacklist → output_bounds
-    → decision
+The stages come from `guardrails.registry`; the pipeline calls none of them by
+name. A request goes through it in two steps, so that a caller can run the model
+its own way in between (directly, or batched across requests):
 
-`GuardrailPipeline.run` is the one function the service, offline evaluation and
-regression runs call, so online and offline answers cannot differ. Everything that
-can be refused (unknown context, bad explicit priors) is checked before the model
-runs. A new stage is a module with a class following `batch.Stage` and one line in
-the stage list of `GuardrailPipeline.__init__`.
+    prepare(features, ctx)   every stage resolves and validates what it needs to
+                             know about the request (a bad context or explicit
+                             priors is refused here), then the stages that run
+                             before the model (input bounds) apply
+    finish(pending, probs)   the model's probabilities go through the other
+                             stages; the result is a `GuardedBatch`
+
+`run` does both around a model function. `guardrails.build.build_pipeline` is the
+one recipe that builds a pipeline from a pack and a policy; the service, offline
+evaluation, regression replay and the benchmarks all use it, so online and offline
+answers cannot differ.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from guardrails.batch import REASONS, Batch, Request, Stage, Trace, TraceColumn
-from guardrails.blacklist import BlacklistStage
-from guardrails.decision import DecisionStage, cost_matrix
-from guardrails.errors import FeaturesInvalid, ModelOutputInvalid, UnknownContext
-from guardrails.input_bounds import InputBoundsStage
+from guardrails.batch import Batch, RequestContext, StageSetup, Trace, TraceColumn
+from guardrails.decision import cost_matrix
+from guardrails.errors import FeaturesInvalid, ModelOutputInvalid
 from guardrails.online_priors import OnlinePriorEstimator
-from guardrails.output_bounds import OutputBoundsStage
 from guardrails.policy import Policy
-from guardrails.priors import PriorsStage
-from guardrails.temperature import TemperatureStage
+from guardrails.registry import ABSTAIN_REASONS, REASON_CODES, build_stages
 from packs.format import PackMetadata
 
-_REASON_NAMES = np.array(REASONS, dtype=object)
+__all__ = ["GuardedBatch", "GuardrailPipeline", "Pending", "RequestContext"]
 
-
-@dataclass(frozen=True)
-class RequestContext:
-    context: str | None = None
-    """Named deployment context from the policy, e.g. "Dream"."""
-    priors: Mapping[str, float] | None = None
-    """Explicit deployment priors, one per label (highest precedence)."""
+_REASON_NAMES = np.array([None, *ABSTAIN_REASONS], dtype=object)
 
 
 @dataclass
@@ -53,8 +50,8 @@ class GuardedBatch:
     abstained: np.ndarray
     """(n,) bool."""
     reasons: list[str | None]
-    """Abstention reason per row: out_of_bounds, blacklisted, low_confidence,
-    high_entropy; None when answered."""
+    """Abstention reason per row (see `registry.ABSTAIN_REASONS`); None when
+    answered."""
     trace_columns: list[TraceColumn]
     """One per stage, in order: what each stage did, per row (see `traces`)."""
 
@@ -94,6 +91,17 @@ class GuardedBatch:
         return mask
 
 
+@dataclass
+class Pending:
+    """A request between `prepare` and `finish`: the model has not run yet."""
+
+    batch: Batch
+    prepared: list[Any]
+    """What each stage prepared for this request, in stage order."""
+    traces: list[TraceColumn]
+    """Trace columns of the stages that already ran (before the model)."""
+
+
 class GuardrailPipeline:
     def __init__(
         self,
@@ -106,23 +114,12 @@ class GuardrailPipeline:
         self.meta = meta
         self.labels = list(meta.labels)
         self.prior_estimator = prior_estimator
+        """The online prior estimate this pipeline feeds (None: off)."""
+        self.stages = build_stages(StageSetup(policy, meta, prior_estimator))
+        self._before_model = sum(1 for s in self.stages if s.before_model)
         self._label_names = np.array([*self.labels, None], dtype=object)
         self._cost = cost_matrix(policy.decision.cost_matrix, self.labels)
-        self._contexts = set(policy.priors.contexts)
         self._width = len(meta.feature_names)
-        self.input_bounds = InputBoundsStage(policy.input_bounds, meta)
-        self.temperature = TemperatureStage(policy.temperature, meta.temperature)
-        self.priors = PriorsStage(
-            policy.priors, self.labels, meta.training_priors, prior_estimator
-        )
-        self.blacklist = BlacklistStage(policy.blacklist, self.labels)
-        self._after_model: list[Stage] = [
-            self.temperature,
-            self.priors,
-            self.blacklist,
-            OutputBoundsStage(policy.output_bounds),
-            DecisionStage(self._cost, self.labels),
-        ]
 
     @property
     def policy_version(self) -> str:
@@ -130,31 +127,41 @@ class GuardrailPipeline:
 
     def stage_names(self) -> list[str]:
         """Stage names in the order they run (and appear in every trace)."""
-        return [self.input_bounds.name, *(s.name for s in self._after_model)]
+        return [stage.name for stage in self.stages]
 
-    def describe(self) -> dict[str, Any]:
-        """The settings in force, resolved against the pack (for an info endpoint)."""
-        return {
-            "policy_version": self.policy_version,
-            "stages": self.stage_names(),
-            "input_bounds": {
-                "enabled": self.input_bounds.enabled,
-                "action": self.input_bounds.action,
-                "features": self.input_bounds.bounds(),
-            },
-            "temperature": self.temperature.temperature,
-            "contexts": sorted(self._contexts),
-            "online_priors": self.priors.estimator is not None,
-            "decision": "argmax" if self._cost is None else "min_expected_cost",
-        }
+    def prepare(self, features: np.ndarray, ctx: RequestContext) -> Pending:
+        """Validate the request and run the stages before the model (raises 422
+        errors for a bad context, bad priors or rows of the wrong shape)."""
+        prepared = [stage.prepare(ctx) for stage in self.stages]
+        if features.ndim != 2 or features.shape[1] != self._width:
+            raise FeaturesInvalid(features.shape, self.meta.feature_names)
+        batch = Batch(features, self.labels, REASON_CODES, self._cost)
+        k = self._before_model
+        traces = [
+            stage.apply(batch, p)
+            for stage, p in zip(self.stages[:k], prepared[:k], strict=True)
+        ]
+        return Pending(batch, prepared, traces)
 
-    def request(self, ctx: RequestContext) -> Request:
-        """Validate a request's context and priors (raises 422 errors)."""
-        name = ctx.context
-        if name is not None and name not in self._contexts:
-            raise UnknownContext(name, sorted(self._contexts))
-        choice, observe = self.priors.choose(name, ctx.priors)
-        return Request(name, choice, self.blacklist.allowed(name), observe)
+    def finish(self, pending: Pending, model_probabilities: np.ndarray) -> GuardedBatch:
+        """Guard the model's output for a prepared request."""
+        batch, k = pending.batch, self._before_model
+        batch.model_probabilities = model_probabilities
+        batch.probabilities = self._normalised(model_probabilities, batch.n)
+        traces = list(pending.traces)
+        for stage, p in zip(self.stages[k:], pending.prepared[k:], strict=True):
+            traces.append(stage.apply(batch, p))
+        abstained = batch.abstain_code > 0
+        assert batch.choice is not None, "the last stage must choose the answers"
+        label_index = np.where(abstained | (batch.choice < 0), -1, batch.choice)
+        return GuardedBatch(
+            probabilities=batch.probabilities,
+            model_probabilities=model_probabilities,
+            labels=self._label_names[label_index].tolist(),
+            abstained=abstained,
+            reasons=_REASON_NAMES[batch.abstain_code].tolist(),
+            trace_columns=traces,
+        )
 
     def run(
         self,
@@ -163,29 +170,8 @@ class GuardrailPipeline:
         ctx: RequestContext,
     ) -> GuardedBatch:
         """Guard one batch of rows (n, d) in `meta.feature_names` order."""
-        request = self.request(ctx)
-        if features.ndim != 2 or features.shape[1] != self._width:
-            raise FeaturesInvalid(features.shape, self.meta.feature_names)
-        batch = Batch(features, self.labels, self._cost)
-        traces = [self.input_bounds.apply(batch, request)]
-        raw = predict_proba(features)
-        batch.model_probabilities = raw
-        batch.probabilities = self._normalised(raw, batch.n)
-        for stage in self._after_model:
-            traces.append(stage.apply(batch, request))
-            if stage is self.temperature and request.observe_online:
-                self._observe(batch)
-        abstained = batch.abstain_code > 0
-        assert batch.choice is not None
-        label_index = np.where(abstained | (batch.choice < 0), -1, batch.choice)
-        return GuardedBatch(
-            probabilities=batch.probabilities,
-            model_probabilities=raw,
-            labels=self._label_names[label_index].tolist(),
-            abstained=abstained,
-            reasons=_REASON_NAMES[batch.abstain_code].tolist(),
-            trace_columns=traces,
-        )
+        pending = self.prepare(features, ctx)
+        return self.finish(pending, predict_proba(features))
 
     def _normalised(self, raw: np.ndarray, n: int) -> np.ndarray:
         k = len(self.labels)
@@ -195,12 +181,3 @@ class GuardrailPipeline:
         if not (np.isfinite(total).all() and (total > 0).all() and (raw >= 0).all()):
             raise ModelOutputInvalid("values must be finite, >= 0, with positive rows")
         return raw / total
-
-    def _observe(self, batch: Batch) -> None:
-        # Rows outside the input bounds say nothing about the deployment priors.
-        estimator = self.prior_estimator
-        assert estimator is not None
-        inside = batch.abstain_code == 0
-        estimator.observe(
-            batch.probabilities if inside.all() else batch.probabilities[inside]
-        )

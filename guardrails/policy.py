@@ -113,6 +113,10 @@ class OnlinePriorsPolicy(_Section):
     """EM stops when no prior moves by more than this."""
     refresh_interval_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
     """How often the service re-runs EM over the window (off the request path)."""
+    anchor_on_reference: bool = True
+    """Test the window against where EM lands on the pack's reference rows (no
+    shift) rather than against the training priors, and apply the relative change:
+    a miscalibrated model then does not read as a shift. False is plain EM."""
 
     @model_validator(mode="after")
     def _window(self) -> OnlinePriorsPolicy:

@@ -1,4 +1,4 @@
-"""Stage 3: adjust probabilities from the training priors to the deployment priors.
+"""Adjust probabilities from the training priors to the deployment priors.
 
     p'(y|x) ∝ p(y|x) · π_deploy(y) / π_train(y), renormalised per row.
 
@@ -15,11 +15,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
-from guardrails.batch import Batch, PriorChoice, Request, Trace, TraceColumn, rounded
-from guardrails.errors import InvalidPriors
+from guardrails.batch import (
+    Batch,
+    PriorChoice,
+    RequestContext,
+    Stage,
+    StageSetup,
+    Trace,
+    TraceColumn,
+    rounded,
+)
+from guardrails.errors import InvalidPriors, UnknownContext
 from guardrails.online_priors import OnlinePriorEstimator
 from guardrails.policy import PriorsPolicy
 
@@ -66,8 +76,22 @@ def adjust(
     return adjusted, fell_back
 
 
-class PriorsStage:
+class PriorsStage(Stage):
+    """Also the online estimate's source: it feeds the estimator the rows of
+    requests that name neither priors nor a context, as they arrive here (after
+    temperature, before any prior), leaving out rows already abstained on."""
+
     name = "priors"
+
+    @classmethod
+    def build(cls, setup: StageSetup) -> PriorsStage:
+        meta = setup.meta
+        return cls(
+            setup.policy.priors,
+            setup.labels,
+            meta.training_priors,
+            setup.prior_estimator,
+        )
 
     def __init__(
         self,
@@ -84,10 +108,12 @@ class PriorsStage:
         self._identity = PriorChoice(
             "training", None, {"stage": self.name, "acted": False, "source": "training"}
         )
+        # A context declared without priors ({}) answers with the training priors.
         self._contexts = {
             name: self._choice(f"context:{name}", self._vector(weights))
-            for name, weights in policy.contexts.items()
             if weights
+            else self._identity
+            for name, weights in policy.contexts.items()
         }
 
     def _vector(self, weights: Mapping[str, float]) -> np.ndarray:
@@ -115,23 +141,25 @@ class PriorsStage:
         }
         return PriorChoice(source, None if identity else weights, trace)
 
-    def choose(
-        self, context: str | None, explicit: Mapping[str, float] | None
-    ) -> tuple[PriorChoice, bool]:
-        """Resolve the request's priors; also whether its rows feed the online
-        estimate (only requests that name neither priors nor a context do)."""
-        if explicit is not None:
-            return self._choice("explicit", self._validate(explicit)), False
-        if context is not None:
-            return self._contexts.get(context, self._identity), False
+    def prepare(self, ctx: RequestContext) -> PriorChoice:
+        """Resolve the request's priors. Only requests that name neither priors
+        nor a context feed the online estimate."""
+        if ctx.priors is not None:
+            return self._choice("explicit", self._validate(ctx.priors))
+        if ctx.context is not None:
+            choice = self._contexts.get(ctx.context)
+            if choice is None:
+                raise UnknownContext(ctx.context, sorted(self._contexts))
+            return choice
         if self.estimator is None:
-            return self._identity, False
+            return self._identity
         estimate = self.estimator.current()
         if estimate.used:
             # EM can drive a prior to 0; that is never an operator's hard zero.
-            return self._choice("online", estimate.priors, hard_zeros=False), True
+            choice = self._choice("online", estimate.priors, hard_zeros=False)
+            return replace(choice, observe_online=True)
         trace = {**self._identity.trace, "online": estimate.reason}
-        return PriorChoice("training", None, trace), True
+        return PriorChoice("training", None, trace, observe_online=True)
 
     def _validate(self, explicit: Mapping[str, float]) -> np.ndarray:
         unknown = sorted(set(explicit) - set(self.labels))
@@ -148,8 +176,10 @@ class PriorsStage:
             raise InvalidPriors("priors are all zero")
         return vector
 
-    def apply(self, batch: Batch, request: Request) -> TraceColumn:
-        choice = request.priors
+    def apply(self, batch: Batch, prepared: PriorChoice) -> TraceColumn:
+        choice = prepared
+        if choice.observe_online:
+            self._observe(batch)
         if choice.weights is None:
             return TraceColumn(choice.trace)
         before = batch.probabilities
@@ -169,3 +199,11 @@ class PriorsStage:
                 entry["fallback"] = "training priors: every likely label had prior 0"
             entries.append(entry)
         return TraceColumn(choice.trace, rows, entries)
+
+    def _observe(self, batch: Batch) -> None:
+        # Rows already abstained on (outside the input bounds) say nothing about
+        # the deployment priors.
+        assert self.estimator is not None
+        inside = batch.abstain_code == 0
+        probabilities = batch.probabilities
+        self.estimator.observe(probabilities if inside.all() else probabilities[inside])

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from guardrails.batch import Batch
 from guardrails.errors import (
     FeaturesInvalid,
     InvalidPriors,
@@ -19,6 +20,7 @@ from guardrails.errors import (
 )
 from guardrails.pipeline import GuardrailPipeline, RequestContext
 from guardrails.policy import Policy
+from guardrails.registry import ABSTAIN_REASONS, REASON_CODES, STAGE_NAMES, STAGE_TYPES
 from packs.loader import ModelPack
 from tests.guardrails.helpers import fixed, inside, make_meta, make_policy
 
@@ -244,11 +246,54 @@ def test_a_policy_with_labels_the_pack_lacks_cannot_build_a_pipeline() -> None:
         GuardrailPipeline(make_policy(blacklist={"global": ["cow"]}), make_meta())
 
 
-def test_describe_reports_the_resolved_settings() -> None:
-    info = GuardrailPipeline(make_policy(), make_meta()).describe()
-    assert info["input_bounds"]["features"]["x0"] == (-1.0, 11.0)  # 10% margin
-    assert info["stages"] == STAGES and info["decision"] == "argmax"
-    json.dumps(info)
+def test_the_pipeline_runs_the_registry_stages_in_order() -> None:
+    pipeline = GuardrailPipeline(make_policy(), make_meta())
+    assert pipeline.stage_names() == list(STAGE_NAMES) == STAGES
+    out = _run(make_policy(), [[0.6, 0.3, 0.1]])
+    assert [entry["stage"] for entry in out.traces[0]] == STAGES
+    assert [column.stage for column in out.trace_columns] == STAGES
+
+
+def test_abstention_reasons_come_from_the_stages_that_give_them() -> None:
+    given = {reason for t in STAGE_TYPES for reason in t.reasons}
+    assert set(ABSTAIN_REASONS) == given
+    assert set(REASON_CODES) == given and 0 not in REASON_CODES.values()
+    # Every reason a stage can give shows up under its own name in an answer.
+    seen = set()
+    seen |= set(
+        _run(
+            make_policy(output_bounds={"min_top_probability": 0.9}), [[0.5, 0.3, 0.2]]
+        ).reasons
+    )
+    seen |= set(
+        _run(
+            make_policy(output_bounds={"max_entropy_nats": 0.1}), [[0.4, 0.3, 0.3]]
+        ).reasons
+    )
+    seen |= set(
+        _run(
+            make_policy(blacklist={"global": ["cat"], "action": "abstain"}),
+            [[0.8, 0.1, 0.1]],
+        ).reasons
+    )
+    pipeline = GuardrailPipeline(
+        make_policy(input_bounds={"action": "abstain"}), make_meta()
+    )
+    far = np.array([[99.0, 0.0]], dtype=np.float32)
+    seen |= set(
+        pipeline.run(far, fixed(np.array([[0.8, 0.1, 0.1]])), RequestContext()).reasons
+    )
+    assert seen - {None} == given
+
+
+def test_scores_follow_the_probabilities_a_stage_sets() -> None:
+    cost = np.array([[0.0, 1.0, 1.0], [5.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    batch = Batch(inside(1), ["cat", "dog", "fox"], REASON_CODES, cost)
+    batch.probabilities = np.array([[0.9, 0.05, 0.05]])
+    assert batch.best_allowed().tolist() == [0]
+    # A later stage moving the probabilities must move the decision with them.
+    batch.probabilities = np.array([[0.1, 0.8, 0.1]])
+    assert batch.best_allowed().tolist() == [1]
 
 
 # --- the default penguin pack ------------------------------------------------

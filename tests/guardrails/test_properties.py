@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from guardrails.decision import cost_matrix
 from guardrails.pipeline import GuardrailPipeline, RequestContext
 from guardrails.priors import adjust, prepare_priors
-from guardrails.temperature import scale
+from guardrails.temperature_scaling import scale
 from tests.guardrails.helpers import (
     LABELS,
     PROPERTY,
