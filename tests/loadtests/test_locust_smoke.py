@@ -1,4 +1,4 @@
-"""CI smoke run of the locust scenarios against the real service (issue 6).
+"""CI smoke run of the locust scenarios against the real service.
 
 Eight users for five seconds, every scenario present (single, batch and column
 predictions, island contexts, reports with idempotent retries, health probes):
