@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,10 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
             info["synchronous"] = wanted
         immediate = options.get("sqlite_immediate", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+SessionFactory = Callable[[], Session]
+"""Makes a session to use as a context manager: `with sessions() as session:`."""
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

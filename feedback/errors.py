@@ -12,20 +12,27 @@
 
 `translate_db_errors()` turns connection-level SQLAlchemy errors (server down,
 pool exhausted, SQLite locked past its busy timeout) into `DatabaseUnavailable`,
-so the HTTP layer answers 503 with Retry-After instead of a 500.
+so the HTTP layer answers 503 with Retry-After instead of a 500; `store_function`
+does it for a function taking a session first, and rolls the session back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
 
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
 
 from common.errors import NotFound, Unavailable, Unprocessable
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class PredictionNotFound(NotFound):
@@ -98,3 +105,23 @@ def translate_db_errors(operation: str = "this request") -> Iterator[None]:
         # The message can hold host names; it goes to the log, not the client.
         log.warning("database unavailable during %s: %s", operation, exc)
         raise DatabaseUnavailable(operation) from exc
+
+
+def store_function(fn: Callable[P, T]) -> Callable[P, T]:
+    """Roll back and translate transient database errors for one store function."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        session = args[0]
+        assert isinstance(session, Session)
+        try:
+            with translate_db_errors(fn.__name__.replace("_", " ")):
+                return fn(*args, **kwargs)
+        except BaseException:
+            # With the server gone the rollback can fail too; the original error
+            # is the one to report.
+            with contextlib.suppress(Exception):
+                session.rollback()
+            raise
+
+    return wrapper

@@ -12,7 +12,7 @@ the INSERT turns back into objects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import repeat
@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from feedback.models import new_prediction_id, utcnow
-from feedback.schemas import PredictionRecord
+from guardrails.pipeline import GuardedBatch
 
 ROW_FIELDS = (
     "id",
@@ -123,35 +122,43 @@ class LogBatch:
         )
         return orjson.dumps(list(rows), option=_NUMPY)
 
-    @classmethod
-    def from_record(cls, record: PredictionRecord | Mapping[str, Any]) -> LogBatch:
-        """A one-row batch from a record (or a dict with a record's keys);
-        raises KeyError, TypeError or ValueError for one that cannot be logged."""
-        if isinstance(record, PredictionRecord):
-            record = record.model_dump()
-        outputs = dict(record["outputs"])
-        inputs = record.get("inputs")
-        probabilities = outputs.get("probabilities")
-        created_at = record.get("created_at") or utcnow()
-        if created_at.tzinfo is None:
-            raise ValueError("created_at must be timezone-aware")
-        model_version = record["model_version"]
-        if not isinstance(model_version, str):
-            raise TypeError("model_version must be a string")
-        return cls(
-            ids=[record.get("id") or new_prediction_id()],
-            created_at=created_at.astimezone(UTC),
-            model_version=model_version,
-            policy_version=record.get("policy_version"),
-            context=record.get("context"),
-            labels=[outputs.get("label")],
-            abstained=[bool(outputs.get("abstained", False))],
-            reasons=[outputs.get("reason")],
-            probabilities=None
-            if probabilities is None
-            else [list(probabilities.values())],
-            inputs=None if inputs is None else [list(inputs.values())],
-            traces=[record.get("trace")],
-            feature_names=tuple(inputs or ()),
-            label_names=tuple(probabilities or ()),
-        )
+
+def answered_batch(
+    ids: Sequence[str],
+    batch: GuardedBatch,
+    features: np.ndarray,
+    *,
+    context: str | None,
+    versions: tuple[str, str],
+    store_inputs: bool,
+    feature_names: tuple[str, ...],
+    label_names: tuple[str, ...],
+) -> LogBatch:
+    """What the prediction log keeps of one answered request: the inputs only
+    when the policy allows storing them, the trace only of rows a stage acted on
+    (what the quiet stages were set to follows from the policy version)."""
+    return LogBatch(
+        ids=ids,
+        created_at=datetime.now(UTC),
+        model_version=versions[0],
+        policy_version=versions[1],
+        context=context,
+        labels=batch.labels,
+        abstained=batch.abstained,
+        reasons=batch.reasons,
+        probabilities=batch.probabilities,
+        inputs=features if store_inputs else None,
+        traces=_acted_traces(batch),
+        feature_names=feature_names,
+        label_names=label_names,
+    )
+
+
+def _acted_traces(batch: GuardedBatch) -> list[Any] | None:
+    acted = batch.acted_mask()
+    if not acted.any():
+        return None
+    traces = batch.traces
+    if acted.all():
+        return traces
+    return [t if a else None for t, a in zip(traces, acted.tolist(), strict=True)]

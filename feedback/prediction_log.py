@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine
@@ -28,7 +28,6 @@ from feedback.db import LOG_WRITE
 from feedback.errors import is_transient
 from feedback.log_batch import LogBatch
 from feedback.log_insert import insert_batches
-from feedback.schemas import PredictionRecord
 
 log = logging.getLogger(__name__)
 
@@ -81,24 +80,6 @@ class PredictionLog:
         except Exception:  # the hot path must never fail because of logging
             log.exception("prediction log: submit failed")
             return False
-        if dropped:
-            self._call(self._on_drop, dropped)
-        return dropped == 0
-
-    def submit(self, records: Sequence[PredictionRecord | Mapping[str, Any]]) -> bool:
-        """Queue rows given one by one (reports, tools, tests). A record that
-        cannot be logged is dropped and counted at once; False if any row was."""
-        dropped = 0
-        for record in records:
-            try:
-                batch = LogBatch.from_record(record)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                self._warn("unloggable prediction record dropped: %r", exc)
-                with self._cond:
-                    self._dropped += 1
-                dropped += 1
-                continue
-            dropped += self._enqueue(batch)
         if dropped:
             self._call(self._on_drop, dropped)
         return dropped == 0

@@ -1,24 +1,29 @@
-"""Judge a candidate pack against the served one: regression run + promotion gate.
+"""Judge a candidate pack against the served one, and promote it if it passes.
 
-One function used by the `regress` command, the service's `/admin/promote` and the
-retraining loop, so all three apply the same rules to the same evidence: every
-active regression case and the baseline pack's test table (a candidate cannot
-bring an easier test set), replayed through the guardrail pipeline.
+`judge_candidate` (regression run + promotion gate) is used by the `regress`
+command, `Promoter` (the service's `/admin/promote`) and the retraining loop, so
+all three apply the same rules to the same evidence: every active regression case
+and the baseline pack's test table (a candidate cannot bring an easier test set),
+replayed through the guardrail pipeline.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from common.errors import Conflict, Unprocessable
 from feedback import store
+from feedback.db import SessionFactory
 from feedback.gate import GateDecision, gate
 from feedback.regression import RegressionReport, run_regression
 from feedback.replay import pack_predictor
+from packs.errors import PackError
 from packs.format import PackMetadata
-from packs.loader import load_table
+from packs.loader import ModelPack, load_table
 
 
 class PacksIncompatible(ValueError):
@@ -34,6 +39,17 @@ class Judgement:
 
     def to_text(self) -> str:
         return f"{self.report.to_text()}\n\n{self.decision.to_text()}"
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe: versions, run id, the decision and the regression summary."""
+        return {
+            "candidate_version": self.candidate_version,
+            "baseline_version": self.baseline_version,
+            "run_id": self.report.run_id,
+            "gate_passed": self.decision.passed,
+            "reasons": self.decision.reasons,
+            "regression": self.report.summary(),
+        }
 
 
 def judge_candidate(
@@ -101,3 +117,76 @@ def record_promotion(session: Session, meta: PackMetadata, *, run_id: int) -> No
     store.mark_reports_fixed(session, run_id=run_id)
     for request in store.retraining_requests(session, status="open"):
         store.close_retraining_request(session, request.id)
+
+
+class ServesPacks(Protocol):
+    """What promotion needs of the served state: what is served, and a swap."""
+
+    @property
+    def pack_dir(self) -> Path: ...
+
+    @property
+    def policy_path(self) -> Path: ...
+
+    def serve_pack(self, pack_dir: Path) -> PackMetadata:
+        """Serve `pack_dir` (already gated) in every worker."""
+        ...
+
+
+class Promoter:
+    """Gate a candidate against the served pack and swap it in if it passes."""
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        served: ServesPacks,
+        *,
+        max_newly_broken: int,
+        max_metric_drop: float,
+        out_dir: Path,
+    ):
+        self.sessions = sessions
+        self.served = served
+        self.max_newly_broken = max_newly_broken
+        self.max_metric_drop = max_metric_drop
+        self.out_dir = out_dir
+
+    def promote(
+        self, pack_dir: str | Path, *, max_metric_drop: float | None = None
+    ) -> dict[str, Any]:
+        """The gate's summary with `promoted: true`; 422 for a pack that does not
+        load or does not fit, 409 when the gate refuses it."""
+        candidate = Path(pack_dir).resolve()
+        try:
+            ModelPack.load(candidate, providers=["CPUExecutionProvider"])
+        except PackError as exc:
+            raise Unprocessable(
+                f"candidate pack is not loadable: {exc.message}", field="pack_dir"
+            ) from None
+        with self.sessions() as session:
+            try:
+                judgement = judge_candidate(
+                    session,
+                    candidate_dir=candidate,
+                    baseline_dir=self.served.pack_dir,
+                    policy_path=self.served.policy_path,
+                    max_newly_broken=self.max_newly_broken,
+                    max_metric_drop=self.max_metric_drop
+                    if max_metric_drop is None
+                    else max_metric_drop,
+                    out_dir=self.out_dir,
+                )
+            except PacksIncompatible as exc:
+                raise Unprocessable(str(exc), field="pack_dir") from None
+            summary = judgement.summary()
+            if not judgement.decision.passed:
+                raise Conflict(
+                    "the promotion gate refused the candidate: "
+                    + "; ".join(judgement.decision.reasons),
+                    field="pack_dir",
+                    gate=summary,
+                )
+            meta = self.served.serve_pack(candidate)
+            assert judgement.report.run_id is not None
+            record_promotion(session, meta, run_id=judgement.report.run_id)
+        return {"promoted": True, "model_version": meta.version, **summary}

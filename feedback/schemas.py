@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from feedback.models import Report, new_prediction_id, utcnow
+from feedback.models import Report
 
 ReportStatus = Literal["new", "confirmed", "rejected", "fixed"]
 Label = Annotated[
@@ -57,23 +57,6 @@ class OutputRecord(_Model):
     """Why it abstained (guardrail name and detail), if it did."""
     probabilities: dict[str, float] | None = Field(default=None, max_length=1000)
     """Final probabilities per label, after guardrails."""
-
-
-class PredictionRecord(_Model):
-    """One logged prediction row, as the service hands it to the prediction log."""
-
-    id: str = Field(default_factory=new_prediction_id, min_length=1, max_length=64)
-    """The prediction id returned to the client (`new_prediction_id()`)."""
-    created_at: datetime = Field(default_factory=utcnow)
-    model_version: str = Field(max_length=200)
-    policy_version: str | None = Field(default=None, max_length=200)
-    context: str | None = Field(default=None, max_length=200)
-    """Deployment context (e.g. the island), not a model input."""
-    inputs: dict[str, float | None] | None = None
-    """Feature values by name; None when the policy forbids storing inputs."""
-    outputs: OutputRecord
-    trace: Any = None
-    """Guardrail trace (JSON-serialisable)."""
 
 
 class ReportCreate(_Model):

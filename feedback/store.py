@@ -8,20 +8,13 @@ Prediction rows are written by `feedback.prediction_log`, not here.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-import numpy as np
-import pandas as pd
 from sqlalchemy import (
     ColumnElement,
-    Float,
     Select,
-    String,
-    cast,
     delete,
     func,
     or_,
@@ -38,7 +31,7 @@ from feedback.errors import (
     PredictionNotFound,
     ReportNotFound,
     UnknownLabel,
-    translate_db_errors,
+    store_function,
 )
 from feedback.models import (
     ModelVersion,
@@ -56,26 +49,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def _db_call(fn: Callable[P, T]) -> Callable[P, T]:
-    """Roll back and translate transient database errors for one store function."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        session = args[0]
-        assert isinstance(session, Session)
-        try:
-            with translate_db_errors(fn.__name__.replace("_", " ")):
-                return fn(*args, **kwargs)
-        except BaseException:
-            # With the server gone the rollback can fail too; the original error
-            # is the one to report.
-            with contextlib.suppress(Exception):
-                session.rollback()
-            raise
-
-    return wrapper
-
-
 def _check_label(field: str, label: str | None, labels: Sequence[str]) -> None:
     if label is not None and label not in labels:
         raise UnknownLabel(field, label, labels)
@@ -84,7 +57,7 @@ def _check_label(field: str, label: str | None, labels: Sequence[str]) -> None:
 # --- predictions -----------------------------------------------------------------
 
 
-@_db_call
+@store_function
 def get_prediction(session: Session, prediction_id: str) -> Prediction:
     """The logged prediction with this id, or `PredictionNotFound`."""
     row = session.get(Prediction, prediction_id)
@@ -93,94 +66,7 @@ def get_prediction(session: Session, prediction_id: str) -> Prediction:
     return row
 
 
-@_db_call
-def read_prediction_window(
-    session: Session,
-    *,
-    limit_rows: int,
-    model_version: str | None = None,
-    feature_names: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """The latest `limit_rows` logged predictions, oldest first, as a DataFrame.
-
-    Columns: one per input feature (all seen, or exactly `feature_names` in that
-    order, NaN where missing), then `predicted_label` (None when abstained) and
-    `created_at` (UTC). Rows logged without inputs have NaN features. Uses Core
-    rows, not ORM objects: this feeds the drift job on 100k rows.
-    """
-    names = list(feature_names) if feature_names is not None else None
-    if names is None:
-        names = _latest_feature_names(session, model_version)
-    # The database extracts the features from JSON (json_extract / ->>), and
-    # timestamps come back as text (SQLite) or epoch seconds (PostgreSQL): both
-    # are several times faster than building Python objects per row and cell.
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    created = (
-        type_coerce(Prediction.created_at, String())
-        if sqlite
-        else cast(func.extract("epoch", Prediction.created_at), Float)
-    )
-    stmt = select(
-        *[Prediction.inputs[name].as_float() for name in names],
-        Prediction.label,
-        created,
-    ).order_by(Prediction.created_at.desc())
-    if model_version is not None:
-        stmt = stmt.where(Prediction.model_version == model_version)
-    # Core execution (no ORM result layer), streamed in chunks that become
-    # columns at once: 1M rows never exist as Python rows all together (as rows,
-    # they took ~600 MiB) and each chunk's row objects die young.
-    stmt = stmt.limit(limit_rows).execution_options(yield_per=_WINDOW_CHUNK_ROWS)
-    chunks = [
-        _window_columns(part, len(names), sqlite=sqlite)
-        for part in session.connection().execute(stmt).partitions()
-    ]
-    if not chunks:
-        chunks = [_window_columns([], len(names), sqlite=sqlite)]
-    data: dict[str, Any] = {
-        name: np.concatenate([c[i] for c in chunks])[::-1]
-        for i, name in enumerate(names)
-    }
-    data["predicted_label"] = np.concatenate([c[-2] for c in chunks])[::-1]
-    stamps = np.concatenate([c[-1] for c in chunks])[::-1]
-    # Parsed once, not per chunk: pandas' overhead per call would double the cost.
-    data["created_at"] = (
-        pd.to_datetime(stamps, utc=True, format="ISO8601")
-        if sqlite
-        else pd.to_datetime(np.round(stamps * 1e6).astype("int64"), unit="us", utc=True)
-    )
-    return pd.DataFrame(data)
-
-
-#: Rows per fetched chunk of the drift window: small enough that its rows die
-#: young (with 50,000, the garbage collector's older generations made a 1M-row read
-#: of a process that had Evidently loaded twice as slow).
-_WINDOW_CHUNK_ROWS = 1000
-
-
-def _window_columns(rows: Sequence[Any], features: int, *, sqlite: bool) -> list[Any]:
-    """One chunk of window rows as columns: float64 features (NaN where missing),
-    labels (object, one shared string per distinct label) and timestamps (text
-    on SQLite, epoch seconds on PostgreSQL)."""
-    columns: list[Any] = list(zip(*rows, strict=True)) or [()] * (features + 2)
-    out: list[Any] = [np.array(columns[i], dtype="float64") for i in range(features)]
-    seen: dict[str | None, str | None] = {}
-    labels = np.empty(len(rows), dtype=object)
-    labels[:] = [seen.setdefault(label, label) for label in columns[-2]]
-    out.append(labels)
-    out.append(np.array(columns[-1], dtype=object if sqlite else "float64"))
-    return out
-
-
-def _latest_feature_names(session: Session, model_version: str | None) -> list[str]:
-    stmt = select(Prediction.inputs).where(Prediction.inputs.is_not(None))
-    if model_version is not None:
-        stmt = stmt.where(Prediction.model_version == model_version)
-    inputs = session.scalar(stmt.order_by(Prediction.created_at.desc()).limit(1))
-    return list(inputs or {})
-
-
-@_db_call
+@store_function
 def count_predictions_since(session: Session, since: datetime) -> int:
     """Logged predictions created at or after `since`."""
     stmt = (
@@ -191,7 +77,7 @@ def count_predictions_since(session: Session, since: datetime) -> int:
     return int(session.scalar(stmt) or 0)
 
 
-@_db_call
+@store_function
 def purge_predictions_older_than(
     session: Session, days: float, *, batch_rows: int = 5000
 ) -> int:
@@ -230,7 +116,7 @@ def _by_key(session: Session, key: str) -> Report | None:
     return session.scalars(select(Report).where(Report.idempotency_key == key)).first()
 
 
-@_db_call
+@store_function
 def create_report(
     session: Session,
     *,
@@ -309,7 +195,7 @@ def _new_report(
     )
 
 
-@_db_call
+@store_function
 def get_report(session: Session, report_id: str) -> Report:
     row = session.get(Report, report_id)
     if row is None:
@@ -346,7 +232,7 @@ def _has_category(session: Session, category: str) -> ColumnElement[bool]:
     return select(values.c.value).where(values.c.value == category).exists()
 
 
-@_db_call
+@store_function
 def list_reports(
     session: Session, *, filter: ReportFilter, limit: int = 50, offset: int = 0
 ) -> list[Report]:
@@ -358,13 +244,13 @@ def list_reports(
     return list(session.scalars(stmt))
 
 
-@_db_call
+@store_function
 def count_reports(session: Session, *, filter: ReportFilter) -> int:
     stmt = _filtered(session, select(func.count()).select_from(Report), filter)
     return int(session.scalar(stmt) or 0)
 
 
-@_db_call
+@store_function
 def update_report(
     session: Session, report_id: str, *, update: ReportUpdate, labels: Sequence[str]
 ) -> Report:
@@ -417,7 +303,7 @@ def _sync_case(report: Report) -> None:
     case.active = True
 
 
-@_db_call
+@store_function
 def regression_cases(
     session: Session, *, active_only: bool = True
 ) -> list[RegressionCase]:
@@ -431,7 +317,7 @@ def regression_cases(
 # --- model versions and regression runs ----------------------------------------
 
 
-@_db_call
+@store_function
 def record_model_version(
     session: Session,
     *,
@@ -481,17 +367,7 @@ def _model_version(session: Session, name: str, version: str) -> ModelVersion:
     ).one()
 
 
-@_db_call
-def served_model_version(session: Session, *, name: str) -> ModelVersion | None:
-    """The version of pack `name` last promoted, if any."""
-    return session.scalars(
-        select(ModelVersion)
-        .where(ModelVersion.name == name, ModelVersion.status == "served")
-        .order_by(ModelVersion.promoted_at.desc())
-    ).first()
-
-
-@_db_call
+@store_function
 def set_run_decision(
     session: Session, run_id: int, *, passed: bool, reasons: Sequence[str]
 ) -> RegressionRun:
@@ -506,14 +382,7 @@ def set_run_decision(
     return run
 
 
-@_db_call
-def regression_runs(session: Session, *, limit: int = 20) -> list[RegressionRun]:
-    """The latest regression runs, newest first."""
-    stmt = select(RegressionRun).order_by(RegressionRun.id.desc()).limit(limit)
-    return list(session.scalars(stmt))
-
-
-@_db_call
+@store_function
 def mark_reports_fixed(session: Session, *, run_id: int) -> int:
     """After promoting a run's candidate: confirmed reports whose case it passes
     become `fixed`; returns how many changed (committed)."""
@@ -537,7 +406,7 @@ def mark_reports_fixed(session: Session, *, run_id: int) -> int:
 # --- retraining requests --------------------------------------------------------
 
 
-@_db_call
+@store_function
 def open_retraining_request(
     session: Session,
     *,
@@ -555,7 +424,7 @@ def open_retraining_request(
     return row
 
 
-@_db_call
+@store_function
 def retraining_requests(
     session: Session, *, status: str | None = "open", limit: int = 50
 ) -> list[RetrainingRequest]:
@@ -566,7 +435,7 @@ def retraining_requests(
     return list(session.scalars(stmt.limit(limit)))
 
 
-@_db_call
+@store_function
 def close_retraining_request(
     session: Session, request_id: int, *, status: str = "done"
 ) -> RetrainingRequest:

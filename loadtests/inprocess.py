@@ -4,7 +4,7 @@
     guardrails      `GuardrailPipeline.run` on a model stub (guardrails alone), and
                     model + guardrails, per row, next to raw inference
     service code    what our code costs per request without any HTTP server:
-                    `PredictRequest.model_validate_json` -> `Runtime.predict` (with
+                    `PredictRequest.model_validate_json` -> `DataPlane.predict` (with
                     real metrics and a real prediction log) -> `orjson.dumps`
     prediction log  sustained insert rate of `PredictionLog` into a fresh SQLite file
 
@@ -99,22 +99,35 @@ def service_code(
     pack_dir: Path, work: Path, bodies: dict[str, bytes], min_time_s: float
 ) -> list[dict[str, Any]]:
     """Per-request cost of our code with no HTTP server around it."""
+    from monitoring.settings import MonitoringSettings
+    from service.dataplane import DataPlane
     from service.schemas import PredictRequest
-    from service.settings import MonitoringSettings, Settings
-    from service.wiring import build_runtime
+    from service.settings import Settings
+    from service.sinks import NullPredictionLog
+    from service.wiring import build_worker
 
     settings = Settings(
         data_dir=work,
         pack_dir=pack_dir,
         monitoring=MonitoringSettings(drift_interval_s=0),
     )
-    runtime = build_runtime(settings)
+    worker = build_worker(settings, schedule_drift=False)
+    dataplane = worker.dataplane
+    # The same data plane with the log detached: what logging costs a request,
+    # the writer thread's share included.
+    detached = DataPlane(
+        settings,
+        worker.served,
+        prediction_log=NullPredictionLog(),
+        metrics=dataplane.metrics,
+        sessions=worker.sessions,
+    )
     loop = asyncio.new_event_loop()
     out = []
     try:
         for name, raw in bodies.items():
             parsed = PredictRequest.model_validate_json(raw)
-            result = loop.run_until_complete(runtime.predict(parsed, validation_s=0))
+            result = loop.run_until_complete(dataplane.predict(parsed))
             rows = len(
                 result["predictions"]
                 if "predictions" in result
@@ -123,15 +136,15 @@ def service_code(
 
             parts: dict[str, Callable[[], object]] = {
                 "parse+validate": partial(PredictRequest.model_validate_json, raw),
-                "Runtime.predict": partial(_predict, loop, runtime, parsed),
+                "DataPlane.predict": partial(_predict, loop, dataplane, parsed),
                 "orjson.dumps": partial(orjson.dumps, result, option=NUMPY),
-                "all three": partial(_whole, loop, runtime, raw),
-                "Runtime.predict, log detached": partial(
-                    _detached, loop, runtime, parsed
+                "all three": partial(_whole, loop, dataplane, raw),
+                "DataPlane.predict, log detached": partial(
+                    _predict, loop, detached, parsed
                 ),
             }
             for part, fn in parts.items():
-                runtime.flush_prediction_log()  # no backlog from the previous part
+                dataplane.prediction_log.flush()  # no backlog from the last part
                 seconds = time_call(fn, min_time_s)
                 out.append(
                     {
@@ -142,55 +155,55 @@ def service_code(
                         "rows_per_s": rows / seconds,
                     }
                 )
-        runtime.flush_prediction_log()
+        dataplane.prediction_log.flush()
     finally:
-        runtime.close()
+        worker.close()
         loop.close()
     return out
 
 
-def _predict(loop: asyncio.AbstractEventLoop, runtime: Any, parsed: Any) -> object:
-    return loop.run_until_complete(runtime.predict(parsed, validation_s=0))
+def _predict(loop: asyncio.AbstractEventLoop, dataplane: Any, parsed: Any) -> object:
+    return loop.run_until_complete(dataplane.predict(parsed))
 
 
-def _whole(loop: asyncio.AbstractEventLoop, runtime: Any, raw: bytes) -> bytes:
+def _whole(loop: asyncio.AbstractEventLoop, dataplane: Any, raw: bytes) -> bytes:
     """What one request costs our code: parse, predict, encode."""
     from service.schemas import PredictRequest
 
     body = PredictRequest.model_validate_json(raw)
-    return orjson.dumps(_predict(loop, runtime, body), option=NUMPY)
-
-
-def _detached(loop: asyncio.AbstractEventLoop, runtime: Any, parsed: Any) -> object:
-    """The same call with the prediction log detached: what logging costs this
-    request, the writer thread's share included."""
-    plog = runtime.prediction_log
-    runtime.prediction_log = None
-    try:
-        return _predict(loop, runtime, parsed)
-    finally:
-        runtime.prediction_log = plog
+    return orjson.dumps(_predict(loop, dataplane, body), option=NUMPY)
 
 
 def log_batches(
     pack_dir: Path, policy_path: Path, rows: int, *, context: str | None
 ) -> list[Any]:
     """What the service hands the log for `rows` rows in 1,000-row requests: real
-    guardrail output turned into `LogBatch`es by the service's own `log_batch`."""
+    guardrail output turned into `LogBatch`es by the service's own
+    `answered_batch`."""
+    from feedback.log_batch import answered_batch
     from feedback.models import new_prediction_ids
-    from guardrails.pipeline import GuardrailPipeline, RequestContext
+    from guardrails.batch import RequestContext
+    from guardrails.build import build_pipeline
     from guardrails.policy import Policy
     from packs.loader import ModelPack
-    from service.runtime import Served, log_batch
 
     pack = ModelPack.load(pack_dir, providers=["CPUExecutionProvider"])
     policy = Policy.load(policy_path)
-    pipeline = GuardrailPipeline(policy, pack.metadata)
-    served = Served(pack, policy, policy_path, pipeline, None)
+    pipeline = build_pipeline(pack, policy)
+    meta = pack.metadata
     x = _rows(pack, 1000)
     guarded = pipeline.run(x, pack.predict_proba, RequestContext(context=context))
     return [
-        log_batch(new_prediction_ids(len(x)), guarded, x, context, served)
+        answered_batch(
+            new_prediction_ids(len(x)),
+            guarded,
+            x,
+            context=context,
+            versions=(meta.version, policy.version),
+            store_inputs=policy.store_inputs,
+            feature_names=tuple(meta.feature_names),
+            label_names=tuple(meta.labels),
+        )
         for _ in range(0, rows, len(x))
     ]
 

@@ -37,11 +37,11 @@ from loadtests.payloads import fixed_bodies, split_by_service
 Rule = tuple[str, tuple[str, ...], tuple[str, ...] | None]
 THREADS: list[Rule] = [
     ("prediction log: writer thread", ("feedback/prediction_log.py",), ("_run",)),
-    ("background threads (watchers, priors)", ("service/runtime.py",), ("loop",)),
+    ("background threads (watchers, priors)", ("service/jobs.py",), ("loop",)),
     ("POST /report handling", ("service/report_routes.py",), None),
     # Its comprehensions are frames of their own: match the enclosing function.
-    ("Runtime.predict: row-form answer", ("service/runtime.py",), ("_rows_answer",)),
-    ("prediction log: handing over", ("service/runtime.py",), ("log_batch",)),
+    ("row-form answer encoding", ("service/encoding.py",), ("rows_answer",)),
+    ("prediction log: handing over", ("feedback/log_batch.py",), ("answered_batch",)),
 ]
 LAYERS: list[Rule] = [
     ("onnxruntime", ("/onnxruntime/",), None),
@@ -50,7 +50,8 @@ LAYERS: list[Rule] = [
     ("prediction ids", ("feedback/models.py",), None),
     ("our metrics (monitoring/, prometheus_client mmap)", ("/monitoring/",), None),
     ("decode_features", ("service/decode.py",), None),
-    ("Runtime.predict: column answer, timers", ("service/runtime.py",), None),
+    ("column answer encoding", ("service/encoding.py",), None),
+    ("DataPlane.predict: timers, ids", ("service/dataplane.py",), None),
     ("JSON encoding (orjson response)", ("service/responses.py",), None),
     ("pydantic request parsing", ("/pydantic/", "service/schemas.py"), None),
     ("our route + RequestLimits middleware", ("service/",), None),

@@ -1,7 +1,7 @@
-"""Experiments: the full service's own app and runtime, one thing changed at a time.
+"""Experiments: the full service's own app and worker, one thing changed at a time.
 
 Each mounts exactly what `service/service.py` mounts (`service.app.create_app` with
-a `Runtime` from `service.wiring.build_runtime`, GC frozen, access log off, API
+a `Worker` from `service.wiring.build_worker`, GC frozen, access log off, API
 paths excluded from tracing, one worker), so a difference in throughput is the cost
 of the one thing changed. They measure what could be configured away or made
 cheaper, without touching `service/`:
@@ -27,7 +27,7 @@ from fastapi import FastAPI
 
 from service.app import create_app
 from service.settings import Settings
-from service.wiring import build_runtime
+from service.wiring import build_worker
 
 settings = Settings()
 # The paths service/service.py keeps out of tracing unless serving.trace_requests.
@@ -35,13 +35,9 @@ UNTRACED = ["/predict", "/report", "/admin", "/info", "/priors"]
 
 
 def _attach(api: FastAPI, *, log: bool = True, our_metrics: bool = True) -> None:
-    runtime = build_runtime(settings)
-    if not log:
-        runtime.prediction_log.close(timeout_s=1)
-        runtime.prediction_log = None
-    if not our_metrics:
-        runtime.metrics = None
-    api.state.runtime = runtime
+    api.state.worker = build_worker(
+        settings, log_predictions=log, record_metrics=our_metrics
+    )
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
@@ -59,7 +55,7 @@ def _variant(
 
         @bentoml.on_shutdown
         def shutdown(self) -> None:
-            api.state.runtime.close()
+            api.state.worker.close()
 
     Variant.__name__ = Variant.__qualname__ = name
     config.setdefault("tracing", {"excluded_urls": UNTRACED})

@@ -4,7 +4,7 @@
 data directory exactly as a worker does (`make_engine` + `migrate` on the default
 `sqlite:///<data_dir>/flywheel.db`) and logs `rows` predictions into it through the
 service's own writer (`PredictionLog.submit_batch`), as requests of 100 rows whose
-`LogBatch`es look like those of `service.runtime.log_batch`: float32 inputs and
+`LogBatch`es look like those of `feedback.log_batch.answered_batch`: float32 inputs and
 probabilities, a label (none where abstained), and a guardrail trace only on the
 rows a guardrail acted on. The values come from `synthetic_rows`, shifted by 0.5
 standard deviations on bill and flipper length (2 of the 4 features), so there is
@@ -12,10 +12,10 @@ drift to find; the newest row is logged just now, the others 1 ms apart.
 
 It then runs, in a fresh subprocess (so peak RSS is that run's own, Evidently's
 import included) with `PROMETHEUS_MULTIPROC_DIR` set as BentoML sets it, the
-drift command line the service's schedule spawns (`service.drift_schedule.
+drift command line the service's schedule spawns (`monitoring.drift_schedule.
 drift_command`, i.e. `monitoring.cli drift --metrics`, with `--window-rows rows` so
 that the whole log is the window). That one run reads the window from the store
-with `feedback.store.read_prediction_window` (the drift command's reader),
+with `feedback.log_window.read_prediction_window` (the drift command's reader),
 compares it with the pack's reference table (the served pack's
 `reference.parquet`, as the service uses: 204 rows for the default penguin pack),
 writes the HTML report and the Evidently workspace snapshot, sets the drift gauges
@@ -113,8 +113,8 @@ def _requests(
     window: pd.DataFrame, *, model_version: str, rng: np.random.Generator
 ) -> Iterator[LogBatch]:
     """`window` as the log batches of requests of `REQUEST_ROWS` rows each, one
-    millisecond apart per row, the last one just now: what `service.runtime.
-    log_batch` hands the prediction log (float32 inputs and probabilities, a
+    millisecond apart per row, the last one just now: what `feedback.log_batch.
+    answered_batch` hands the prediction log (float32 inputs and probabilities, a
     trace only for the rows a guardrail acted on)."""
     from feedback.log_batch import LogBatch
     from feedback.models import new_prediction_ids
@@ -231,9 +231,9 @@ def bench(
     """
     from sqlalchemy.engine import make_url
 
+    from monitoring.drift_schedule import DriftTarget, drift_command
+    from monitoring.settings import MonitoringSettings
     from packs.loader import read_metadata
-    from service.drift_schedule import drift_command
-    from service.settings import FeedbackSettings, MonitoringSettings, Settings
 
     with contextlib.ExitStack() as stack:
         if keep_dir is None:
@@ -243,20 +243,21 @@ def bench(
             work.mkdir(parents=True, exist_ok=True)
         pack_dir = pack or _default_pack(work)
         data = work / "data"
-        settings = Settings(
-            data_dir=data,
-            pack_dir=pack_dir,
-            feedback=FeedbackSettings(database_url=None),
-            monitoring=MonitoringSettings(drift_window_rows=max(rows, 10)),
+        # The service's own defaults: the store, reports and workspace under data/.
+        target = DriftTarget(
+            database_url=f"sqlite:///{data / 'flywheel.db'}",
+            out_dir=data / "drift",
+            workspace=data / "evidently",
         )
-        if Path(make_url(settings.database_url).database or "").exists():
+        if Path(make_url(target.database_url).database or "").exists():
             raise FileExistsError(f"{data} already holds a store: give a fresh one")
         meta = read_metadata(pack_dir)
         started = time.perf_counter()
-        fill_store(settings.database_url, rows, model_version=meta.version)
+        fill_store(target.database_url, rows, model_version=meta.version)
         setup_s = time.perf_counter() - started
 
-        command = drift_command(settings, pack_dir)
+        mon = MonitoringSettings(drift_window_rows=max(rows, 10))
+        command = drift_command(mon, target, pack_dir)
         assert command[1:4] == ["-m", "monitoring.cli", "drift"], command
         metrics_dir = work / "prometheus-multiproc"
         metrics_dir.mkdir(exist_ok=True)
@@ -298,7 +299,7 @@ def _run_in_this_process(rows: int, drift_args: list[str]) -> dict[str, Any]:
     """Import Evidently, then run the drift command with `drift_args` here."""
     import typer
 
-    import feedback.store
+    import feedback.log_window
     from monitoring.cli import app
     from monitoring.evidently_import import import_evidently
 
@@ -307,7 +308,7 @@ def _run_in_this_process(rows: int, drift_args: list[str]) -> dict[str, Any]:
     imported = time.perf_counter()
 
     reads: list[tuple[float, int]] = []
-    reader = feedback.store.read_prediction_window
+    reader = feedback.log_window.read_prediction_window
 
     @functools.wraps(reader)
     def timed_reader(*args: Any, **kwargs: Any) -> pd.DataFrame:
@@ -317,7 +318,7 @@ def _run_in_this_process(rows: int, drift_args: list[str]) -> dict[str, Any]:
         return frame
 
     # The drift command imports the reader when it reads the window.
-    feedback.store.read_prediction_window = timed_reader  # type: ignore[assignment]
+    feedback.log_window.read_prediction_window = timed_reader  # type: ignore[assignment]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         typer.main.get_command(app).main(

@@ -88,7 +88,7 @@ def drift(
     version = None if all_versions else meta.version
 
     def read_window(rows: int) -> Any:
-        from feedback.store import read_prediction_window
+        from feedback.log_window import read_prediction_window
 
         with sessions() as session:
             return read_prediction_window(
@@ -96,11 +96,11 @@ def drift(
                 feature_names=meta.feature_names,
             )  # fmt: skip
 
-    recorder = None
-    if metrics:
-        from monitoring.metrics import ServiceMetrics
+    from monitoring.drift_metrics import DriftMetrics, NullDriftMetrics
 
-        recorder = ServiceMetrics(labels=meta.labels, features=meta.feature_names)
+    recorder: DriftMetrics | NullDriftMetrics = NullDriftMetrics()
+    if metrics:
+        recorder = DriftMetrics(labels=meta.labels, features=meta.feature_names)
     trigger = RetrainTrigger(
         RetrainPolicy(
             drift_share_threshold=drift_share,

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from monitoring.drift import LABEL_COLUMN, PREDICTION_COLUMN, DriftResult, run_drift
+from monitoring.drift_metrics import DriftMetrics, NullDriftMetrics
 
 if TYPE_CHECKING:
-    from monitoring.metrics import ServiceMetrics
     from monitoring.retraining import RetrainTrigger
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class DriftJob:
         self,
         read_window: Callable[[int], pd.DataFrame],
         reference: pd.DataFrame | Callable[[], pd.DataFrame],
-        metrics: ServiceMetrics | None,
+        metrics: DriftMetrics | NullDriftMetrics,
         *,
         window_rows: int,
         min_window_rows: int,
@@ -89,13 +89,9 @@ class DriftJob:
             try:
                 result = self._run()
             except Exception:
-                if self._metrics is not None:
-                    self._metrics.observe_drift_failure()
+                self._metrics.observe_drift_failure()
                 raise
-            if self._metrics is not None:
-                self._metrics.observe_drift(
-                    result, seconds=time.perf_counter() - started
-                )
+            self._metrics.observe_drift(result, seconds=time.perf_counter() - started)
             self.last_result = result
         if self._trigger is not None:
             self._trigger.observe(result)

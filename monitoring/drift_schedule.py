@@ -14,22 +14,38 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from service.settings import PROJECT_ROOT, Settings
+from monitoring.settings import MonitoringSettings
 
 log = logging.getLogger(__name__)
 
+#: The drift command runs from the project root (`python -m monitoring.cli`).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-def drift_command(settings: Settings, pack_dir: Path) -> list[str]:
+
+@dataclass(frozen=True)
+class DriftTarget:
+    """Where a drift run reads from and writes to."""
+
+    database_url: str
+    out_dir: Path
+    """Drift reports and the job's log."""
+    workspace: Path
+    """The Evidently workspace that receives snapshots."""
+
+
+def drift_command(
+    mon: MonitoringSettings, target: DriftTarget, pack_dir: Path
+) -> list[str]:
     """The drift command line for the served pack (also what cron would run)."""
-    mon = settings.monitoring
     cmd = [
         sys.executable, "-m", "monitoring.cli", "drift",
-        "--db", settings.database_url,
+        "--db", target.database_url,
         "--pack", str(pack_dir),
-        "--out", str(settings.drift_dir),
-        "--workspace", str(settings.evidently_workspace),
+        "--out", str(target.out_dir),
+        "--workspace", str(target.workspace),
         "--window-rows", str(mon.drift_window_rows),
         "--min-window-rows", str(mon.drift_min_window_rows),
         "--drift-share", str(mon.drift_share),
@@ -47,47 +63,48 @@ def drift_command(settings: Settings, pack_dir: Path) -> list[str]:
 
 
 class DriftSchedule:
-    def __init__(self, settings: Settings, pack_dir: Callable[[], Path]):
-        self.settings = settings
+    def __init__(
+        self,
+        mon: MonitoringSettings,
+        target: DriftTarget,
+        pack_dir: Callable[[], Path],
+    ):
+        self.mon = mon
+        self.target = target
         self._pack_dir = pack_dir
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._child: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        interval = self.settings.monitoring.drift_interval_s
+        interval = self.mon.drift_interval_s
         if interval <= 0:
             return
         self._thread = threading.Thread(target=self._loop, name="drift", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        interval = self.settings.monitoring.drift_interval_s
+        interval = self.mon.drift_interval_s
         while not self._stop.wait(interval):
             self.run_once()
 
     def run_once(self) -> int | None:
         """One drift run; returns its exit code (None if it was killed)."""
-        self.settings.drift_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.settings.drift_dir / "drift-job.log"
+        self.target.out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.target.out_dir / "drift-job.log"
         with log_path.open("ab") as out:
             self._child = subprocess.Popen(
-                drift_command(self.settings, self._pack_dir()),
+                drift_command(self.mon, self.target, self._pack_dir()),
                 cwd=PROJECT_ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
             try:
-                code = self._child.wait(
-                    timeout=self.settings.monitoring.drift_timeout_s
-                )
+                code = self._child.wait(timeout=self.mon.drift_timeout_s)
             except subprocess.TimeoutExpired:
                 self._child.kill()
                 self._child.wait()
-                log.error(
-                    "drift run killed after %ss",
-                    self.settings.monitoring.drift_timeout_s,
-                )
+                log.error("drift run killed after %ss", self.mon.drift_timeout_s)
                 return None
         if code != 0:
             log.warning("drift run exited with %s; see %s", code, log_path)

@@ -28,38 +28,17 @@ here, so the hot path does dictionary look-ups and mmap writes only.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import values as _prom_values
-
-if TYPE_CHECKING:
-    from monitoring.drift import DriftResult
 
 OTHER = "other"
 NONE = "none"
 
 DEFAULT_ENDPOINTS = ("predict", "report")
-DEFAULT_STAGES = ("validation", "inference", "guardrails", "logging")
-DEFAULT_GUARDRAIL_STAGES = (
-    "input_bounds",
-    "temperature",
-    "priors",
-    "blacklist",
-    "decision",
-)
-DEFAULT_ABSTAIN_REASONS = (
-    "out_of_bounds",
-    "low_confidence",
-    "high_entropy",
-    "blacklisted",
-)
-RETRAIN_REASONS = ("drift", "report_rate", "manual")
-DRIFT_OUTCOMES = ("completed", "skipped", "failed")
-HOOK_KINDS = ("command", "http")
 
 # A whole request takes ~1 ms; a stage can take ~10 µs: buckets start well below.
 REQUEST_BUCKETS_S = (
@@ -71,7 +50,6 @@ STAGE_BUCKETS_S = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 )  # fmt: skip
 BATCH_ROWS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-DRIFT_RUN_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class _Bounded:
@@ -97,12 +75,11 @@ class ServiceMetrics:
         registry: CollectorRegistry | None = None,
         *,
         labels: Sequence[str],
-        stages: Sequence[str] = DEFAULT_STAGES,
+        stages: Sequence[str],
+        guardrail_stages: Sequence[str],
+        abstain_reasons: Sequence[str],
         endpoints: Sequence[str] = DEFAULT_ENDPOINTS,
-        guardrail_stages: Sequence[str] = DEFAULT_GUARDRAIL_STAGES,
-        abstain_reasons: Sequence[str] = DEFAULT_ABSTAIN_REASONS,
         report_categories: Sequence[str] = (),
-        features: Sequence[str] = (),
         namespace: str = "flywheel",
     ):
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -146,6 +123,12 @@ class ServiceMetrics:
                     ["stage"], namespace=ns, registry=r),
             guardrail_stages,
         )  # fmt: skip
+        self._init_feedback_and_state(r, ns, report_categories)
+
+    def _init_feedback_and_state(
+        self, r: CollectorRegistry, ns: str, report_categories: Sequence[str]
+    ) -> None:
+        """Reports, the prediction log, served versions and estimated priors."""
         self._reports = Counter(
             "reports", "Bad-result reports accepted.", namespace=ns, registry=r
         )
@@ -189,64 +172,6 @@ class ServiceMetrics:
                   multiprocess_mode="livemostrecent"),
             self.labels,
         )  # fmt: skip
-        self._init_drift(r, ns, features)
-        self._retrain = _Bounded(
-            Counter("retraining_requests", "Retraining requests opened, by reason.",
-                    ["reason"], namespace=ns, registry=r),
-            RETRAIN_REASONS,
-        )  # fmt: skip
-        self._hook_failures = _Bounded(
-            Counter("retraining_hook_failures",
-                    "Retraining hooks that failed or timed out, by kind.",
-                    ["kind"], namespace=ns, registry=r),
-            HOOK_KINDS,
-        )  # fmt: skip
-
-    def _init_drift(self, r: CollectorRegistry, ns: str, features: Sequence[str]):
-        def gauge(name: str, doc: str, labelnames: Sequence[str] = ()) -> Gauge:
-            return Gauge(name, doc, labelnames, namespace=ns, registry=r,
-                         multiprocess_mode="mostrecent")  # fmt: skip
-
-        self._drift_share = gauge(
-            "drift_share", "Share of feature columns drifted in the last drift run."
-        )
-        self._drift_detected = gauge(
-            "drift_detected", "1 if the last drift run found dataset drift, else 0."
-        )
-        self._drift_window = gauge(
-            "drift_window_rows", "Logged rows in the last drift run's window."
-        )
-        self._drift_last = gauge(
-            "drift_last_run_timestamp_seconds", "Unix time of the last drift run."
-        )
-        self._prediction_drift = gauge(
-            "prediction_drift_score",
-            "Drift score of the predicted-label distribution in the last run.",
-        )
-        self._feature_score = _Bounded(
-            gauge("drift_feature_score",
-                  "Per-feature drift score of the last run (method in the report).",
-                  ["feature"]),
-            features,
-        )  # fmt: skip
-        label_share = gauge(
-            "drift_label_share",
-            "Predicted-label share in the last drift window and in the reference.",
-            ["window", "label"],
-        )
-        self._label_share = {
-            w: _Bounded(label_share, self.labels, w) for w in ("live", "reference")
-        }
-        self._drift_runs = _Bounded(
-            Counter("drift_runs", "Drift job runs, by outcome.", ["outcome"],
-                    namespace=ns, registry=r),
-            DRIFT_OUTCOMES,
-        )  # fmt: skip
-        self._drift_seconds = Histogram(
-            "drift_run_duration_seconds",
-            "Wall time of one drift run (window read, Evidently, report, snapshot).",
-            namespace=ns, registry=r, buckets=DRIFT_RUN_BUCKETS_S,
-        )  # fmt: skip
 
     @property
     def multiprocess(self) -> bool:
@@ -259,8 +184,8 @@ class ServiceMetrics:
         self,
         endpoint: str,
         rows: int,
-        label_counts: Mapping[str, int] | Sequence[int],
-        abstain_reasons: Mapping[str, int] | None = None,
+        label_counts: Mapping[str | None, int] | Sequence[int],
+        abstain_reasons: Mapping[str | None, int] | None = None,
         stage_seconds: Mapping[str, float] | None = None,
         *,
         total_seconds: float | None = None,
@@ -289,7 +214,7 @@ class ServiceMetrics:
                     children[label].inc(int(n))
         if abstain_reasons:
             for reason, n in abstain_reasons.items():
-                if n:
+                if n and reason is not None:  # None: answered rows
                     self._abstentions[reason].inc(n)
         if guardrail_actions:
             for stage, n in guardrail_actions.items():
@@ -359,44 +284,3 @@ class ServiceMetrics:
     def set_estimated_priors(self, priors: Mapping[str, float]) -> None:
         for label, value in priors.items():
             self._priors[label].set(value)
-
-    # ---- drift and retraining -------------------------------------------------
-
-    def observe_drift(self, result: DriftResult, *, seconds: float | None = None):
-        """Set the drift gauges from one drift run.
-
-        A skipped run sets share and detected to NaN: "unknown", which neither
-        fires the drift alert nor reads as "no drift" on a dashboard.
-        """
-        self._drift_window.set(result.window_rows)
-        self._drift_last.set(result.computed_at.timestamp())
-        if seconds is not None:
-            self._drift_seconds.observe(seconds)
-        if result.skipped or result.drift_share is None:
-            self._drift_runs["skipped"].inc()
-            self._drift_share.set(math.nan)
-            self._drift_detected.set(math.nan)
-            return
-        self._drift_runs["completed"].inc()
-        self._drift_share.set(result.drift_share)
-        self._drift_detected.set(1.0 if result.dataset_drift else 0.0)
-        for name, feature in result.features.items():
-            self._feature_score[name].set(feature.score)
-        if result.prediction_drift is not None:
-            self._prediction_drift.set(result.prediction_drift.score)
-        for window, shares in (
-            ("live", result.label_share_live),
-            ("reference", result.label_share_reference),
-        ):
-            bounded = self._label_share[window]
-            for label in self.labels:
-                bounded[label].set(shares.get(label, 0.0))
-
-    def observe_drift_failure(self) -> None:
-        self._drift_runs["failed"].inc()
-
-    def observe_retraining_request(self, reason: str) -> None:
-        self._retrain[reason].inc()
-
-    def observe_hook_failure(self, kind: str) -> None:
-        self._hook_failures[kind].inc()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,15 +44,12 @@ class MetricsBuffer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.metrics, name)
-
     def observe_prediction(
         self,
         endpoint: str,
         rows: int,
-        label_counts: Mapping[str, int],
-        abstain_reasons: Mapping[str, int] | None = None,
+        label_counts: Mapping[str | None, int],
+        abstain_reasons: Mapping[str | None, int] | None = None,
         stage_seconds: Mapping[str, float] | None = None,
         *,
         total_seconds: float | None = None,
@@ -63,6 +60,36 @@ class MetricsBuffer:
             (endpoint, rows, label_counts, abstain_reasons, stage_seconds,
              total_seconds, guardrail_actions)
         )  # fmt: skip
+
+    def observe_request(
+        self,
+        endpoint: str,
+        total_seconds: float,
+        stage_seconds: Mapping[str, float] | None = None,
+    ) -> None:
+        """Same meaning as `ServiceMetrics.observe_request`, applied later."""
+        self._pending.append(
+            (endpoint, None, None, None, stage_seconds, total_seconds, None)
+        )
+
+    # Not per request: straight through.
+
+    def observe_report(self, categories: Iterable[str] = ()) -> None:
+        self.metrics.observe_report(categories)
+
+    def set_model_version(
+        self, pack: str, version: str, provider: str = "unknown"
+    ) -> None:
+        self.metrics.set_model_version(pack, version, provider)
+
+    def set_policy_version(self, version: str) -> None:
+        self.metrics.set_policy_version(version)
+
+    def set_estimated_priors(self, priors: Mapping[str, float]) -> None:
+        self.metrics.set_estimated_priors(priors)
+
+    def set_log_queue_rows(self, rows: int) -> None:
+        self.metrics.set_log_queue_rows(rows)
 
     def flush(self) -> int:
         """Apply what was observed since the last flush; returns requests applied."""
@@ -77,7 +104,8 @@ class MetricsBuffer:
         hist: dict[Any, list[float]] = defaultdict(list)
         counts: dict[Any, float] = defaultdict(float)
         for endpoint, rows, labels, reasons, stages, total, actions in pending:
-            hist[m._batch[endpoint]].append(rows)
+            if rows is not None:  # None: a request that is not a prediction
+                hist[m._batch[endpoint]].append(rows)
             if total is not None:
                 hist[m._request[endpoint]].append(total)
             if stages:

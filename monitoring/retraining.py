@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from monitoring.drift_metrics import DriftMetrics, NullDriftMetrics
 from monitoring.hooks import HookFailed, post_http_hook, run_command_hook
 
 if TYPE_CHECKING:
     from monitoring.drift import DriftResult
-    from monitoring.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class RetrainTrigger:
         open_request: OpenRequest,
         hook_command: Sequence[str] | None = None,
         hook_url: str | None = None,
-        metrics: ServiceMetrics | None = None,
+        metrics: DriftMetrics | NullDriftMetrics,
         state_path: Path | None = None,
         clock: Callable[[], float] = time.time,
     ):
@@ -164,8 +164,7 @@ class RetrainTrigger:
             if reason == "drift":
                 self._state.streak = 0
             self._save()
-        if self._metrics is not None:
-            self._metrics.observe_retraining_request(reason)
+        self._metrics.observe_retraining_request(reason)
         log.warning("retraining request opened (%s): %s", reason, details)
         payload = {"reason": reason, "details": details}
         error = None
@@ -181,8 +180,7 @@ class RetrainTrigger:
         except HookFailed as exc:
             error = exc.message
             log.error("%s", exc.message)
-            if self._metrics is not None:
-                self._metrics.observe_hook_failure(exc.kind)
+            self._metrics.observe_hook_failure(exc.kind)
         return RetrainDecision(reason=reason, details=details, hook_error=error)
 
     def _load(self) -> _State:

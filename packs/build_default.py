@@ -10,6 +10,7 @@ reference tables for evaluation by island.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,16 @@ def build_default_pack(
     )
     log.info("built %s %s: %s", meta.name, meta.version, meta.metrics)
     return meta
+
+
+def ensure_default_pack(
+    pack_dir: Path, *, echo: Callable[[str], object] = log.info
+) -> Path:
+    """Build the default pack into `pack_dir` unless a pack is already there."""
+    from packs.format import METADATA_FILE
+
+    if not (pack_dir / METADATA_FILE).is_file():
+        echo(f"building the default model pack into {pack_dir} ...")
+        meta = build_default_pack(pack_dir)
+        echo(f"built {meta.name} {meta.version}: {meta.metrics}")
+    return pack_dir

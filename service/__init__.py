@@ -1,3 +1,3 @@
 """The HTTP edge: settings, request/response schemas, the FastAPI app mounted in the
-BentoML service, and the per-worker runtime that wires packs, guardrails, feedback
-and monitoring together."""
+BentoML service, the data plane its routes call, the served-state holder, and the
+wiring that builds one worker's parts from settings."""

@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from feedback import store
 from service.admin_auth import require_admin
-from service.deps import ERRORS, runtime_of
+from service.deps import ERRORS, worker_of
 
 router = APIRouter()
 
@@ -41,8 +42,9 @@ class PromoteRequest(BaseModel):
     summary="Replace the served guardrail policy (YAML body); a bad one is refused",
 )
 async def put_policy(request: Request) -> PolicyChanged:
-    runtime = runtime_of(request)
-    served = runtime.replace_policy((await request.body()).decode("utf-8", "replace"))
+    served = worker_of(request).served.replace_policy(
+        (await request.body()).decode("utf-8", "replace")
+    )
     model_version, policy_version = served.versions
     return PolicyChanged(
         policy_version=policy_version,
@@ -59,7 +61,7 @@ async def put_policy(request: Request) -> PolicyChanged:
     summary="The served policy, as validated",
 )
 async def get_policy(request: Request) -> dict[str, Any]:
-    return runtime_of(request).served.policy.model_dump(mode="json")
+    return worker_of(request).served.current.policy.model_dump(mode="json")
 
 
 @router.post(
@@ -70,14 +72,14 @@ async def get_policy(request: Request) -> dict[str, Any]:
     summary="Run the regression gate on a candidate pack and serve it if it passes",
 )
 def promote(body: PromoteRequest, request: Request) -> dict[str, Any]:
-    return runtime_of(request).promote(
+    return worker_of(request).promoter.promote(
         body.pack_dir, max_metric_drop=body.max_metric_drop
     )
 
 
 @router.get("/priors", responses=ERRORS, summary="Current online prior estimate")
 async def priors(request: Request) -> dict[str, Any]:
-    return runtime_of(request).prior_estimate()
+    return worker_of(request).dataplane.prior_estimate()
 
 
 @router.get(
@@ -90,9 +92,7 @@ async def priors(request: Request) -> dict[str, Any]:
 def retraining_requests(
     request: Request, status: str | None = "open", limit: int = 50
 ) -> list[dict[str, Any]]:
-    from feedback import store
-
-    with runtime_of(request).sessions() as session:
+    with worker_of(request).sessions() as session:
         rows = store.retraining_requests(session, status=status, limit=min(limit, 500))
         return [
             {

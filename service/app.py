@@ -1,8 +1,9 @@
-"""The FastAPI application: thin routes that decode, call the runtime, and encode.
+"""The FastAPI application: thin routes that decode, call the data plane, encode.
 
 It is mounted at `/` inside the BentoML service (`service/service.py`), which adds
 health probes (`/livez`, `/readyz`), `/metrics`, workers and lifecycle. Each worker
-attaches its `Runtime` to `app.state.runtime` at start-up.
+attaches its `Worker` (`service.wiring.build_worker`) to `app.state.worker` at
+start-up.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from service import admin_routes, report_routes
-from service.deps import ERRORS, runtime_of
+from service.deps import ERRORS, worker_of
 from service.http_errors import install_error_handlers
 from service.limits import RequestLimits
 from service.predict_path import PredictPath, answer_predict
@@ -56,7 +57,7 @@ async def predict(request: Request) -> Response:
 
 @router.get("/info", response_model=InfoResponse, summary="What is being served")
 async def info(request: Request) -> JSONResponse:
-    return JSONResponse(runtime_of(request).info())
+    return JSONResponse(worker_of(request).dataplane.info())
 
 
 def create_app(*, max_body_bytes: int) -> FastAPI:

@@ -33,15 +33,11 @@ def tool_env(settings: Settings) -> dict[str, str]:
 
 
 def ensure_pack(settings: Settings) -> Path:
-    from packs.build_default import build_default_pack
-    from packs.format import METADATA_FILE
+    from packs.build_default import ensure_default_pack
 
-    pack_dir = settings.active_pack_dir
-    if not (pack_dir / METADATA_FILE).is_file():
-        typer.echo(f"building the default model pack into {pack_dir} ...", err=True)
-        meta = build_default_pack(pack_dir)
-        typer.echo(f"built {meta.name} {meta.version}: {meta.metrics}", err=True)
-    return pack_dir
+    return ensure_default_pack(
+        settings.active_pack_dir, echo=lambda line: typer.echo(line, err=True)
+    )
 
 
 def _refuse(message: str) -> typer.Exit:
@@ -68,10 +64,10 @@ def preflight(settings: Settings) -> None:
     turns a broken pack or policy into one message and exit code 2.
     """
     from common.errors import ServiceError
-    from service.runtime import Runtime
+    from service.served import ServedState
 
     try:
-        Runtime(settings)
+        ServedState(settings)
     except ServiceError as exc:
         raise _refuse(exc.message) from None
 
@@ -163,7 +159,7 @@ def retrain(
     from feedback.db import make_engine, migrate, session_factory
     from feedback.promotion import judge_candidate, record_promotion
     from feedback.retrain import retrain_default_pack
-    from service.runtime import read_state, write_state
+    from service.served import read_state, write_state
 
     settings = Settings()
     state = read_state(settings.state_file)

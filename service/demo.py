@@ -77,11 +77,14 @@ def run_demo(
 ) -> dict[str, Any]:
     from feedback.db import make_engine, session_factory
     from feedback.retrain import retrain_default_pack
-    from service.cli import ensure_pack
+    from packs.build_default import ensure_default_pack
 
     data = settings.data_dir / "demo"
     shutil.rmtree(data, ignore_errors=True)
-    pack = shutil.copytree(ensure_pack(settings), data / "packs" / "served")
+    pack = shutil.copytree(
+        ensure_default_pack(settings.active_pack_dir, echo=echo),
+        data / "packs" / "served",
+    )
     token = secrets.token_hex(16)
     env = {**DEMO_SETTINGS, "FLYWHEEL_SECURITY__ADMIN_TOKEN": token}
     summary: dict[str, Any] = {}

@@ -15,7 +15,8 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from common.errors import ServiceError, Unavailable
+from common.errors import ServiceError
+from service.deps import worker_in
 from service.http_errors import (
     service_error_response,
     unexpected_error_response,
@@ -32,18 +33,14 @@ async def answer_predict(
     """The /predict answer for a raw body: predictions, or an error envelope."""
     started = time.perf_counter()
     try:
-        runtime = getattr(state, "runtime", None)
-        if runtime is None:
-            raise Unavailable("the service is starting: model not loaded yet")
-        runtime.authorize_client(authorization)
+        worker = worker_in(state)
+        worker.access.check_client(authorization)
         try:
             request = PredictRequest.model_validate_json(body)
         except ValidationError as exc:
             return validation_response(list(exc.errors()))
-        result = await runtime.predict(
-            request, validation_s=time.perf_counter() - started
-        )
-        return JSONResponse(result)
+        parse_s = time.perf_counter() - started
+        return JSONResponse(await worker.dataplane.predict(request, parse_s=parse_s))
     except ServiceError as exc:
         return service_error_response(exc)
     except Exception as exc:

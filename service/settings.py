@@ -14,6 +14,9 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from monitoring.drift_schedule import DriftTarget
+from monitoring.settings import MonitoringSettings
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 UNSAFE_TOKENS = {"", "changeme", "admin", "secret", "dev-admin-token"}
 
@@ -70,29 +73,6 @@ class FeedbackSettings(BaseModel):
     """Promotion gate: allowed absolute drop of test accuracy / macro-F1."""
     retention_check_s: float = Field(3600.0, gt=0)
     """How often logged predictions older than the policy's retention are purged."""
-
-
-class MonitoringSettings(BaseModel):
-    drift_interval_s: float = Field(300.0, ge=0)
-    """Seconds between scheduled drift runs inside the service; 0 turns them off."""
-    drift_window_rows: int = Field(5000, ge=10)
-    """Latest logged predictions compared with the reference."""
-    drift_min_window_rows: int = Field(200, ge=1)
-    """Below this many rows a drift run is skipped, not reported as "no drift"."""
-    drift_share: float = Field(0.5, gt=0, le=1)
-    """Share of drifted columns that makes the dataset drifted."""
-    drift_timeout_s: float = Field(300.0, gt=0)
-    """Longest one drift run may take before it is killed."""
-    retrain_consecutive_windows: int = Field(3, ge=1)
-    """Drifted windows in a row that open a retraining request."""
-    retrain_report_rate_per_1000: float | None = Field(None, gt=0)
-    """Reports per 1,000 predictions (last hour) that open a request; None: off."""
-    retrain_cooldown_s: float = Field(3600.0, ge=0)
-    """After a request opens, the same reason opens no other for this long."""
-    retrain_hook_command: str | None = None
-    """Command run when retraining is requested (e.g. a CI trigger script)."""
-    retrain_hook_url: str | None = None
-    """URL that receives an HTTP POST when retraining is requested."""
 
 
 class SecuritySettings(BaseModel):
@@ -160,3 +140,8 @@ class Settings(BaseSettings):
     @property
     def evidently_workspace(self) -> Path:
         return self.data_dir / "evidently"
+
+    @property
+    def drift_target(self) -> DriftTarget:
+        """Where scheduled drift runs read and write."""
+        return DriftTarget(self.database_url, self.drift_dir, self.evidently_workspace)

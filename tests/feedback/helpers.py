@@ -2,20 +2,66 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from feedback.log_batch import LogBatch
 from feedback.models import new_prediction_id, new_prediction_ids, utcnow
 from feedback.prediction_log import PredictionLog
-from feedback.schemas import OutputRecord, PredictionRecord
+from feedback.schemas import OutputRecord
 
 LABELS = ["Adelie", "Chinstrap", "Gentoo"]
 FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
 ADELIE = dict(zip(FEATURES, [39.1, 18.7, 181.0, 3750.0], strict=True))
+
+
+class PredictionRecord(BaseModel):
+    """One logged prediction row, given field by field (tests build rows so)."""
+
+    id: str = Field(default_factory=new_prediction_id)
+    created_at: datetime = Field(default_factory=utcnow)
+    model_version: str
+    policy_version: str | None = None
+    context: str | None = None
+    inputs: dict[str, float | None] | None = None
+    outputs: OutputRecord
+    trace: Any = None
+
+
+def batch_from_record(record: PredictionRecord | Mapping[str, Any]) -> LogBatch:
+    """A one-row `LogBatch` holding `record` (a record or a dict of its fields)."""
+    if not isinstance(record, PredictionRecord):
+        record = PredictionRecord.model_validate(record)
+    outputs = record.outputs
+    inputs = record.inputs
+    probabilities = outputs.probabilities
+    return LogBatch(
+        ids=[record.id],
+        created_at=record.created_at.astimezone(UTC),
+        model_version=record.model_version,
+        policy_version=record.policy_version,
+        context=record.context,
+        labels=[outputs.label],
+        abstained=[outputs.abstained],
+        reasons=[outputs.reason],
+        probabilities=None if probabilities is None else [list(probabilities.values())],
+        inputs=None if inputs is None else [list(inputs.values())],
+        traces=[record.trace],
+        feature_names=tuple(inputs or ()),
+        label_names=tuple(probabilities or ()),
+    )
+
+
+def submit_records(
+    log: PredictionLog, records: Sequence[PredictionRecord | Mapping[str, Any]]
+) -> bool:
+    """Hand rows to the log one request each; False if any row was dropped."""
+    return all([log.submit_batch(batch_from_record(r)) for r in records])
 
 
 def prediction(
@@ -55,7 +101,7 @@ def log_predictions(engine: Engine, records: Sequence[PredictionRecord]) -> None
         engine, max_queue_rows=100_000, batch_rows=500, flush_interval_ms=10
     )
     log.start()
-    assert log.submit(list(records))
+    assert submit_records(log, records)
     assert log.close(timeout_s=30)
     assert log.dropped_total == 0
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
-from feedback import store
+from feedback import log_window, store
 from feedback.db import make_engine, migrate
 from feedback.models import Prediction, utcnow
 from feedback.prediction_log import PredictionLog
@@ -27,6 +27,7 @@ from tests.feedback.helpers import (
     batch_of,
     log_predictions,
     prediction,
+    submit_records,
 )
 
 
@@ -45,7 +46,7 @@ def test_rows_are_written_in_batches_of_at_most_batch_rows(engine: Engine) -> No
         on_flush=lambda n, seconds: flushes.append(n),
     ).start()
     for _ in range(23):
-        assert log.submit([prediction() for _ in range(10)])
+        assert submit_records(log, [prediction() for _ in range(10)])
     assert log.flush(timeout_s=30)
     assert log.close()
     assert sum(flushes) == 230 and max(flushes) <= 50
@@ -62,9 +63,9 @@ def test_full_queue_drops_and_counts_without_blocking(engine: Engine) -> None:
         flush_interval_ms=5,
         on_drop=drops.append,
     )  # not started: nothing drains the queue
-    assert log.submit([prediction() for _ in range(6)])
+    assert log.submit_batch(batch_of(6))
     started = time.perf_counter()
-    assert not log.submit([prediction() for _ in range(6)])
+    assert not log.submit_batch(batch_of(6))
     assert time.perf_counter() - started < 0.05
     assert (log.queue_depth, log.dropped_total, drops) == (10, 2, [2])
     log.start()
@@ -128,12 +129,12 @@ def test_close_drains_the_queue_and_later_rows_are_refused(engine: Engine) -> No
     log = PredictionLog(
         engine, max_queue_rows=1000, batch_rows=1000, flush_interval_ms=60_000
     ).start()
-    assert log.submit([prediction() for _ in range(120)])
+    assert submit_records(log, [prediction() for _ in range(120)])
     time.sleep(0.05)
     assert rows_in(engine) == 0  # neither a full batch nor the interval yet
     assert log.close(timeout_s=30)
     assert rows_in(engine) == 120
-    assert not log.submit([prediction()])
+    assert not submit_records(log, [prediction()])
     assert log.dropped_total == 1
 
 
@@ -142,16 +143,15 @@ def test_a_bad_row_is_dropped_and_the_rest_of_its_batch_kept(engine: Engine) -> 
     log = PredictionLog(
         engine, max_queue_rows=100, batch_rows=100, flush_interval_ms=5
     ).start()
-    log.submit([first])
+    submit_records(log, [first])
     assert log.flush(timeout_s=30)
     duplicate = prediction(id=first.id)
-    # The record without a model version is refused at once; the duplicate id
-    # only fails in the database, which must not cost the rest of its batch.
-    assert not log.submit([prediction(), duplicate, prediction(), {"outputs": {}}])
-    assert log.dropped_total == 1
+    # The duplicate id only fails in the database, which must not cost the rest
+    # of its batch.
+    assert submit_records(log, [prediction(), duplicate, prediction()])
     assert log.close(timeout_s=30)
     assert rows_in(engine) == 3
-    assert log.dropped_total == 2
+    assert log.dropped_total == 1
 
 
 @contextmanager
@@ -196,16 +196,16 @@ def test_database_outage_drops_counted_rows_then_recovers(
         engine, max_queue_rows=30, batch_rows=10, flush_interval_ms=5, max_retry_s=0.3
     ).start()
     try:
-        assert log.submit([prediction() for _ in range(5)])
+        assert submit_records(log, [prediction() for _ in range(5)])
         assert log.flush(timeout_s=30)
         with outage:
             started = time.perf_counter()
-            accepted = [log.submit([prediction()]) for _ in range(150)]
+            accepted = [submit_records(log, [prediction()]) for _ in range(150)]
             assert time.perf_counter() - started < 0.5  # the caller never waits
             assert not all(accepted)  # the queue filled up while the DB was away
             assert log.flush(timeout_s=30)
             assert log.dropped_total == 150
-        assert log.submit([prediction() for _ in range(7)])
+        assert submit_records(log, [prediction() for _ in range(7)])
         assert log.flush(timeout_s=30)
         assert rows_in(engine) == 5 + 7
     finally:
@@ -232,7 +232,7 @@ def test_window_holds_the_latest_rows_oldest_first_one_column_per_feature(
     rows.append(prediction(created_at=now, model_version="other"))
     log_predictions(engine, rows)
 
-    window = store.read_prediction_window(
+    window = log_window.read_prediction_window(
         session, limit_rows=11, model_version="pack-v1", feature_names=FEATURES
     )
     assert list(window.columns) == [*FEATURES, "predicted_label", "created_at"]
@@ -242,7 +242,7 @@ def test_window_holds_the_latest_rows_oldest_first_one_column_per_feature(
     assert window["predicted_label"].iloc[-1] is None  # abstained
     assert window["created_at"].is_monotonic_increasing
     assert str(window["created_at"].dt.tz) == "UTC"
-    everything = store.read_prediction_window(session, limit_rows=1000)
+    everything = log_window.read_prediction_window(session, limit_rows=1000)
     assert len(everything) == 102 and set(FEATURES) <= set(everything.columns)
 
 
@@ -268,7 +268,7 @@ def test_sqlite_sustained_insert_rate(tmp_path: Path) -> None:
         engine, max_queue_rows=n, batch_rows=1000, flush_interval_ms=50
     ).start()
     started = time.perf_counter()
-    assert log.submit(records)
+    assert submit_records(log, records)
     assert log.flush(timeout_s=60)
     rate = n / (time.perf_counter() - started)
     log.close()

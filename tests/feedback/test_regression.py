@@ -179,7 +179,8 @@ def test_gate_passes_a_better_candidate_that_fixes_cases(
     assert store.mark_reports_fixed(session, run_id=report.run_id) == len(case_ids)
     fixed = store.list_reports(session, filter=ReportFilter(status="fixed"))
     assert len(fixed) == len(case_ids)
-    assert [r.id for r in store.regression_runs(session)] == [report.run_id]
+    runs = session.scalars(select(RegressionRun.id)).all()
+    assert runs == [report.run_id]
 
 
 def test_regress_command_exits_1_on_refusal_and_0_on_success(

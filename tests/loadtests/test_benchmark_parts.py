@@ -85,11 +85,11 @@ def test_whole_threads_and_anonymous_frames_go_to_their_owner() -> None:
     ]
     assert layer_of(writer) == "prediction log: writer thread"
     answer = [
-        frame("predict", "/work/service/runtime.py"),
-        frame("_rows_answer", "/work/service/runtime.py"),
-        frame("<listcomp>", "/work/service/runtime.py"),
+        frame("predict", "/work/service/dataplane.py"),
+        frame("rows_answer", "/work/service/encoding.py"),
+        frame("<listcomp>", "/work/service/encoding.py"),
     ]
-    assert layer_of(answer) == "Runtime.predict: row-form answer"
+    assert layer_of(answer) == "row-form answer encoding"
 
 
 def test_the_bare_asgi_app_answers_predictions_and_refuses_bad_bodies(

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-import feedback.store
+import feedback.log_window
 from feedback.db import make_engine, session_factory
 from feedback.models import Prediction
 from monitoring.bench_drift import (
@@ -57,7 +57,7 @@ def test_filled_store_holds_rows_as_the_prediction_log_writes_them(
         with session_factory(engine)() as session:
             by_time = select(Prediction).order_by(Prediction.created_at)
             rows = session.scalars(by_time).all()
-            window = feedback.store.read_prediction_window(
+            window = feedback.log_window.read_prediction_window(
                 session, limit_rows=10_000, model_version=version
             )
     finally:
@@ -98,13 +98,13 @@ def test_window_read_in_chunks_equals_one_read(
 
     def read(limit_rows: int) -> pd.DataFrame:
         with session_factory(engine)() as session:
-            return feedback.store.read_prediction_window(
+            return feedback.log_window.read_prediction_window(
                 session, limit_rows=limit_rows, model_version="v1"
             )
 
     try:
         whole = read(1000)
-        monkeypatch.setattr(feedback.store, "_WINDOW_CHUNK_ROWS", 7)
+        monkeypatch.setattr(feedback.log_window, "_WINDOW_CHUNK_ROWS", 7)
         chunked = read(1000)
         latest = read(300)
     finally:

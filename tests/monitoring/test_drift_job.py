@@ -13,12 +13,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitoring.drift_job import DriftJob
+from monitoring.drift_metrics import DriftMetrics
 from monitoring.evidently_workspace import (
     ALL_VERSIONS_TAB,
     open_project,
     open_workspace,
 )
-from monitoring.metrics import ServiceMetrics
 from monitoring.retraining import RetrainPolicy, RetrainTrigger
 from packs.format import PackMetadata
 
@@ -37,7 +37,7 @@ class Harness:
         self.window: pd.DataFrame = reference.head(0)
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.registry = CollectorRegistry()
-        self.metrics = ServiceMetrics(
+        self.metrics = DriftMetrics(
             self.registry, labels=meta.labels, features=meta.feature_names
         )
         self.trigger = RetrainTrigger(

@@ -7,11 +7,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
+from guardrails.registry import ABSTAIN_REASONS, STAGE_NAMES
 from monitoring.metrics import ServiceMetrics
 from monitoring.metrics_buffer import MetricsBuffer, observe_many
 
 LABELS = ["Adelie", "Chinstrap", "Gentoo"]
 STAGES = ("validation", "inference", "guardrails", "logging")
+
+
+def metrics(registry: CollectorRegistry) -> ServiceMetrics:
+    return ServiceMetrics(
+        registry,
+        labels=LABELS,
+        stages=STAGES,
+        guardrail_stages=STAGE_NAMES,
+        abstain_reasons=ABSTAIN_REASONS,
+    )
 
 
 def samples(
@@ -43,8 +54,8 @@ def test_observe_many_matches_one_observe_per_value(values: list[float]) -> None
 
 def test_buffer_applies_on_flush_what_direct_calls_apply_at_once() -> None:
     direct_reg, buffered_reg = CollectorRegistry(), CollectorRegistry()
-    direct = ServiceMetrics(direct_reg, labels=LABELS, stages=STAGES)
-    buffer = MetricsBuffer(ServiceMetrics(buffered_reg, labels=LABELS, stages=STAGES))
+    direct = metrics(direct_reg)
+    buffer = MetricsBuffer(metrics(buffered_reg))
     calls = [
         (
             "predict",
@@ -79,7 +90,7 @@ def test_buffer_applies_on_flush_what_direct_calls_apply_at_once() -> None:
 
 def test_abstentions_are_not_counted_as_a_label() -> None:
     reg = CollectorRegistry()
-    buffer = MetricsBuffer(ServiceMetrics(reg, labels=LABELS, stages=STAGES))
+    buffer = MetricsBuffer(metrics(reg))
     buffer.observe_prediction("predict", 2, {"Adelie": 1, None: 1}, {"blacklisted": 1})  # type: ignore[dict-item]
     buffer.flush()
     got = samples(reg)
@@ -89,9 +100,7 @@ def test_abstentions_are_not_counted_as_a_label() -> None:
 
 def test_stop_flushes_what_is_pending() -> None:
     reg = CollectorRegistry()
-    buffer = MetricsBuffer(
-        ServiceMetrics(reg, labels=LABELS, stages=STAGES), flush_interval_s=60
-    ).start()
+    buffer = MetricsBuffer(metrics(reg), flush_interval_s=60).start()
     buffer.observe_prediction("predict", 1, {"Gentoo": 1})
     buffer.stop()
     assert samples(reg)[("flywheel_predictions_total", (("label", "Gentoo"),))] == 1

@@ -14,10 +14,16 @@ from tests.servers import ROOT
 
 WRITER = """
 import sys
+from guardrails.registry import ABSTAIN_REASONS, STAGE_NAMES
 from monitoring.metrics import ServiceMetrics
 
 rows, version, queue = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-m = ServiceMetrics(labels=["Adelie", "Chinstrap", "Gentoo"])
+m = ServiceMetrics(
+    labels=["Adelie", "Chinstrap", "Gentoo"],
+    stages=["inference"],
+    guardrail_stages=STAGE_NAMES,
+    abstain_reasons=ABSTAIN_REASONS,
+)
 assert m.multiprocess, "prometheus_client did not see PROMETHEUS_MULTIPROC_DIR"
 for _ in range(rows):
     m.observe_prediction("predict", 1, [1, 0, 0], total_seconds=0.0004,

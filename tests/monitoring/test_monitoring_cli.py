@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from packs.format import PackMetadata
+from tests.feedback.helpers import submit_records
 from tests.monitoring.conftest import live_window
 from tests.servers import ROOT, free_port
 
@@ -43,7 +44,7 @@ def log_predictions(db_url: str, window: pd.DataFrame, meta: PackMetadata) -> No
         }
         for _, row in window.iterrows()
     ]
-    assert log.submit(records)
+    assert submit_records(log, records)
     assert log.close(timeout_s=30)
     engine.dispose()
 
@@ -139,10 +140,11 @@ def test_ui_command_serves_dashboard_panels_with_data(
     drifted_window: pd.DataFrame,
 ) -> None:
     from monitoring.drift_job import DriftJob
+    from monitoring.drift_metrics import NullDriftMetrics
 
     workspace = tmp_path / "evidently"
     DriftJob(
-        lambda rows: drifted_window.tail(rows), reference, None,
+        lambda rows: drifted_window.tail(rows), reference, NullDriftMetrics(),
         window_rows=1000, min_window_rows=100, drift_share=0.5,
         out_dir=tmp_path / "html", workspace_dir=workspace,
         model_version=pack_meta.version, feature_names=pack_meta.feature_names,

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from monitoring.drift import ColumnDrift, DriftResult
-from monitoring.metrics import ServiceMetrics
+from monitoring.drift_metrics import DriftMetrics, NullDriftMetrics
 from monitoring.retraining import RetrainPolicy, RetrainTrigger, jsonl_request_writer
 
 SKIP = None  # a skipped window in the tables below
@@ -52,6 +52,7 @@ def trigger(
     return RetrainTrigger(
         RetrainPolicy(**policy),
         open_request=lambda reason, details: requests.append((reason, details)),
+        metrics=NullDriftMetrics(),
         clock=clock or Clock(),
     )
 
@@ -121,7 +122,9 @@ def test_a_failed_store_write_keeps_the_streak_for_the_next_window() -> None:
             raise ConnectionError("database down")
 
     t = RetrainTrigger(
-        RetrainPolicy(consecutive_windows=2, cooldown_s=0), open_request=failing
+        RetrainPolicy(consecutive_windows=2, cooldown_s=0),
+        open_request=failing,
+        metrics=NullDriftMetrics(),
     )
     t.observe(window(0.75))
     with pytest.raises(ConnectionError):
@@ -142,7 +145,7 @@ def test_state_file_carries_streak_and_cooldown_across_processes(
         return RetrainTrigger(
             RetrainPolicy(consecutive_windows=2, cooldown_s=3600),
             open_request=lambda r, d: requests.append((r, d)),
-            state_path=state, clock=clock,
+            state_path=state, clock=clock, metrics=NullDriftMetrics(),
         )  # fmt: skip
 
     fresh().observe(window(0.75))
@@ -172,6 +175,7 @@ def test_command_hook_receives_the_request_as_json(tmp_path: Path) -> None:
         RetrainPolicy(consecutive_windows=1),
         open_request=jsonl_request_writer(tmp_path / "requests.jsonl"),
         hook_command=[sys.executable, "-c", script],
+        metrics=NullDriftMetrics(),
     )
     decision = t.observe(window(0.75))
     assert decision is not None and decision.hook_error is None
@@ -184,7 +188,7 @@ def test_command_hook_receives_the_request_as_json(tmp_path: Path) -> None:
 
 def test_a_failing_or_slow_hook_is_counted_not_raised(tmp_path: Path) -> None:
     registry = CollectorRegistry()
-    metrics = ServiceMetrics(registry, labels=["a", "b"])
+    metrics = DriftMetrics(registry, labels=["a", "b"], features=["x"])
     requests: list[str] = []
     for command in ([sys.executable, "-c", "raise SystemExit(4)"],
                     [sys.executable, "-c", "import time; time.sleep(5)"]):  # fmt: skip
@@ -235,6 +239,7 @@ def test_http_hook_posts_the_request(
         RetrainPolicy(report_rate_per_1000=5, min_predictions_for_rate=100),
         open_request=lambda r, d: None,
         hook_url=url,
+        metrics=NullDriftMetrics(),
     )
     decision = t.observe_report_rate(reports=3, predictions=200, model_version="v9")
     assert decision is not None and decision.hook_error is None
@@ -251,6 +256,7 @@ def test_http_hook_error_status_is_reported(
         RetrainPolicy(consecutive_windows=1),
         open_request=lambda r, d: None,
         hook_url=url,
+        metrics=NullDriftMetrics(),
     )
     decision = t.observe(window(1.0))
     assert decision is not None and "HTTP 500" in (decision.hook_error or "")

@@ -6,14 +6,19 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from guardrails.registry import ABSTAIN_REASONS, STAGE_NAMES
 from monitoring.drift import ColumnDrift, DriftResult
+from monitoring.drift_metrics import DriftMetrics
 from monitoring.metrics import OTHER, ServiceMetrics
+from service.dataplane import PHASES
 
 LABELS = ["Adelie", "Chinstrap", "Gentoo"]
 FEATURES = ["bill_length_mm", "bill_depth_mm"]
@@ -22,8 +27,15 @@ FEATURES = ["bill_length_mm", "bill_depth_mm"]
 def make(**kw: object) -> tuple[ServiceMetrics, CollectorRegistry]:
     registry = CollectorRegistry()
     kw.setdefault("labels", LABELS)
-    kw.setdefault("features", FEATURES)
+    kw.setdefault("stages", PHASES)
+    kw.setdefault("guardrail_stages", STAGE_NAMES)
+    kw.setdefault("abstain_reasons", ABSTAIN_REASONS)
     return ServiceMetrics(registry, **kw), registry  # type: ignore[arg-type]
+
+
+def make_drift() -> tuple[DriftMetrics, CollectorRegistry]:
+    registry = CollectorRegistry()
+    return DriftMetrics(registry, labels=LABELS, features=FEATURES), registry
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -90,8 +102,8 @@ def test_unknown_label_values_are_counted_as_other(junk: list[str]) -> None:
         m.set_estimated_priors({word: 0.5})
     allowed = {
         ("flywheel_predictions", "label"): {*LABELS, OTHER},
-        ("flywheel_abstentions", "reason"): 5,
-        ("flywheel_stage_duration_seconds", "stage"): 5,
+        ("flywheel_abstentions", "reason"): {*ABSTAIN_REASONS, OTHER},
+        ("flywheel_stage_duration_seconds", "stage"): {*PHASES, OTHER},
         ("flywheel_stage_duration_seconds", "endpoint"): 3,
         ("flywheel_request_duration_seconds", "endpoint"): 3,
         ("flywheel_report_categories", "category"): {"blurry", "none", OTHER},
@@ -153,7 +165,7 @@ def _drift(skipped: bool = False) -> DriftResult:
 
 
 def test_drift_result_sets_the_drift_gauges() -> None:
-    m, r = make()
+    m, r = make_drift()
     m.observe_drift(_drift(), seconds=0.7)
     assert value(r, "flywheel_drift_share") == 0.5
     assert value(r, "flywheel_drift_detected") == 1
@@ -167,7 +179,7 @@ def test_drift_result_sets_the_drift_gauges() -> None:
 
 
 def test_skipped_drift_run_reads_as_unknown_not_as_no_drift() -> None:
-    m, r = make()
+    m, r = make_drift()
     m.observe_drift(_drift())
     m.observe_drift(_drift(skipped=True))
     assert math.isnan(value(r, "flywheel_drift_share") or 0.0)
@@ -177,8 +189,12 @@ def test_skipped_drift_run_reads_as_unknown_not_as_no_drift() -> None:
 
 
 def test_every_gauge_declares_an_aggregating_multiprocess_mode() -> None:
-    _, r = make()
-    gauges = [c for c in r._collector_to_names if isinstance(c, Gauge)]
+    gauges = [
+        c
+        for _, r in (make(), make_drift())
+        for c in r._collector_to_names
+        if isinstance(c, Gauge)
+    ]
     assert len(gauges) >= 10
     for gauge in gauges:
         # "all"/"liveall" would add a pid label: one series per worker.
@@ -203,3 +219,31 @@ def test_two_instances_on_separate_registries_do_not_collide() -> None:
     a.observe_report(["x"])
     assert value(ra, "flywheel_reports_total") == 1
     assert value(rb, "flywheel_reports_total") == 0
+
+
+def test_every_guardrail_stage_and_reason_is_counted_under_its_own_name(
+    default_pack: Path,
+) -> None:
+    """The service's metrics take their label sets from the stage registry: no
+    stage's actions and no abstention reason may land in `other`."""
+    from packs.loader import ModelPack
+    from service.wiring import build_metrics
+
+    pack = ModelPack.load(default_pack, providers=["CPUExecutionProvider"])
+    served = SimpleNamespace(meta=pack.metadata)
+    m = build_metrics(served)  # type: ignore[arg-type]
+    r = m.registry
+    m.observe_prediction(
+        "predict",
+        len(STAGE_NAMES),
+        {},
+        dict.fromkeys(ABSTAIN_REASONS, 1),
+        guardrail_actions=dict.fromkeys(STAGE_NAMES, 1),
+    )
+    for stage in STAGE_NAMES:
+        assert value(r, "flywheel_guardrail_actions_total", stage=stage) == 1, stage
+    for reason in ABSTAIN_REASONS:
+        assert value(r, "flywheel_abstentions_total", reason=reason) == 1, reason
+    assert value(r, "flywheel_guardrail_actions_total", stage=OTHER) == 0
+    assert value(r, "flywheel_abstentions_total", reason=OTHER) == 0
+    assert "output_bounds" in STAGE_NAMES

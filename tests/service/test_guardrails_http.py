@@ -4,10 +4,12 @@ out-of-bounds handling, and policy reload (good and bad)."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import ROOT, ServiceProcess, running
 
@@ -121,6 +123,35 @@ def test_low_confidence_abstains_and_still_shows_probabilities(
     assert p["abstained"] is True and p["label"] is None
     assert p["reason"] in ("low_confidence", "high_entropy")
     assert abs(sum(p["probabilities"].values()) - 1) < 1e-6
+
+
+def test_each_stage_that_acts_is_counted_under_its_own_name_in_metrics(
+    strict_service: ServiceProcess,
+) -> None:
+    rows = [UNSURE] * 3
+    assert all(p["reason"] is not None for p in predict(strict_service, rows))
+    with strict_service.client() as c:
+        deadline = time.monotonic() + 10  # metrics are applied once a second
+        while True:
+            text = c.get("/metrics").text
+            acted = sample(
+                text, "flywheel_guardrail_actions_total", stage="output_bounds"
+            )
+            if acted >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert acted >= 3
+    assert sample(text, "flywheel_guardrail_actions_total", stage="other") == 0
+    assert sample(text, "flywheel_abstentions_total", reason="other") == 0
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one labelled sample in Prometheus text (0 when absent)."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return 0.0
 
 
 def test_out_of_range_input_abstains_when_the_policy_says_so(

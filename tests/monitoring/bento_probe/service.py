@@ -7,6 +7,7 @@ import os
 
 import bentoml
 
+from guardrails.registry import ABSTAIN_REASONS, STAGE_NAMES
 from monitoring.metrics import ServiceMetrics
 
 
@@ -14,7 +15,12 @@ from monitoring.metrics import ServiceMetrics
 class MetricsProbe:
     def __init__(self) -> None:
         # Built in the worker, after BentoML set PROMETHEUS_MULTIPROC_DIR.
-        self.metrics = ServiceMetrics(labels=["Adelie", "Chinstrap", "Gentoo"])
+        self.metrics = ServiceMetrics(
+            labels=["Adelie", "Chinstrap", "Gentoo"],
+            stages=["inference"],
+            guardrail_stages=STAGE_NAMES,
+            abstain_reasons=ABSTAIN_REASONS,
+        )
         self.metrics.set_model_version("probe", "v1")
 
     @bentoml.api

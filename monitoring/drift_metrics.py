@@ -1,0 +1,150 @@
+"""The drift job's and the retraining trigger's Prometheus metrics.
+
+They are written by the drift job (a child process of one worker, or a cron job)
+and read on the service's `/metrics` through the multiprocess files it shares with
+the workers. Gauges use the `mostrecent` mode: one job writes them, and the last
+result stands after the process that computed it has exited.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from monitoring.metrics import _Bounded
+
+if TYPE_CHECKING:
+    from monitoring.drift import DriftResult
+
+RETRAIN_REASONS = ("drift", "report_rate", "manual")
+DRIFT_OUTCOMES = ("completed", "skipped", "failed")
+HOOK_KINDS = ("command", "http")
+DRIFT_RUN_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class DriftMetrics:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        labels: Sequence[str],
+        features: Sequence[str],
+        namespace: str = "flywheel",
+    ):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.labels = tuple(labels)
+        r, ns = self.registry, namespace
+
+        def gauge(name: str, doc: str, labelnames: Sequence[str] = ()) -> Gauge:
+            return Gauge(name, doc, labelnames, namespace=ns, registry=r,
+                         multiprocess_mode="mostrecent")  # fmt: skip
+
+        self._drift_share = gauge(
+            "drift_share", "Share of feature columns drifted in the last drift run."
+        )
+        self._drift_detected = gauge(
+            "drift_detected", "1 if the last drift run found dataset drift, else 0."
+        )
+        self._drift_window = gauge(
+            "drift_window_rows", "Logged rows in the last drift run's window."
+        )
+        self._drift_last = gauge(
+            "drift_last_run_timestamp_seconds", "Unix time of the last drift run."
+        )
+        self._prediction_drift = gauge(
+            "prediction_drift_score",
+            "Drift score of the predicted-label distribution in the last run.",
+        )
+        self._feature_score = _Bounded(
+            gauge("drift_feature_score",
+                  "Per-feature drift score of the last run (method in the report).",
+                  ["feature"]),
+            features,
+        )  # fmt: skip
+        label_share = gauge(
+            "drift_label_share",
+            "Predicted-label share in the last drift window and in the reference.",
+            ["window", "label"],
+        )
+        self._label_share = {
+            w: _Bounded(label_share, self.labels, w) for w in ("live", "reference")
+        }
+        self._drift_runs = _Bounded(
+            Counter("drift_runs", "Drift job runs, by outcome.", ["outcome"],
+                    namespace=ns, registry=r),
+            DRIFT_OUTCOMES,
+        )  # fmt: skip
+        self._drift_seconds = Histogram(
+            "drift_run_duration_seconds",
+            "Wall time of one drift run (window read, Evidently, report, snapshot).",
+            namespace=ns, registry=r, buckets=DRIFT_RUN_BUCKETS_S,
+        )  # fmt: skip
+        self._retrain = _Bounded(
+            Counter("retraining_requests", "Retraining requests opened, by reason.",
+                    ["reason"], namespace=ns, registry=r),
+            RETRAIN_REASONS,
+        )  # fmt: skip
+        self._hook_failures = _Bounded(
+            Counter("retraining_hook_failures",
+                    "Retraining hooks that failed or timed out, by kind.",
+                    ["kind"], namespace=ns, registry=r),
+            HOOK_KINDS,
+        )  # fmt: skip
+
+    def observe_drift(self, result: DriftResult, *, seconds: float | None = None):
+        """Set the drift gauges from one drift run.
+
+        A skipped run sets share and detected to NaN: "unknown", which neither
+        fires the drift alert nor reads as "no drift" on a dashboard.
+        """
+        self._drift_window.set(result.window_rows)
+        self._drift_last.set(result.computed_at.timestamp())
+        if seconds is not None:
+            self._drift_seconds.observe(seconds)
+        if result.skipped or result.drift_share is None:
+            self._drift_runs["skipped"].inc()
+            self._drift_share.set(math.nan)
+            self._drift_detected.set(math.nan)
+            return
+        self._drift_runs["completed"].inc()
+        self._drift_share.set(result.drift_share)
+        self._drift_detected.set(1.0 if result.dataset_drift else 0.0)
+        for name, feature in result.features.items():
+            self._feature_score[name].set(feature.score)
+        if result.prediction_drift is not None:
+            self._prediction_drift.set(result.prediction_drift.score)
+        for window, shares in (
+            ("live", result.label_share_live),
+            ("reference", result.label_share_reference),
+        ):
+            bounded = self._label_share[window]
+            for label in self.labels:
+                bounded[label].set(shares.get(label, 0.0))
+
+    def observe_drift_failure(self) -> None:
+        self._drift_runs["failed"].inc()
+
+    def observe_retraining_request(self, reason: str) -> None:
+        self._retrain[reason].inc()
+
+    def observe_hook_failure(self, kind: str) -> None:
+        self._hook_failures[kind].inc()
+
+
+class NullDriftMetrics:
+    """Records nothing (a drift run without `--metrics`)."""
+
+    def observe_drift(self, result: DriftResult, *, seconds: float | None = None):
+        pass
+
+    def observe_drift_failure(self) -> None:
+        pass
+
+    def observe_retraining_request(self, reason: str) -> None:
+        pass
+
+    def observe_hook_failure(self, kind: str) -> None:
+        pass
