@@ -25,8 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import httpruns, inprocess, report, servers
-from loadtests.loadgen import require_tools
-from loadtests.payloads import fixed_bodies, instances_body, split_by_service
+from loadtests.loadgen import LoadResult, require_tools
+from loadtests.payloads import (
+    Penguin,
+    fixed_bodies,
+    instances_body,
+    split_by_service,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "loadtests" / "RESULTS.md"
@@ -74,78 +79,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
     repeats = args.repeats or (1 if quick else 3)
     duration_s = args.duration or 2.0
-    server_cpu, load_cpu = (0, 1) if args.pin else (None, None)
     started = time.time()
     code = report.code_version()  # before the servers import it
     work = Path(tempfile.mkdtemp(prefix="flywheel-bench-"))
-    names = args.servers or list(servers.SERVERS)
-    if args.variants:
-        names += [v for v in servers.VARIANTS if v not in names]
     running: dict[str, servers.Server] = {}
     try:
-        pack = ensure_pack(args.pack, work)
-        log(f"pack {pack}; starting {', '.join(names)} ...")
-        for name in names:
-            running[name] = servers.start(name, work, pack, cpu=server_cpu)
-        for server in running.values():
-            servers.wait_ready(server)
-        if "full" in running:
-            pool, rejected = split_by_service(running["full"].url)
-        else:
-            pool, rejected = None, []
-        bodies_dir = work / "bodies"
-        bodies_dir.mkdir()
-        bodies = {}
-        for name, data in fixed_bodies(pool).items():
-            bodies[name] = bodies_dir / f"{name}.json"
-            bodies[name].write_bytes(data)
-
-        log("in-process measurements (onnxruntime, guardrails, service code, log)")
-        env = servers.server_env("inprocess", work, pack)
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(work / "inprocess" / "prometheus")
-        Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True)
-        in_process = inprocess.measure_in_subprocess(
-            pack, POLICY, work / "inprocess", bodies_dir, quick=quick, env=env
-        )
-
-        cells = httpruns.plan(names, CONNECTIONS)
-        log(f"HTTP: {len(cells)} cells x {repeats} x {duration_s:g}s")
-        results = httpruns.run_cells(
-            cells,
-            running,
-            bodies,
-            repeats=repeats,
-            duration_s=duration_s,
-            cpu=load_cpu,
-            progress=log,
-        )
-        crosscheck = httpruns.latency_crosscheck(
-            running,
-            bodies["single"],
-            [n for n in ("bare-tuned", "full") if n in running],
-            (16,) if quick else CONNECTIONS,
-            duration_s=duration_s,
-            cpu=load_cpu,
-        )
-        mixed = None
-        log_counters: dict[str, float] = {}
-        if "full" in running:
-            sample = (pool or [])[:1000]
-            mixed = httpruns.predictions_while_reporting(
-                running["full"],
-                bodies["single"],
-                json.dumps(instances_body(sample)).encode(),
-                [p.label for p in sample],
-                connections=16,
-                duration_s=max(duration_s, 3.0),
-                cpu=load_cpu,
-            )
-            log(
-                f"mixed: {mixed.predictions.rps:,.0f} req/s, "
-                f"{mixed.reports_sent} reports, failures {len(mixed.report_failures)}"
-            )
-            running["full"].process.poll()
-            log_counters = httpruns.scrape_log_counters(running["full"])
+        measured = _measure(args, work, running, repeats, duration_s)
     finally:
         for server in running.values():
             servers.stop(server)
@@ -153,19 +92,55 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(work, ignore_errors=True)
         else:
             log(f"kept {work}")
-    drift_rows = args.drift_rows or (
-        [10_000] if quick else [10_000, 100_000, 1_000_000]
-    )
-    if args.no_drift:
-        drift_rows = []
     return {
         "started": datetime.fromtimestamp(started, UTC),
-        "seconds": time.time() - started,
+        "seconds": time.time() - started,  # the drift job below is timed on its own
         "code": code,
         "quick": quick,
         "repeats": repeats,
         "duration_s": duration_s,
         "pinned": args.pin,
+        **measured,
+        "drift": drift(_drift_rows(args)),
+    }
+
+
+def _measure(
+    args: argparse.Namespace,
+    work: Path,
+    running: dict[str, servers.Server],
+    repeats: int,
+    duration_s: float,
+) -> dict[str, Any]:
+    """Everything measured with the servers up. Servers go into `running` as they
+    start, so that the caller stops them even if a later one fails."""
+    server_cpu, load_cpu = (0, 1) if args.pin else (None, None)
+    names = _server_names(args)
+    pack = ensure_pack(args.pack, work)
+    log(f"pack {pack}; starting {', '.join(names)} ...")
+    for name in names:
+        running[name] = servers.start(name, work, pack, cpu=server_cpu)
+    for server in running.values():
+        servers.wait_ready(server)
+    if "full" in running:
+        pool, rejected = split_by_service(running["full"].url)
+    else:
+        pool, rejected = None, []
+    bodies_dir, bodies = _write_bodies(work, pool)
+    in_process = _in_process(work, pack, bodies_dir, quick=args.quick)
+    results, crosscheck = _http(
+        names,
+        running,
+        bodies,
+        repeats=repeats,
+        duration_s=duration_s,
+        cpu=load_cpu,
+        quick=args.quick,
+    )
+    mixed, log_counters = _reports_under_load(
+        running, pool, bodies, duration_s=duration_s, cpu=load_cpu
+    )
+    return {
         "pack": pack,
         "rejected_rows": rejected,
         "in_process": in_process,
@@ -173,8 +148,108 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "crosscheck": crosscheck,
         "mixed": mixed,
         "log_counters": log_counters,
-        "drift": drift(drift_rows),
     }
+
+
+def _server_names(args: argparse.Namespace) -> list[str]:
+    names: list[str] = args.servers or list(servers.SERVERS)
+    if args.variants:
+        names += [v for v in servers.VARIANTS if v not in names]
+    return names
+
+
+def _write_bodies(
+    work: Path, pool: list[Penguin] | None
+) -> tuple[Path, dict[str, Path]]:
+    """The fixed request bodies as files, which wrk and hey post."""
+    bodies_dir = work / "bodies"
+    bodies_dir.mkdir()
+    bodies = {}
+    for name, data in fixed_bodies(pool).items():
+        bodies[name] = bodies_dir / f"{name}.json"
+        bodies[name].write_bytes(data)
+    return bodies_dir, bodies
+
+
+def _in_process(
+    work: Path, pack: Path, bodies_dir: Path, *, quick: bool
+) -> dict[str, Any]:
+    log("in-process measurements (onnxruntime, guardrails, service code, log)")
+    env = servers.server_env("inprocess", work, pack)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(work / "inprocess" / "prometheus")
+    Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True)
+    return inprocess.measure_in_subprocess(
+        pack, POLICY, work / "inprocess", bodies_dir, quick=quick, env=env
+    )
+
+
+def _http(
+    names: list[str],
+    running: dict[str, servers.Server],
+    bodies: dict[str, Path],
+    *,
+    repeats: int,
+    duration_s: float,
+    cpu: int | None,
+    quick: bool,
+) -> tuple[list[httpruns.CellResult], list[tuple[str, int, LoadResult]]]:
+    """Every HTTP cell with wrk, then hey's latency cross-check."""
+    cells = httpruns.plan(names, CONNECTIONS)
+    log(f"HTTP: {len(cells)} cells x {repeats} x {duration_s:g}s")
+    results = httpruns.run_cells(
+        cells,
+        running,
+        bodies,
+        repeats=repeats,
+        duration_s=duration_s,
+        cpu=cpu,
+        progress=log,
+    )
+    crosscheck = httpruns.latency_crosscheck(
+        running,
+        bodies["single"],
+        [n for n in ("bare-tuned", "full") if n in running],
+        (16,) if quick else CONNECTIONS,
+        duration_s=duration_s,
+        cpu=cpu,
+    )
+    return results, crosscheck
+
+
+def _reports_under_load(
+    running: dict[str, servers.Server],
+    pool: list[Penguin] | None,
+    bodies: dict[str, Path],
+    *,
+    duration_s: float,
+    cpu: int | None,
+) -> tuple[httpruns.MixedResult | None, dict[str, float]]:
+    """Predictions while reports are filed, and the prediction log's counters
+    after the whole run (only the full service has either)."""
+    if "full" not in running:
+        return None, {}
+    sample = (pool or [])[:1000]
+    mixed = httpruns.predictions_while_reporting(
+        running["full"],
+        bodies["single"],
+        json.dumps(instances_body(sample)).encode(),
+        [p.label for p in sample],
+        connections=16,
+        duration_s=max(duration_s, 3.0),
+        cpu=cpu,
+    )
+    log(
+        f"mixed: {mixed.predictions.rps:,.0f} req/s, "
+        f"{mixed.reports_sent} reports, failures {len(mixed.report_failures)}"
+    )
+    running["full"].process.poll()
+    return mixed, httpruns.scrape_log_counters(running["full"])
+
+
+def _drift_rows(args: argparse.Namespace) -> list[int]:
+    if args.no_drift:
+        return []
+    return args.drift_rows or ([10_000] if args.quick else [10_000, 100_000, 1_000_000])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,6 @@
-"""Render one benchmark run as Markdown, check it against issue 6's targets, and
-write it into the results file between markers (the analysis around them stays)."""
+"""Render one benchmark run as Markdown, check it against the benchmark's targets,
+and write it into the results file between markers (the analysis around them
+stays)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from loadtests.httpruns import CellResult
+from loadtests.httpruns import CellResult, MixedResult
+from loadtests.loadgen import LoadResult
 from loadtests.servers import ALL, VARIANTS
 
 SERVED_CODE = ("service", "guardrails", "feedback", "monitoring", "packs", "common")
@@ -86,7 +88,11 @@ def _ms(x: float) -> str:
     return f"{x:.2f}" if x < 10 else f"{x:.1f}"
 
 
-def _cells(http: list[CellResult]) -> dict[tuple[str, str, int], CellResult]:
+Cells = dict[tuple[str, str, int], CellResult]
+"""Results by (body, server, connections)."""
+
+
+def _cells(http: list[CellResult]) -> Cells:
     return {(r.cell.body, r.cell.server, r.cell.connections): r for r in http}
 
 
@@ -133,21 +139,39 @@ def _http_table(http: list[CellResult], bodies: tuple[str, ...], rows: bool) -> 
     return "\n".join(lines)
 
 
-def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
-    """(target, measured, met, note) for each of issue 6's targets."""
+Target = tuple[str, str, bool | None, str]
+"""(target, measured, met, note); met is None where it could not be measured."""
+
+_CONNS = (1, 16, 64)
+_BARE = ("bare-defaults", "bare-tuned", "mounted-asgi", "raw-uvicorn")
+
+
+def targets(data: dict[str, Any]) -> list[Target]:
+    """(target, measured, met, note) for each of the benchmark's targets."""
     cells = _cells(data["http"])
-    out: list[tuple[str, str, bool | None, str]] = []
+    return [
+        *_ratio_targets(cells),
+        *_latency_targets(cells),
+        *_reports_target(data),
+        *_batch_targets(data["http"]),
+        *_log_targets(data),
+        *_drift_targets(data["drift"]),
+    ]
 
-    def get(body: str, server: str, c: int) -> CellResult | None:
-        return cells.get((body, server, c))
 
-    full16 = get("single", "full", 16)
-
-    def ratio_target(name: str, other: str, need: float) -> None:
-        b = get("single", other, 16)
+def _ratio_targets(cells: Cells) -> list[Target]:
+    """The full service's single-row req/s against the bare servers at 16 conns."""
+    full16 = cells.get(("single", "full", 16))
+    out: list[Target] = []
+    for name, other, need in (
+        ("single-row full ≥ 1.5× bare at defaults (16 conns)", "bare-defaults", 1.5),
+        ("single-row full ≥ 0.9× tuned bare (16 conns)", "bare-tuned", 0.9),
+        ("stretch: full ≥ 1.0× mounted raw ASGI (16 conns)", "mounted-asgi", 1.0),
+    ):
+        b = cells.get(("single", other, 16))
         if full16 is None or b is None:
             out.append((name, "not measured", None, ""))
-            return
+            continue
         x = full16.rps / b.rps
         gap = "" if x >= need else f"short by {(need - x) / need:.0%}"
         out.append(
@@ -158,16 +182,14 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
                 gap,
             )
         )
+    return out
 
-    ratio_target(
-        "single-row full ≥ 1.5× bare at defaults (16 conns)", "bare-defaults", 1.5
-    )
-    ratio_target("single-row full ≥ 0.9× tuned bare (16 conns)", "bare-tuned", 0.9)
-    ratio_target(
-        "stretch: full ≥ 1.0× mounted raw ASGI (16 conns)", "mounted-asgi", 1.0
-    )
+
+def _latency_targets(cells: Cells) -> list[Target]:
+    """The full service's added median latency and its p99 on single rows."""
+    out: list[Target] = []
     for c in (1, 16):
-        f, t = get("single", "full", c), get("single", "bare-tuned", c)
+        f, t = cells.get(("single", "full", c)), cells.get(("single", "bare-tuned", c))
         if f and t:
             added = f.p50_ms - t.p50_ms
             out.append(
@@ -178,6 +200,7 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
                     "" if added <= 1.0 else f"over by {added - 1:.2f} ms",
                 )
             )
+    full16 = cells.get(("single", "full", 16))
     if full16:
         out.append(
             (
@@ -187,23 +210,34 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
                 "",
             )
         )
+    return out
+
+
+def _reports_target(data: dict[str, Any]) -> list[Target]:
+    """No failed request while reports are filed, nor in any other full run."""
     mixed = data.get("mixed")
     full_errors = sum(r.errors for r in data["http"] if r.cell.server == "full")
-    if mixed is not None:
-        bad = mixed.predictions.errors + len(mixed.report_failures) + full_errors
-        out.append(
-            (
-                "zero failed requests under load while reports are written",
-                f"{mixed.predictions.errors} failed predictions of "
-                f"{mixed.predictions.requests:,}, {len(mixed.report_failures)} failed "
-                f"reports of {mixed.reports_sent}; {full_errors} errors in all "
-                "other full-service runs",
-                bad == 0,
-                "",
-            )
+    if mixed is None:
+        return []
+    bad = mixed.predictions.errors + len(mixed.report_failures) + full_errors
+    return [
+        (
+            "zero failed requests under load while reports are written",
+            f"{mixed.predictions.errors} failed predictions of "
+            f"{mixed.predictions.requests:,}, {len(mixed.report_failures)} failed "
+            f"reports of {mixed.reports_sent}; {full_errors} errors in all "
+            "other full-service runs",
+            bad == 0,
+            "",
         )
-    best_full = _best(data["http"], "batch1000", "full")
-    best_bare = _best(data["http"], "batch1000", "bare-defaults")
+    ]
+
+
+def _batch_targets(http: list[CellResult]) -> list[Target]:
+    """Rows/s of the full service's named and columnar 1,000-row batches."""
+    out: list[Target] = []
+    best_full = _best(http, "batch1000", "full")
+    best_bare = _best(http, "batch1000", "bare-defaults")
     if best_full and best_bare:
         x = best_full.rows_per_s / best_bare.rows_per_s
         out.append(
@@ -215,7 +249,7 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
                 "" if x >= 1 else f"short by {1 - x:.0%}",
             )
         )
-    best_cols = _best(data["http"], "columns1000", "full")
+    best_cols = _best(http, "columns1000", "full")
     if best_cols:
         out.append(
             (
@@ -227,6 +261,12 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
                 else f"short by {1 - best_cols.rows_per_s / 1e6:.0%}",
             )
         )
+    return out
+
+
+def _log_targets(data: dict[str, Any]) -> list[Target]:
+    """The prediction log keeps up with the service's peak rates, dropping nothing."""
+    out: list[Target] = []
     lograte = _log_rate(data["in_process"])
     peak = _peak_full_rows(data["http"], ("single", "single_context"))
     if peak:
@@ -253,7 +293,13 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None, str]]:
                 "",
             )
         )
-    for d in data["drift"]:
+    return out
+
+
+def _drift_targets(drift: list[dict[str, Any]]) -> list[Target]:
+    """Time (and, up to 100k rows, peak memory) of the drift job per window size."""
+    out: list[Target] = []
+    for d in drift:
         if "error" in d:
             out.append((f"drift job on {d['rows']:,} rows", d["error"], None, ""))
             continue
@@ -295,10 +341,29 @@ def _peak_full_rows(http: list[CellResult], bodies: tuple[str, ...]) -> float:
 
 
 def render(data: dict[str, Any], *, command: str) -> str:
-    m = machine()
     http: list[CellResult] = data["http"]
     cells = _cells(http)
     ip = data["in_process"]
+    lines = [
+        *_header(data, command),
+        *_targets_section(data),
+        *_ratios_section(cells, ip),
+        *_variants_section(http, cells),
+        *_http_sections(http),
+        *_in_process_section(ip),
+        *_prediction_log_section(ip, data.get("log_counters") or {}),
+        *_reports_section(data.get("mixed")),
+        *_crosscheck_section(data["crosscheck"], cells),
+        *_generator_cpu(http),
+        *_drift_section(data["drift"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _header(data: dict[str, Any], command: str) -> list[str]:
+    """When, on what machine and code, and how the load was generated."""
+    m = machine()
+    http: list[CellResult] = data["http"]
     bg = sorted(r.background_cores for r in http)
     lines = [
         f"Run {data['started']:%Y-%m-%d %H:%M} UTC, {data['seconds'] / 60:.1f} min: "
@@ -307,7 +372,7 @@ def render(data: dict[str, Any], *, command: str) -> str:
         f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, Linux "
         f"{m['kernel']}, Python {m['python']}; {m['versions']}.",
         f"- Code: commit {data.get('code', 'unknown')}. Model: `{data['pack']}` on "
-        f"onnxruntime {ip['provider']}; one worker per server.",
+        f"onnxruntime {data['in_process']['provider']}; one worker per server.",
         f"- Load generator: wrk (1 thread, keep-alive, closed loop), "
         f"{data['repeats']} × {data['duration_s']:g} s per cell, interleaved across "
         "servers; median shown, min–max across repeats. "
@@ -326,10 +391,13 @@ def render(data: dict[str, Any], *, command: str) -> str:
             f"- {len(data['rejected_rows'])} of 342 real penguins are outside the "
             "served policy's input bounds (422); payloads are drawn from the rest."
         )
+    return lines
 
-    lines += [
+
+def _targets_section(data: dict[str, Any]) -> list[str]:
+    lines = [
         "",
-        "### Targets (issue 6)",
+        "### Targets",
         "",
         "| target | measured | met |",
         "|---|---|---|",
@@ -337,46 +405,62 @@ def render(data: dict[str, Any], *, command: str) -> str:
     for name, measured, ok, note in targets(data):
         mark = "–" if ok is None else ("yes" if ok else "**no**")
         lines.append(f"| {name} | {measured} | {mark}{' — ' + note if note else ''} |")
+    return lines
 
-    lines += [
+
+def _ratios_section(cells: Cells, ip: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         "### Ratios",
         "",
-        "| | " + " | ".join(f"{c} conns" for c in (1, 16, 64)) + " |",
+        "| | " + " | ".join(f"{c} conns" for c in _CONNS) + " |",
         "|---|---|---|---|",
     ]
-    for other in ("bare-defaults", "bare-tuned", "mounted-asgi", "raw-uvicorn"):
-        row = [
-            _ratio(cells.get(("single", "full", c)), cells.get(("single", other, c)))
-            for c in (1, 16, 64)
-        ]
-        lines.append(f"| single rows: full / {other} | " + " | ".join(row) + " |")
-    for other in ("bare-defaults", "bare-tuned", "mounted-asgi", "raw-uvicorn"):
-        row = [
-            _ratio(
-                cells.get(("batch1000", "full", c)),
-                cells.get(("batch1000", other, c)),
-                rows=True,
-            )
-            for c in (1, 16, 64)
-        ]
-        lines.append(f"| 1000-row batches: full / {other} | " + " | ".join(row) + " |")
+    for other in _BARE:
+        label = f"single rows: full / {other}"
+        lines.append(_ratio_row(label, cells, "single", "single", other))
+    for other in _BARE:
+        label = f"1000-row batches: full / {other}"
+        lines.append(
+            _ratio_row(label, cells, "batch1000", "batch1000", other, rows=True)
+        )
+    label = "columnar full / named bare-defaults"
+    lines.append(
+        _ratio_row(label, cells, "columns1000", "batch1000", "bare-defaults", rows=True)
+    )
+    return lines + _onnxruntime_ratios(cells, ip)
+
+
+def _ratio_row(
+    label: str,
+    cells: Cells,
+    full_body: str,
+    other_body: str,
+    other: str,
+    *,
+    rows: bool = False,
+) -> str:
     row = [
         _ratio(
-            cells.get(("columns1000", "full", c)),
-            cells.get(("batch1000", "bare-defaults", c)),
-            rows=True,
+            cells.get((full_body, "full", c)),
+            cells.get((other_body, other, c)),
+            rows=rows,
         )
-        for c in (1, 16, 64)
+        for c in _CONNS
     ]
-    lines.append("| columnar full / named bare-defaults | " + " | ".join(row) + " |")
+    return f"| {label} | " + " | ".join(row) + " |"
+
+
+def _onnxruntime_ratios(cells: Cells, ip: dict[str, Any]) -> list[str]:
+    """The service's rate as a fraction of bare `session.run` calls in process."""
     ort = {
         t["batch"]: t for t in ip["timings"] if t["what"] == "onnxruntime session.run"
     }
+    lines = []
     if 1 in ort and ("single", "full", 1) in cells:
         svc = [
             cells[("single", "full", c)].rps / ort[1]["rows_per_s"]
-            for c in (1, 16, 64)
+            for c in _CONNS
             if ("single", "full", c) in cells
         ]
         lines.append(
@@ -386,7 +470,7 @@ def render(data: dict[str, Any], *, command: str) -> str:
         )
     if 1000 in ort:
         row = []
-        for c in (1, 16, 64):
+        for c in _CONNS:
             r = cells.get(("batch1000", "full", c))
             row.append(f"{r.rows_per_s / ort[1000]['rows_per_s']:.3f}×" if r else "–")
         lines.append(
@@ -394,42 +478,49 @@ def render(data: dict[str, Any], *, command: str) -> str:
             + " | ".join(row)
             + " |"
         )
+    return lines
 
+
+def _variants_section(http: list[CellResult], cells: Cells) -> list[str]:
     variants = [v for v in VARIANTS if any(r.cell.server == v for r in http)]
-    if variants:
-        lines += [
-            "",
-            "### Variants: the full app with one thing changed (loadtests/variants.py)",
-            "",
-            "| variant | what changed | single rows req/s, 16 conns (× full) "
-            "| 1000-row batches rows/s, 1 conn (× full) |",
-            "|---|---|---|---|",
-        ]
-        base_s = cells.get(("single", "full", 16))
-        base_b = cells.get(("batch1000", "full", 1))
-        for v in ["full", *variants]:
-            s16 = cells.get(("single", v, 16))
-            b1 = cells.get(("batch1000", v, 1))
-            stxt = f"{_f(s16.rps)} ({_ratio(s16, base_s)})" if s16 else "–"
-            btxt = (
-                f"{_f(b1.rows_per_s)} ({_ratio(b1, base_b, rows=True)})" if b1 else "–"
-            )
-            lines.append(f"| {v} | {ALL[v][0]} | {stxt} | {btxt} |")
+    if not variants:
+        return []
+    lines = [
+        "",
+        "### Variants: the full app with one thing changed (loadtests/variants.py)",
+        "",
+        "| variant | what changed | single rows req/s, 16 conns (× full) "
+        "| 1000-row batches rows/s, 1 conn (× full) |",
+        "|---|---|---|---|",
+    ]
+    base_s = cells.get(("single", "full", 16))
+    base_b = cells.get(("batch1000", "full", 1))
+    for v in ["full", *variants]:
+        s16 = cells.get(("single", v, 16))
+        b1 = cells.get(("batch1000", v, 1))
+        stxt = f"{_f(s16.rps)} ({_ratio(s16, base_s)})" if s16 else "–"
+        btxt = f"{_f(b1.rows_per_s)} ({_ratio(b1, base_b, rows=True)})" if b1 else "–"
+        lines.append(f"| {v} | {ALL[v][0]} | {stxt} | {btxt} |")
+    return lines
 
-    lines += [
+
+def _http_sections(http: list[CellResult]) -> list[str]:
+    return [
         "",
         "### Single-row requests",
         "",
         _http_table(http, ("single", "single_context"), rows=False),
-    ]
-    lines += ["", "`single_context` rows (full only) carry an island context.", ""]
-    lines += [
+        "",
+        "`single_context` rows (full only) carry an island context.",
+        "",
         "### 1,000-row batches",
         "",
         _http_table(http, ("batch1000", "columns1000"), rows=True),
     ]
 
-    lines += [
+
+def _in_process_section(ip: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         "### In-process (no HTTP)",
         "",
@@ -444,7 +535,7 @@ def render(data: dict[str, Any], *, command: str) -> str:
     lines += [
         "",
         "Our service code per request without an HTTP server (`PredictRequest."
-        "model_validate_json` → `Runtime.predict` with real metrics and prediction "
+        "model_validate_json` → `DataPlane.predict` with real metrics and prediction "
         "log → `orjson.dumps`):",
         "",
         "| body | part | µs per request | rows/s |",
@@ -455,8 +546,13 @@ def render(data: dict[str, Any], *, command: str) -> str:
             f"| {s['body']} | {s['part']} | {s['us_per_request']:,.1f} "
             f"| {_f(s['rows_per_s'])} |"
         )
+    return lines
 
-    lines += ["", "### Prediction log", ""]
+
+def _prediction_log_section(
+    ip: dict[str, Any], counters: dict[str, float]
+) -> list[str]:
+    lines = ["", "### Prediction log", ""]
     for key in ("log", "log_context"):
         lg = ip.get(key)
         if lg is None:
@@ -473,66 +569,72 @@ def render(data: dict[str, Any], *, command: str) -> str:
             f"{lg['dropped']} dropped; `submit_batch` costs "
             f"{lg['submit_us_per_row']:.4f} µs per row on the request path."
         )
-    counters = data.get("log_counters") or {}
     if counters:
         lines.append(
             f"- The full service during this benchmark: "
             f"{_f(counters.get('written', 0))} rows written, "
             f"{_f(counters.get('dropped', 0))} dropped (queue bound 100,000 rows)."
         )
+    return lines
 
-    mixed = data.get("mixed")
-    if mixed is not None:
-        lines += [
-            "",
-            "### Reports under load",
-            "",
-            f"Full service, single rows at 16 connections while one client files "
-            f"reports (Idempotency-Key; every fifth a retry): "
-            f"{_f(mixed.predictions.rps)} req/s, "
-            f"p99 {_ms(mixed.predictions.p99_ms)} ms, "
-            f"{mixed.predictions.errors} failed predictions; {mixed.reports_sent} "
-            f"reports: {mixed.reports_created} created, {mixed.reports_replayed} "
-            f"replayed, {len(mixed.report_failures)} failed"
-            + (
-                f" (first: `{mixed.report_failures[0]}`)"
-                if mixed.report_failures
-                else ""
-            )
-            + ".",
-        ]
 
-    if data["crosscheck"]:
-        lines += [
-            "",
-            "### Latency cross-check: hey vs wrk (single rows)",
-            "",
-            "hey measures with its own clock at 0.1 ms resolution and costs ~5× "
-            "wrk's CPU per request, so its req/s is lower.",
-            "",
-            "| server | conns | hey req/s | hey p50 / p95 / p99 ms "
-            "| wrk p50 / p95 / p99 ms | hey CPU s per 1000 req |",
-            "|---|---:|---:|---|---|---:|",
-        ]
-        for name, c, h in data["crosscheck"]:
-            w = cells.get(("single", name, c))
-            wtxt = f"{_ms(w.p50_ms)} / {_ms(w.p95_ms)} / {_ms(w.p99_ms)}" if w else "–"
-            per = h.generator_cpu_s / h.requests * 1000 if h.requests else float("nan")
-            lines.append(
-                f"| {name} | {c} | {_f(h.rps)} | {_ms(h.p50_ms)} / {_ms(h.p95_ms)} / "
-                f"{_ms(h.p99_ms)} | {wtxt} | {per:.3f} |"
-            )
+def _reports_section(mixed: MixedResult | None) -> list[str]:
+    if mixed is None:
+        return []
+    return [
+        "",
+        "### Reports under load",
+        "",
+        f"Full service, single rows at 16 connections while one client files "
+        f"reports (Idempotency-Key; every fifth a retry): "
+        f"{_f(mixed.predictions.rps)} req/s, "
+        f"p99 {_ms(mixed.predictions.p99_ms)} ms, "
+        f"{mixed.predictions.errors} failed predictions; {mixed.reports_sent} "
+        f"reports: {mixed.reports_created} created, {mixed.reports_replayed} "
+        f"replayed, {len(mixed.report_failures)} failed"
+        + (f" (first: `{mixed.report_failures[0]}`)" if mixed.report_failures else "")
+        + ".",
+    ]
+
+
+def _crosscheck_section(
+    crosscheck: list[tuple[str, int, LoadResult]],
+    cells: Cells,
+) -> list[str]:
+    if not crosscheck:
+        return []
+    lines = [
+        "",
+        "### Latency cross-check: hey vs wrk (single rows)",
+        "",
+        "hey measures with its own clock at 0.1 ms resolution and costs ~5× "
+        "wrk's CPU per request, so its req/s is lower.",
+        "",
+        "| server | conns | hey req/s | hey p50 / p95 / p99 ms "
+        "| wrk p50 / p95 / p99 ms | hey CPU s per 1000 req |",
+        "|---|---:|---:|---|---|---:|",
+    ]
+    for name, c, h in crosscheck:
+        w = cells.get(("single", name, c))
+        wtxt = f"{_ms(w.p50_ms)} / {_ms(w.p95_ms)} / {_ms(w.p99_ms)}" if w else "–"
+        per = h.generator_cpu_s / h.requests * 1000 if h.requests else float("nan")
+        lines.append(
+            f"| {name} | {c} | {_f(h.rps)} | {_ms(h.p50_ms)} / {_ms(h.p95_ms)} / "
+            f"{_ms(h.p99_ms)} | {wtxt} | {per:.3f} |"
+        )
+    return lines
+
+
+def _generator_cpu(http: list[CellResult]) -> list[str]:
     wrk_cpu = sum(r.generator_cpu_s_per_1000 * r.requests for r in http) / max(
         sum(r.requests for r in http), 1
     )
-    lines += [
-        "",
-        f"wrk's own CPU in this run: {wrk_cpu:.3f} s per 1,000 requests.",
-        "",
-        "### Drift job",
-        "",
-    ]
-    for d in data["drift"]:
+    return ["", f"wrk's own CPU in this run: {wrk_cpu:.3f} s per 1,000 requests."]
+
+
+def _drift_section(drift: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "### Drift job", ""]
+    for d in drift:
         if "error" in d:
             lines.append(f"- {d['rows']:,} rows: {d['error']}")
         else:
@@ -544,7 +646,7 @@ def render(data: dict[str, Any], *, command: str) -> str:
                 f"(+ {d['import_seconds']:.1f} s Evidently import, once per process), "
                 f"peak RSS {d['peak_mib']:.0f} MiB (`monitoring.bench_drift`)."
             )
-    return "\n".join(line for line in lines if line is not None) + "\n"
+    return lines
 
 
 def write(path: Path, generated: str) -> None:
