@@ -6,14 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
 UV_VERSION := 0.13.8
-STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements-bootstrap.txt requirements.lock pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: install serve test test-deps test-fast lint lock audit bento monitoring bench loadtest demo clean
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements-bootstrap.txt requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements-bootstrap.txt
+	$(BIN)/uv pip sync -q --require-hashes --python $(BIN)/python requirements.lock
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -36,9 +36,10 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
-# Re-resolve requirements.in into the pinned lock file.
+# Re-resolve requirements.in into the pinned lock file, with every file's hash.
 lock:
-	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile -q requirements.in --python-version 3.11 --generate-hashes -o requirements.lock
+	echo 'uv==$(UV_VERSION)' | $(BIN)/uv pip compile -q - --python-version 3.11 --generate-hashes --no-header -o requirements-bootstrap.txt
 
 # Known-vulnerability audit of the locked dependencies (needs the advisory service).
 audit: install

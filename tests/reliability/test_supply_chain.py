@@ -124,15 +124,26 @@ def test_the_scan_finds_a_pickle_load(tmp_path: Path) -> None:
 LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]+\])?==([^\s;]+)")
 
 
-def _locked() -> dict[str, str]:
-    pins = {}
-    for raw in (ROOT / "requirements.lock").read_text().splitlines():
-        line = raw.strip()
+def _locked(path: Path = ROOT / "requirements.lock") -> dict[str, str]:
+    return {name: version for name, (version, _) in _locked_with_hashes(path).items()}
+
+
+def _locked_with_hashes(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (pinned version, the sha256 hashes that follow its pin)."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    current: list[str] | None = None
+    for raw in path.read_text().splitlines():
+        line = raw.strip().removesuffix("\\").strip()
         if not line or line.startswith("#"):
             continue
+        if line.startswith("--hash="):
+            assert current is not None, f"{path.name}: a hash before any pin"
+            current.append(line.removeprefix("--hash="))
+            continue
         match = LOCK_LINE.match(line)
-        assert match, f"requirements.lock: not an exact pin: {line!r}"
-        pins[_normal(match.group(1))] = match.group(3)
+        assert match, f"{path.name}: not an exact pin: {line!r}"
+        current = []
+        pins[_normal(match.group(1))] = (match.group(3), current)
     return pins
 
 
@@ -148,6 +159,25 @@ def test_every_locked_dependency_is_an_exact_pin_and_covers_requirements_in() ->
         if line:
             name = _normal(re.split(r"[\[<>=!~; ]", line, maxsplit=1)[0])
             assert name in pins, f"{name} is in requirements.in but not locked"
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-bootstrap.txt"])
+def test_every_pin_carries_hashes_and_install_verifies_them(lock: str) -> None:
+    pins = _locked_with_hashes(ROOT / lock)
+    assert pins
+    unhashed = [name for name, (_, hashes) in pins.items() if not hashes]
+    assert not unhashed, f"{lock}: pins without a hash: {unhashed}"
+    assert all(
+        h.startswith("sha256:") and len(h) == 71
+        for _, hashes in pins.values()
+        for h in hashes
+    )
+    install = re.search(
+        r"^\$\(STAMP\):.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M
+    )
+    assert install is not None
+    commands = [c for c in install.group(1).splitlines() if lock in c]
+    assert commands and all("--require-hashes" in c for c in commands), commands
 
 
 def test_installed_packages_are_the_locked_versions() -> None:
