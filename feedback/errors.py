@@ -6,7 +6,8 @@
     │   └── ReportNotFound(report_id)
     ├── Unprocessable (422)
     │   ├── UnknownLabel(field, label, allowed)
-    │   └── BadTriageUpdate(message)
+    │   ├── BadTriageUpdate(message)
+    │   └── IdempotencyConflict(key)
     └── Unavailable (503, Retry-After)
         └── DatabaseUnavailable(operation)
 
@@ -67,6 +68,18 @@ class UnknownLabel(Unprocessable):
 
 class BadTriageUpdate(Unprocessable):
     code = "bad_triage_update"
+
+
+class IdempotencyConflict(Unprocessable):
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str):
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used by this client for a "
+            "different report body; retry with the same body, or use a new key "
+            "for a new report",
+            field="Idempotency-Key",
+        )
 
 
 class DatabaseUnavailable(Unavailable):

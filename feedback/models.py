@@ -170,6 +170,7 @@ class Report(Base):
         Index("ix_reports_model_version", "model_version"),
         Index("ix_reports_created_at", "created_at"),
         Index("ix_reports_prediction_id", "prediction_id"),
+        UniqueConstraint("idempotency_scope", "idempotency_key"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -188,7 +189,11 @@ class Report(Base):
     comment: Mapped[str | None] = mapped_column(Text)
     reporter: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="new")
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # A key is unique per caller (see feedback.idempotency), and bound to the
+    # sha256 of the body first sent with it.
+    idempotency_scope: Mapped[str | None] = mapped_column(String(100))
+    idempotency_body_sha256: Mapped[str | None] = mapped_column(String(64))
 
     regression_case: Mapped[RegressionCase | None] = relationship(
         back_populates="report", lazy="selectin", uselist=False
