@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 
 import bentoml
 
 from service.app import create_app
+from service.header_limits import HeaderLimits
 from service.settings import Settings
 from service.wiring import build_worker
 
 settings = Settings()
+# uvicorn rewrites the client address from X-Forwarded-For when the peer is in
+# FORWARDED_ALLOW_IPS (default: loopback), read when BentoML's worker builds its
+# uvicorn config, after importing this module. Only the configured proxies count.
+os.environ["FORWARDED_ALLOW_IPS"] = settings.http.trusted_proxies
 api = create_app(max_body_bytes=settings.serving.max_body_bytes)
 log = logging.getLogger(__name__)
 # BentoML always installs OpenTelemetry's ASGI middleware; excluded URLs skip it.
@@ -53,3 +59,10 @@ class InferenceService:
     @bentoml.on_shutdown
     def shutdown(self) -> None:
         self.worker.close()
+
+
+InferenceService.add_asgi_middleware(
+    HeaderLimits,  # type: ignore[arg-type]
+    max_header_bytes=settings.http.max_header_bytes,
+    max_headers=settings.http.max_headers,
+)

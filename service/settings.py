@@ -8,10 +8,11 @@ everything else receives values through constructors.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitoring.drift_schedule import DriftTarget
@@ -82,6 +83,32 @@ class SecuritySettings(BaseModel):
     """If set, /predict and /report need `Authorization: Bearer <api_key>`."""
 
 
+class HttpSettings(BaseModel):
+    """How the HTTP edge treats a request before any route sees it."""
+
+    trusted_proxies: str = ""
+    """Comma-separated addresses or networks (e.g. `10.0.0.5,10.1.0.0/16`) whose
+    X-Forwarded-For / X-Forwarded-Proto headers are believed; empty: nobody's, so
+    a client is always its peer address."""
+    max_header_bytes: int = Field(16_384, ge=1024)
+    """Largest total size of a request's header names and values (431 beyond)."""
+    max_headers: int = Field(100, ge=8)
+    """Most header fields one request may carry (431 beyond)."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        entries = [e.strip() for e in value.split(",") if e.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network"
+                ) from None
+        return ",".join(entries)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FLYWHEEL_",
@@ -102,6 +129,7 @@ class Settings(BaseSettings):
     feedback: FeedbackSettings = FeedbackSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     security: SecuritySettings = SecuritySettings()
+    http: HttpSettings = HttpSettings()
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> Settings:
