@@ -103,9 +103,7 @@ class HttpSettings(BaseModel):
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError:
-                raise ValueError(
-                    f"{entry!r} is not an IP address or network"
-                ) from None
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
         return ",".join(entries)
 
 
