@@ -4,14 +4,18 @@ common.errors.ServiceError
 └── PackError (500: a broken pack is an operator problem, reported at start-up)
     ├── PackFileMissing(path)
     ├── PackMetadataInvalid(path, problems)
-    └── PackModelMismatch(what, expected, actual)
+    ├── PackModelMismatch(what, expected, actual)
+    ├── PackModelUnreadable(path, problem)
+    └── GpuRequired(providers)
+common.errors.Unprocessable
+└── PackerInputInvalid(message)  a packer user's mistake: bad file, label, option
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from common.errors import ServiceError
+from common.errors import ServiceError, Unprocessable
 
 
 class PackError(ServiceError):
@@ -49,3 +53,10 @@ class GpuRequired(PackError):
             "settings require a GPU (CUDAExecutionProvider) but onnxruntime is "
             f"running on {providers}; refusing to start"
         )
+
+
+class PackerInputInvalid(Unprocessable):
+    """What the person packing a model got wrong, in one line that says how to fix
+    it (the packer's command line prints it and exits 2)."""
+
+    code = "packer_input_invalid"
