@@ -7,6 +7,7 @@
     regression_runs     one candidate-vs-baseline replay, with its gate decision
     regression_results  one row per case per run
     retraining_requests drift or report rate said "retrain" (monitoring opens them)
+    served_state        per deployment: the served pack (model-store tag) and policy
 
 Reports refer to predictions by id without a foreign key: predictions expire by
 retention and may be dropped by a full log queue, reports never do.
@@ -276,3 +277,21 @@ class RetrainingRequest(Base):
     model_version: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="open")
     closed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ServedStateRow(Base):
+    """What one deployment serves; see feedback.served_state."""
+
+    __tablename__ = "served_state"
+
+    deployment: Mapped[str] = mapped_column(String(200), primary_key=True)
+    pack_tag: Mapped[str] = mapped_column(String(200))
+    """The pack's entry in the model store (`name:content-hash`)."""
+    pack_sha256: Mapped[str] = mapped_column(String(64))
+    policy_yaml: Mapped[str] = mapped_column(Text)
+    policy_source: Mapped[str] = mapped_column(String(1000))
+    """Where the policy came from: the pack, a settings path, or an admin PUT."""
+    configured: Mapped[str] = mapped_column(String(200))
+    """Fingerprint of the settings that chose the initial pack and policy."""
+    revision: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -50,8 +50,9 @@ class ServingSettings(BaseModel):
 
 
 class GuardrailSettings(BaseModel):
-    policy_path: Path = PROJECT_ROOT / "policies" / "default.yaml"
-    """Guardrail policy served at start-up (until replaced by the admin endpoint)."""
+    policy_path: Path | None = None
+    """Guardrail policy served at start-up instead of the pack's own `policy.yaml`
+    (until replaced by the admin endpoint)."""
 
 
 class FeedbackSettings(BaseModel):
@@ -75,6 +76,15 @@ class FeedbackSettings(BaseModel):
     """How often logged predictions older than the policy's retention are purged."""
 
 
+class DeploymentSettings(BaseModel):
+    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+    """Deployment whose served pack and policy (a row in the store) this service
+    follows and changes; services sharing a database keep apart by name."""
+    pack_tag: str | None = None
+    """Start from this pack in BentoML's model store (`name:version` or
+    `name:latest`) instead of `pack_dir`; a built bento names the pack it carries."""
+
+
 class SecuritySettings(BaseModel):
     admin_token: SecretStr | None = None
     """Bearer token for /admin routes; admin routes are refused while unset."""
@@ -96,12 +106,14 @@ class Settings(BaseSettings):
     data_dir: Path = PROJECT_ROOT / "data"
     """Root of all state: packs, database, BentoML home, drift output."""
     pack_dir: Path | None = None
-    """Model pack served at start-up; default data_dir/packs/penguins."""
+    """Model pack served at start-up; default data_dir/packs/penguins (the only
+    location built automatically when missing)."""
     serving: ServingSettings = ServingSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     security: SecuritySettings = SecuritySettings()
+    deployment: DeploymentSettings = DeploymentSettings()
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> Settings:
@@ -125,9 +137,14 @@ class Settings(BaseSettings):
         )
 
     @property
-    def state_file(self) -> Path:
-        """Which pack and policy are promoted; every worker follows it."""
-        return self.data_dir / "active.json"
+    def bentoml_home(self) -> Path:
+        """BENTOML_HOME for the commands that start BentoML."""
+        return self.data_dir / "bentoml"
+
+    @property
+    def model_store_dir(self) -> Path:
+        """BentoML's model store, which holds every pack that is or was served."""
+        return self.bentoml_home / "models"
 
     @property
     def regression_dir(self) -> Path:

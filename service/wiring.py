@@ -18,6 +18,7 @@ from guardrails.registry import ABSTAIN_REASONS, STAGE_NAMES
 from monitoring.drift_schedule import DriftSchedule
 from monitoring.metrics import ServiceMetrics
 from monitoring.metrics_buffer import MetricsBuffer
+from packs.model_store import PackStore
 from service.access import Access
 from service.dataplane import PHASES, DataPlane
 from service.jobs import Jobs
@@ -41,6 +42,17 @@ def build_metrics(served: Served) -> ServiceMetrics:
     )
 
 
+def pack_store(settings: Settings) -> PackStore:
+    """Under a BentoML server, BentoML's own model store (`$BENTOML_HOME/models`,
+    which `service.cli serve` puts under the data dir, or a built bento's models);
+    in-process, the store under the data dir."""
+    import bentoml
+
+    if bentoml.server_context.worker_index is not None:
+        return PackStore.configured()
+    return PackStore.at(settings.model_store_dir)
+
+
 def build_worker(
     settings: Settings,
     *,
@@ -56,7 +68,8 @@ def build_worker(
     if settings.feedback.migrate_on_start:
         migrate(engine)
     sessions = session_factory(engine)
-    served = ServedState(settings)
+    store = pack_store(settings)
+    served = ServedState(settings, sessions=sessions, store=store)
     closers: list[Callable[[], object]] = []
     metrics: MetricsSink = NullMetrics()
     service_metrics = build_metrics(served.current)
@@ -88,6 +101,7 @@ def build_worker(
     promoter = Promoter(
         sessions,
         served,
+        store,
         max_newly_broken=settings.feedback.gate_max_newly_broken,
         max_metric_drop=settings.feedback.gate_max_metric_drop,
         out_dir=settings.regression_dir,
