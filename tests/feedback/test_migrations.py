@@ -29,6 +29,8 @@ TABLES = {
     "regression_runs",
     "regression_results",
     "retraining_requests",
+    "categories",
+    "review_items",
     VERSION_TABLE,
 }
 
