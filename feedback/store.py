@@ -225,6 +225,13 @@ def _filtered(session: Session, stmt: Select[Any], filter: ReportFilter) -> Sele
         stmt = stmt.where(Report.status == filter.status)
     if filter.model_version is not None:
         stmt = stmt.where(Report.model_version == filter.model_version)
+    if filter.predicted_label is not None:
+        stmt = stmt.where(Report.bad_label == filter.predicted_label)
+    if filter.expected_label is not None:
+        stmt = stmt.where(
+            func.coalesce(Report.corrected_label, Report.expected_label)
+            == filter.expected_label
+        )
     if filter.label is not None:
         stmt = stmt.where(
             or_(
@@ -295,12 +302,13 @@ def update_report(
             "give corrected_label",
             field="corrected_label",
         )
-    _sync_case(report)
+    sync_regression_case(report)
     session.commit()
     return report
 
 
-def _sync_case(report: Report) -> None:
+def sync_regression_case(report: Report) -> None:
+    """Make the report's regression case follow its triage state (not committed)."""
     case = report.regression_case
     wanted = report.status in ("confirmed", "fixed") and report.inputs is not None
     if not wanted:

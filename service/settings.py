@@ -74,6 +74,15 @@ class FeedbackSettings(BaseModel):
     """Promotion gate: allowed absolute drop of test accuracy / macro-F1."""
     retention_check_s: float = Field(3600.0, gt=0)
     """How often logged predictions older than the policy's retention are purged."""
+    # The review queue (admin pages): which logged answers wait for a person.
+    review_margin: float = Field(0.2, ge=0, le=1)
+    """An answer whose top-1 minus top-2 probability is below this is low-margin."""
+    review_sample_share: float = Field(0.1, ge=0, le=1)
+    """Share of low-margin answers sampled into the review queue."""
+    audit_share: float = Field(0.0, ge=0, le=1)
+    """Share of the other answers sampled into the review queue as audits."""
+    review_interval_s: float = Field(30.0, gt=0)
+    """How often one worker samples the prediction log into the review queue."""
 
 
 class DeploymentSettings(BaseModel):
@@ -90,6 +99,17 @@ class SecuritySettings(BaseModel):
     """Bearer token for /admin routes; admin routes are refused while unset."""
     api_key: SecretStr | None = None
     """If set, /predict and /report need `Authorization: Bearer <api_key>`."""
+
+
+class UISettings(BaseModel):
+    session_max_age_s: int = Field(8 * 3600, ge=60)
+    """How long a login to the admin pages (/admin/ui/) lasts, in seconds."""
+    cookie_secure: bool = False
+    """Mark the session cookie Secure: set it when the pages are served over HTTPS."""
+    evidently_url: str | None = None
+    """Evidently UI address the admin pages link to, e.g. http://127.0.0.1:8001."""
+    page_rows: int = Field(50, ge=1, le=500)
+    """Rows per page in the admin pages' queues."""
 
 
 class Settings(BaseSettings):
@@ -114,6 +134,7 @@ class Settings(BaseSettings):
     monitoring: MonitoringSettings = MonitoringSettings()
     security: SecuritySettings = SecuritySettings()
     deployment: DeploymentSettings = DeploymentSettings()
+    ui: UISettings = UISettings()
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> Settings:

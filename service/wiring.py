@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from feedback.categories import category_names
 from feedback.db import SessionFactory, make_engine, migrate, session_factory
 from feedback.prediction_log import PredictionLog
 from feedback.promotion import Promoter, record_served
@@ -22,6 +23,7 @@ from packs.model_store import PackStore
 from service.access import Access
 from service.dataplane import PHASES, DataPlane
 from service.jobs import Jobs
+from service.review_sampling import ReviewSampling
 from service.served import Served, ServedState
 from service.settings import Settings
 from service.sinks import MetricsSink, NullMetrics, NullPredictionLog, PredictionSink
@@ -30,15 +32,19 @@ from service.worker import Worker
 log = logging.getLogger(__name__)
 
 
-def build_metrics(served: Served) -> ServiceMetrics:
+def build_metrics(
+    served: Served, *, report_categories: list[str] | None = None
+) -> ServiceMetrics:
     """The service's metrics for what is served. Under BentoML every worker writes
-    multiprocess files that /metrics sums (see monitoring.metrics)."""
+    multiprocess files that /metrics sums (see monitoring.metrics). Report
+    categories are the managed list as the worker starts; others count as `other`."""
     meta = served.meta
     return ServiceMetrics(
         labels=meta.labels,
         stages=PHASES,
         guardrail_stages=STAGE_NAMES,
         abstain_reasons=ABSTAIN_REASONS,
+        report_categories=report_categories or (),
     )
 
 
@@ -51,6 +57,11 @@ def pack_store(settings: Settings) -> PackStore:
     if bentoml.server_context.worker_index is not None:
         return PackStore.configured()
     return PackStore.at(settings.model_store_dir)
+
+
+def _category_names(sessions: SessionFactory) -> list[str]:
+    with sessions() as session:
+        return category_names(session)
 
 
 def build_worker(
@@ -72,7 +83,9 @@ def build_worker(
     served = ServedState(settings, sessions=sessions, store=store)
     closers: list[Callable[[], object]] = []
     metrics: MetricsSink = NullMetrics()
-    service_metrics = build_metrics(served.current)
+    service_metrics = build_metrics(
+        served.current, report_categories=_category_names(sessions)
+    )
     if record_metrics:
         buffer = MetricsBuffer(service_metrics).start()
         metrics = buffer
@@ -120,6 +133,8 @@ def build_worker(
         )
         drift.start()
         closers.insert(0, drift.stop)
+        sampling = ReviewSampling(settings.feedback, sessions).start()
+        closers.insert(0, sampling.stop)
     _record_served(sessions, served.current)
     return Worker(
         settings=settings,

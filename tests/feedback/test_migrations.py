@@ -30,6 +30,8 @@ TABLES = {
     "regression_results",
     "retraining_requests",
     "served_state",
+    "categories",
+    "review_items",
     VERSION_TABLE,
 }
 
