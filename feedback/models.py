@@ -7,6 +7,7 @@
     regression_runs     one candidate-vs-baseline replay, with its gate decision
     regression_results  one row per case per run
     retraining_requests drift or report rate said "retrain" (monitoring opens them)
+    leases              which process runs a once-per-window job (see feedback.leases)
 
 Reports refer to predictions by id without a foreign key: predictions expire by
 retention and may be dropped by a full log queue, reports never do.
@@ -23,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -271,3 +273,19 @@ class RetrainingRequest(Base):
     model_version: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="open")
     closed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Lease(Base):
+    """One row per job name: who may run it now, and up to when its work is done."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    """The process holding (or last holding) the lease: host, pid and a nonce."""
+    token: Mapped[int] = mapped_column(BigInteger)
+    """Fencing token: grows by one each time the lease changes hands."""
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    done_until: Mapped[datetime | None] = mapped_column(default=None)
+    """End of the last window whose run completed (None before the first)."""

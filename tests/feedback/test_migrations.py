@@ -29,6 +29,7 @@ TABLES = {
     "regression_runs",
     "regression_results",
     "retraining_requests",
+    "leases",
     VERSION_TABLE,
 }
 
