@@ -94,6 +94,17 @@ class DeploymentSettings(BaseModel):
     `name:latest`) instead of `pack_dir`; a built bento names the pack it carries."""
 
 
+class LeaseSettings(BaseModel):
+    """Once-per-window jobs (the scheduled drift run and its retraining trigger)
+    shared by every replica on one store, through a lease row per job."""
+
+    ttl_s: float = Field(30.0, gt=0)
+    """A lease not renewed for this long is free: how soon another replica takes
+    over a job whose holder died. Renewed every third of it while the job runs."""
+    poll_s: float = Field(5.0, gt=0)
+    """How often each replica checks whether the current window's run is due."""
+
+
 class SecuritySettings(BaseModel):
     admin_token: SecretStr | None = None
     """Bearer token for /admin routes; admin routes are refused while unset."""
@@ -135,6 +146,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = SecuritySettings()
     deployment: DeploymentSettings = DeploymentSettings()
     ui: UISettings = UISettings()
+    leases: LeaseSettings = LeaseSettings()
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> Settings:

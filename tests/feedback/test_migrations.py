@@ -32,6 +32,7 @@ TABLES = {
     "served_state",
     "categories",
     "review_items",
+    "leases",
     VERSION_TABLE,
 }
 
