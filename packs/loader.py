@@ -27,6 +27,7 @@ from packs.errors import (
 from packs.format import (
     METADATA_FILE,
     MODEL_FILE,
+    POLICY_FILE,
     REFERENCE_FILE,
     TEST_FILE,
     PackMetadata,
@@ -35,6 +36,7 @@ from packs.format import (
 log = logging.getLogger(__name__)
 
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+__all__ = ["POLICY_FILE", "ModelPack", "load_table", "metadata_json", "read_metadata"]
 
 
 def read_metadata(pack_dir: Path) -> PackMetadata:
@@ -121,6 +123,9 @@ class ModelPack:
 
     def test_path(self) -> Path:
         return self.path / TEST_FILE
+
+    def policy_path(self) -> Path:
+        return self.path / POLICY_FILE
 
 
 def _check_signature(session: object, meta: PackMetadata) -> None:
