@@ -29,6 +29,10 @@ TABLES = {
     "regression_runs",
     "regression_results",
     "retraining_requests",
+    "served_state",
+    "categories",
+    "review_items",
+    "leases",
     VERSION_TABLE,
 }
 
