@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from feedback.log_stream import LogStreamSettings
 from monitoring.drift_schedule import DriftTarget
 from monitoring.settings import MonitoringSettings
 
@@ -147,6 +148,7 @@ class Settings(BaseSettings):
     deployment: DeploymentSettings = DeploymentSettings()
     ui: UISettings = UISettings()
     leases: LeaseSettings = LeaseSettings()
+    log_stream: LogStreamSettings = LogStreamSettings()
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> Settings:

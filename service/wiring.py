@@ -108,6 +108,8 @@ def build_worker(
         prediction_log = writer
         closers.insert(0, lambda: writer.close(timeout_s=10))
     served.subscribe(lambda now: _export_versions(metrics, now))
+    served.on_follow(lambda failure: metrics.set_follow_failing(failure is not None))
+    metrics.set_follow_failing(False)
     dataplane = DataPlane(
         settings,
         served,
