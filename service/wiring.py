@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable
 
 from feedback.db import SessionFactory, make_engine, migrate, session_factory
-from feedback.prediction_log import PredictionLog
+from feedback.log_reader import PredictionLogReader
+from feedback.prediction_log import PredictionLog, WriterOptions
 from feedback.promotion import Promoter, record_served
 from guardrails.registry import ABSTAIN_REASONS, STAGE_NAMES
 from monitoring.drift_schedule import DriftSchedule
@@ -41,6 +42,21 @@ def build_metrics(served: Served) -> ServiceMetrics:
     )
 
 
+def writer_options(settings: Settings) -> WriterOptions:
+    """The prediction-log writer's options from the settings."""
+    s = settings.prediction_log
+    return WriterOptions(
+        fsync_interval_s=s.fsync_interval_s,
+        rotate_bytes=s.rotate_bytes,
+        rotate_age_s=s.rotate_age_s,
+        on_slow_storage=s.on_slow_storage,
+        max_wait_s=s.max_wait_s,
+        sample_rate=s.sample_rate,
+        compact=s.compact,
+        row_group_rows=s.row_group_rows,
+    )
+
+
 def build_worker(
     settings: Settings,
     *,
@@ -65,23 +81,26 @@ def build_worker(
         metrics = buffer
         closers.append(buffer.stop)
     prediction_log: PredictionSink = NullPredictionLog()
+    log_settings = settings.prediction_log
     if log_predictions:
-        feedback = settings.feedback
         writer = PredictionLog(
-            engine,
-            max_queue_rows=feedback.log_queue_rows,
-            batch_rows=feedback.log_batch_rows,
-            flush_interval_ms=feedback.log_flush_interval_ms,
-            on_drop=service_metrics.add_log_dropped,
-            on_flush=lambda rows, _seconds: service_metrics.add_log_written(rows),
+            settings.prediction_log_dir,
+            writer_options(settings),
+            on_written=service_metrics.add_log_written,
+            on_refused=service_metrics.add_log_refused,
         ).start()
         prediction_log = writer
         closers.insert(0, lambda: writer.close(timeout_s=10))
+    service_metrics.set_log_sample_rate(log_settings.sample_rate)
+    log_reader = PredictionLogReader(
+        settings.prediction_log_dir, sample_rate=log_settings.sample_rate
+    )
     served.subscribe(lambda now: _export_versions(metrics, now))
     dataplane = DataPlane(
         settings,
         served,
         prediction_log=prediction_log,
+        log_reader=log_reader,
         metrics=metrics,
         sessions=sessions,
     )
@@ -96,6 +115,7 @@ def build_worker(
         settings,
         served,
         prediction_log=prediction_log,
+        log_reader=log_reader,
         metrics=metrics,
         sessions=sessions,
     ).start()
