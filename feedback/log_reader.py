@@ -204,6 +204,21 @@ class PredictionLogReader:
                 parts.append(part)
         return _sorted(_concat(parts))
 
+    def predictions_since(
+        self, since: datetime, *, limit: int = 10_000
+    ) -> list[LoggedPrediction]:
+        """The first `limit` rows created after `since`, oldest first, each read
+        with its own segment's labels and features."""
+        ms = int(since.timestamp() * 1000)
+        files = [f for f in list_segments(self.log_dir) if f.newer_than(ms)]
+        stamp = pa.scalar(since.astimezone(UTC), pa.timestamp("us", tz="UTC"))
+        rows: list[LoggedPrediction] = []
+        for table in self._tables(files, None):
+            part = table.filter(pc.greater(table["created_at"], stamp))
+            rows += [_as_prediction(part.slice(i, 1)) for i in range(part.num_rows)]
+        rows.sort(key=lambda r: (r.created_at, r.id))
+        return rows[:limit]
+
     def count_since(self, since: datetime) -> int:
         """Rows created at or after `since`."""
         ms = int(since.timestamp() * 1000)

@@ -10,13 +10,14 @@ lookup by id prunes files by name):
     seg_<start ms>_<end ms>_<writer>.parquet  a closed segment, compacted
 
 `<writer>` is `host.pid.random.sequence`, unique per process and segment, so that
-several workers and replicas can share one directory (a shared volume). Columns: `id`, `created_at`,
-the versions and context, `label`, `abstained`, `reason`, `trace` (JSON text of
-the rows a stage acted on), then `probabilities` and, when the policy lets inputs
-be stored, `inputs`: fixed-size lists of float32 whose labels and feature names
-are in the schema's metadata (one column each rather than one per value keeps the
-request path to a few pyarrow calls). A segment holds one schema; a writer starts
-a new segment when it changes.
+several workers and replicas can share one directory (a shared volume).
+
+Columns: `id`, `created_at`, the versions and context, `label`, `abstained`,
+`reason`, `trace` (JSON text of the rows a stage acted on), then `probabilities`
+and, when the policy lets inputs be stored, `inputs`: fixed-size lists of float32
+whose labels and feature names are in the schema's metadata (one column each
+rather than one per value keeps the request path to a few pyarrow calls). A
+segment holds one schema; a writer starts a new segment when it changes.
 """
 
 from __future__ import annotations

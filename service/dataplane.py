@@ -19,6 +19,7 @@ from typing import Any
 from common.errors import Unprocessable
 from feedback import store
 from feedback.db import SessionFactory
+from feedback.idempotency import IdempotencyKey
 from feedback.log_batch import answered_batch
 from feedback.log_reader import PredictionLogReader
 from feedback.models import new_prediction_ids
@@ -129,23 +130,38 @@ class DataPlane:
         return answer
 
     def report(
-        self, data: ReportCreate, *, idempotency_key: str | None, client: str
+        self,
+        data: ReportCreate,
+        *,
+        idempotency_key: str | None,
+        client: str,
+        scope: str,
     ) -> tuple[ReportPublic, bool]:
-        """Store a report (committed before returning): (report, created)."""
+        """Store a report (committed before returning): (report, created).
+
+        `client` is who the report counts against for the rate limit; `scope`
+        is whose idempotency keys it may replay (see `feedback.idempotency`).
+        """
         started = time.perf_counter()
         self._report_limiter.check(client)
         served = self.served.current
+        # The key is bound to the body as sent, before inputs may be dropped.
+        key = (
+            None
+            if idempotency_key is None
+            else IdempotencyKey.of(idempotency_key, scope=scope, body=data)
+        )
         data = _as_stored(data, served)
         # The row of an answered prediction is in the log before its answer was
         # sent (whichever worker answered): no waiting, no retries.
-        public, created = self._store_report(data, idempotency_key, served)
+        public, created = self._store_report(data, key, served)
         if created:
             self.metrics.observe_report(public.categories)
         self.metrics.observe_request("report", time.perf_counter() - started)
         return public, created
 
     def _store_report(
-        self, data: ReportCreate, key: str | None, served: Served
+        self, data: ReportCreate, key: IdempotencyKey | None, served: Served
     ) -> tuple[ReportPublic, bool]:
         model_version, policy_version = served.versions
         with self.sessions() as session:
@@ -153,7 +169,7 @@ class DataPlane:
                 session,
                 data=data,
                 labels=served.meta.labels,
-                idempotency_key=key,
+                idempotency=key,
                 find_prediction=lambda pid: store.get_prediction(self.log_reader, pid),
                 default_model_version=model_version,
                 default_policy_version=policy_version,

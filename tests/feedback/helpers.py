@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from feedback import store
 from feedback.log_batch import LogBatch
@@ -26,14 +26,19 @@ ADELIE = dict(zip(FEATURES, [39.1, 18.7, 181.0, 3750.0], strict=True))
 class PredictionRecord(BaseModel):
     """One logged prediction row, given field by field (tests build rows so)."""
 
-    id: str
-    created_at: datetime
+    id: str = ""
+    """Default: an id of `created_at`'s millisecond (see `id_at`)."""
+    created_at: datetime = Field(default_factory=utcnow)
     model_version: str
     policy_version: str | None = None
     context: str | None = None
     inputs: dict[str, float | None] | None = None
     outputs: OutputRecord
     trace: Any = None
+
+    def model_post_init(self, _context: Any) -> None:
+        if not self.id:
+            self.id = id_at(self.created_at)
 
 
 def batch_from_record(record: PredictionRecord | Mapping[str, Any]) -> LogBatch:

@@ -4,7 +4,7 @@ Rows in it are not moved: reports already hold copies of what they refer to, and
 the drift window refills from new traffic. Downgrade recreates the empty table.
 
 Revision ID: 0003_prediction_log
-Revises: 0002
+Revises: 0006_people_pages
 Create Date: 2026-12-01
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0003_prediction_log"
-down_revision: str | None = "0002"
+down_revision: str | None = "0006_people_pages"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
