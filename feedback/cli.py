@@ -90,19 +90,15 @@ def regress(
 
 @app.command()
 def purge(
-    db: str = DB_OPTION,
+    log_dir: Path = typer.Option(..., help="Prediction-log directory."),
     days: float = typer.Option(..., min=0.0, help="Keep predictions this recent."),
 ) -> None:
-    """Delete logged predictions older than `--days` (the policy's retention)."""
+    """Delete logged predictions older than `--days` (the policy's retention),
+    a whole segment at a time."""
     from feedback import store
-    from feedback.db import make_engine, session_factory
+    from feedback.log_reader import PredictionLogReader
 
-    engine = make_engine(db)
-    try:
-        with session_factory(engine)() as session:
-            deleted = store.purge_predictions_older_than(session, days)
-    finally:
-        engine.dispose()
+    deleted = store.purge_predictions_older_than(PredictionLogReader(log_dir), days)
     typer.echo(f"deleted {deleted} logged predictions older than {days:g} days")
 
 
