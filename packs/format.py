@@ -6,6 +6,8 @@ A pack is a directory:
     metadata.json     `PackMetadata` below, validated on load
     reference.parquet a sample of training inputs (+ `label`) for drift detection
     test.parquet      the held-out test set (+ `label`) used by the regression gate
+    calibration.parquet  validation-split probabilities + `label`, for conformal
+                      sets (`packs.calibration_scores`; optional)
 
 Probabilities must be the model's output for the labels in `output.labels`, in that
 order. Everything the guardrails need (priors, bounds, temperature) is here, so any

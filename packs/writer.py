@@ -22,6 +22,7 @@ from packs.calibration import (
     fit_temperature,
     log_loss,
 )
+from packs.calibration_scores import write_calibration
 from packs.format import (
     LABEL_COLUMN,
     METADATA_FILE,
@@ -139,6 +140,7 @@ def write_pack(
 
         val_p, val_y = probs_and_y(splits.validation)
         temp = fit_temperature(val_p, val_y, min_validation_rows=min_validation_rows)
+        write_calibration(staging, val_p, val_y, labels)
         test_p, test_y = probs_and_y(splits.test)
         cal_p = apply_temperature(test_p, temp.temperature)
         metrics = {
