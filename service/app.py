@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
-from service import admin_routes, report_routes
+from service import admin_routes, report_routes, ui
 from service.deps import ERRORS, worker_of
 from service.http_errors import install_error_handlers
 from service.limits import RequestLimits
@@ -70,6 +70,7 @@ def create_app(*, max_body_bytes: int) -> FastAPI:
     )
     for r in (router, report_routes.router, report_routes.admin, admin_routes.router):
         app.include_router(r)
+    ui.mount(app)
     install_error_handlers(app)
     app.add_middleware(PredictPath)  # type: ignore[arg-type]
     app.add_middleware(

@@ -50,8 +50,9 @@ class ServingSettings(BaseModel):
 
 
 class GuardrailSettings(BaseModel):
-    policy_path: Path = PROJECT_ROOT / "policies" / "default.yaml"
-    """Guardrail policy served at start-up (until replaced by the admin endpoint)."""
+    policy_path: Path | None = None
+    """Guardrail policy served at start-up instead of the pack's own `policy.yaml`
+    (until replaced by the admin endpoint)."""
 
 
 class FeedbackSettings(BaseModel):
@@ -73,6 +74,24 @@ class FeedbackSettings(BaseModel):
     """Promotion gate: allowed absolute drop of test accuracy / macro-F1."""
     retention_check_s: float = Field(3600.0, gt=0)
     """How often logged predictions older than the policy's retention are purged."""
+    # The review queue (admin pages): which logged answers wait for a person.
+    review_margin: float = Field(0.2, ge=0, le=1)
+    """An answer whose top-1 minus top-2 probability is below this is low-margin."""
+    review_sample_share: float = Field(0.1, ge=0, le=1)
+    """Share of low-margin answers sampled into the review queue."""
+    audit_share: float = Field(0.0, ge=0, le=1)
+    """Share of the other answers sampled into the review queue as audits."""
+    review_interval_s: float = Field(30.0, gt=0)
+    """How often one worker samples the prediction log into the review queue."""
+
+
+class DeploymentSettings(BaseModel):
+    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+    """Deployment whose served pack and policy (a row in the store) this service
+    follows and changes; services sharing a database keep apart by name."""
+    pack_tag: str | None = None
+    """Start from this pack in BentoML's model store (`name:version` or
+    `name:latest`) instead of `pack_dir`; a built bento names the pack it carries."""
 
 
 class SecuritySettings(BaseModel):
@@ -80,6 +99,17 @@ class SecuritySettings(BaseModel):
     """Bearer token for /admin routes; admin routes are refused while unset."""
     api_key: SecretStr | None = None
     """If set, /predict and /report need `Authorization: Bearer <api_key>`."""
+
+
+class UISettings(BaseModel):
+    session_max_age_s: int = Field(8 * 3600, ge=60)
+    """How long a login to the admin pages (/admin/ui/) lasts, in seconds."""
+    cookie_secure: bool = False
+    """Mark the session cookie Secure: set it when the pages are served over HTTPS."""
+    evidently_url: str | None = None
+    """Evidently UI address the admin pages link to, e.g. http://127.0.0.1:8001."""
+    page_rows: int = Field(50, ge=1, le=500)
+    """Rows per page in the admin pages' queues."""
 
 
 class Settings(BaseSettings):
@@ -96,12 +126,15 @@ class Settings(BaseSettings):
     data_dir: Path = PROJECT_ROOT / "data"
     """Root of all state: packs, database, BentoML home, drift output."""
     pack_dir: Path | None = None
-    """Model pack served at start-up; default data_dir/packs/penguins."""
+    """Model pack served at start-up; default data_dir/packs/penguins (the only
+    location built automatically when missing)."""
     serving: ServingSettings = ServingSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     security: SecuritySettings = SecuritySettings()
+    deployment: DeploymentSettings = DeploymentSettings()
+    ui: UISettings = UISettings()
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> Settings:
@@ -125,9 +158,14 @@ class Settings(BaseSettings):
         )
 
     @property
-    def state_file(self) -> Path:
-        """Which pack and policy are promoted; every worker follows it."""
-        return self.data_dir / "active.json"
+    def bentoml_home(self) -> Path:
+        """BENTOML_HOME for the commands that start BentoML."""
+        return self.data_dir / "bentoml"
+
+    @property
+    def model_store_dir(self) -> Path:
+        """BentoML's model store, which holds every pack that is or was served."""
+        return self.bentoml_home / "models"
 
     @property
     def regression_dir(self) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from feedback.categories import category_names
 from feedback.db import SessionFactory, make_engine, migrate, session_factory
 from feedback.prediction_log import PredictionLog
 from feedback.promotion import Promoter, record_served
@@ -18,9 +19,11 @@ from guardrails.registry import ABSTAIN_REASONS, STAGE_NAMES
 from monitoring.drift_schedule import DriftSchedule
 from monitoring.metrics import ServiceMetrics
 from monitoring.metrics_buffer import MetricsBuffer
+from packs.model_store import PackStore
 from service.access import Access
 from service.dataplane import PHASES, DataPlane
 from service.jobs import Jobs
+from service.review_sampling import ReviewSampling
 from service.served import Served, ServedState
 from service.settings import Settings
 from service.sinks import MetricsSink, NullMetrics, NullPredictionLog, PredictionSink
@@ -29,16 +32,36 @@ from service.worker import Worker
 log = logging.getLogger(__name__)
 
 
-def build_metrics(served: Served) -> ServiceMetrics:
+def build_metrics(
+    served: Served, *, report_categories: list[str] | None = None
+) -> ServiceMetrics:
     """The service's metrics for what is served. Under BentoML every worker writes
-    multiprocess files that /metrics sums (see monitoring.metrics)."""
+    multiprocess files that /metrics sums (see monitoring.metrics). Report
+    categories are the managed list as the worker starts; others count as `other`."""
     meta = served.meta
     return ServiceMetrics(
         labels=meta.labels,
         stages=PHASES,
         guardrail_stages=STAGE_NAMES,
         abstain_reasons=ABSTAIN_REASONS,
+        report_categories=report_categories or (),
     )
+
+
+def pack_store(settings: Settings) -> PackStore:
+    """Under a BentoML server, BentoML's own model store (`$BENTOML_HOME/models`,
+    which `service.cli serve` puts under the data dir, or a built bento's models);
+    in-process, the store under the data dir."""
+    import bentoml
+
+    if bentoml.server_context.worker_index is not None:
+        return PackStore.configured()
+    return PackStore.at(settings.model_store_dir)
+
+
+def _category_names(sessions: SessionFactory) -> list[str]:
+    with sessions() as session:
+        return category_names(session)
 
 
 def build_worker(
@@ -56,10 +79,13 @@ def build_worker(
     if settings.feedback.migrate_on_start:
         migrate(engine)
     sessions = session_factory(engine)
-    served = ServedState(settings)
+    store = pack_store(settings)
+    served = ServedState(settings, sessions=sessions, store=store)
     closers: list[Callable[[], object]] = []
     metrics: MetricsSink = NullMetrics()
-    service_metrics = build_metrics(served.current)
+    service_metrics = build_metrics(
+        served.current, report_categories=_category_names(sessions)
+    )
     if record_metrics:
         buffer = MetricsBuffer(service_metrics).start()
         metrics = buffer
@@ -88,6 +114,7 @@ def build_worker(
     promoter = Promoter(
         sessions,
         served,
+        store,
         max_newly_broken=settings.feedback.gate_max_newly_broken,
         max_metric_drop=settings.feedback.gate_max_metric_drop,
         out_dir=settings.regression_dir,
@@ -106,6 +133,8 @@ def build_worker(
         )
         drift.start()
         closers.insert(0, drift.stop)
+        sampling = ReviewSampling(settings.feedback, sessions).start()
+        closers.insert(0, sampling.stop)
     _record_served(sessions, served.current)
     return Worker(
         settings=settings,

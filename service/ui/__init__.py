@@ -1,0 +1,24 @@
+"""The admin pages under `/admin/ui/`: server-rendered Jinja templates, one local
+stylesheet, no JavaScript build step. `mount(app)` adds them to the FastAPI app.
+
+    auth        log in with the admin token (signed session cookie), log out
+    reports     the report queue, one report's triage page, adding a category
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from service.ui import auth, reports
+from service.ui.common import PREFIX
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def mount(app: FastAPI) -> None:
+    for module in (auth, reports):
+        app.include_router(module.router)
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
