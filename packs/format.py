@@ -7,6 +7,8 @@ A pack is a directory:
     reference.parquet a sample of training inputs (+ `label`) for drift detection
     test.parquet      the held-out test set (+ `label`) used by the regression gate
     policy.yaml       the pack's own guardrail policy, written for its labels
+    calibration.parquet  validation-split probabilities + `label`, for conformal
+                      sets (`packs.calibration_scores`; optional)
 
 Probabilities must be the model's output for the labels in `output.labels`, in that
 order. Everything the guardrails need (priors, bounds, temperature) is here, so any

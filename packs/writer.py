@@ -25,6 +25,7 @@ from packs.calibration import (
     fit_temperature,
     log_loss,
 )
+from packs.calibration_scores import write_calibration
 from packs.errors import PackerInputInvalid
 from packs.format import (
     LABEL_COLUMN,
@@ -145,6 +146,7 @@ def write_pack(
 
         echo(f"running the model on {len(splits.validation)} validation rows")
         val_p, val_y = probs_and_y(splits.validation)
+        write_calibration(staging, val_p, val_y, labels)
         echo(f"running the model on {len(splits.test)} test rows")
         test_p, test_y = probs_and_y(splits.test)
         held_out = check_label_order(
