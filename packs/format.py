@@ -6,6 +6,8 @@ A pack is a directory:
     metadata.json     `PackMetadata` below, validated on load
     reference.parquet a sample of training inputs (+ `label`) for drift detection
     test.parquet      the held-out test set (+ `label`) used by the regression gate
+    validation.parquet  optional: the held-out validation split (+ `label`), the
+                      "train-dev" set of the error analysis
 
 Probabilities must be the model's output for the labels in `output.labels`, in that
 order. Everything the guardrails need (priors, bounds, temperature) is here, so any
@@ -24,6 +26,7 @@ MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 REFERENCE_FILE = "reference.parquet"
 TEST_FILE = "test.parquet"
+VALIDATION_FILE = "validation.parquet"
 LABEL_COLUMN = "label"
 
 
