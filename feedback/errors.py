@@ -9,6 +9,7 @@
     ├── Unprocessable (422)
     │   ├── UnknownLabel(field, label, allowed)
     │   ├── BadTriageUpdate(message)
+    │   ├── IdempotencyConflict(key)
     │   ├── BadCategory(name, max_chars)
     │   └── ReviewItemClosed(item_id, status)
     └── Unavailable (503, Retry-After)
@@ -71,6 +72,18 @@ class UnknownLabel(Unprocessable):
 
 class BadTriageUpdate(Unprocessable):
     code = "bad_triage_update"
+
+
+class IdempotencyConflict(Unprocessable):
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str):
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used by this client for a "
+            "different report body; retry with the same body, or use a new key "
+            "for a new report",
+            field="Idempotency-Key",
+        )
 
 
 class BadCategory(Unprocessable):

@@ -7,6 +7,7 @@
     regression_runs     one candidate-vs-baseline replay, with its gate decision
     regression_results  one row per case per run
     retraining_requests drift or report rate said "retrain" (monitoring opens them)
+    served_state        per deployment: the served pack (model-store tag) and policy
     categories          the managed list of report categories
     review_items        logged answers waiting for a person's answer
 
@@ -173,6 +174,7 @@ class Report(Base):
         Index("ix_reports_model_version", "model_version"),
         Index("ix_reports_created_at", "created_at"),
         Index("ix_reports_prediction_id", "prediction_id"),
+        UniqueConstraint("idempotency_scope", "idempotency_key"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -191,7 +193,11 @@ class Report(Base):
     comment: Mapped[str | None] = mapped_column(Text)
     reporter: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="new")
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # A key is unique per caller (see feedback.idempotency), and bound to the
+    # sha256 of the body first sent with it.
+    idempotency_scope: Mapped[str | None] = mapped_column(String(100))
+    idempotency_body_sha256: Mapped[str | None] = mapped_column(String(64))
 
     regression_case: Mapped[RegressionCase | None] = relationship(
         back_populates="report", lazy="selectin", uselist=False
@@ -277,6 +283,24 @@ class RetrainingRequest(Base):
     acknowledged_at: Mapped[datetime | None] = mapped_column(default=None)
     note: Mapped[str | None] = mapped_column(Text, default=None)
     """What the person who acknowledged or closed it wrote."""
+
+
+class ServedStateRow(Base):
+    """What one deployment serves; see feedback.served_state."""
+
+    __tablename__ = "served_state"
+
+    deployment: Mapped[str] = mapped_column(String(200), primary_key=True)
+    pack_tag: Mapped[str] = mapped_column(String(200))
+    """The pack's entry in the model store (`name:content-hash`)."""
+    pack_sha256: Mapped[str] = mapped_column(String(64))
+    policy_yaml: Mapped[str] = mapped_column(Text)
+    policy_source: Mapped[str] = mapped_column(String(1000))
+    """Where the policy came from: the pack, a settings path, or an admin PUT."""
+    configured: Mapped[str] = mapped_column(String(200))
+    """Fingerprint of the settings that chose the initial pack and policy."""
+    revision: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 # --- the people's side: managed categories and the review queue -----------------

@@ -28,11 +28,13 @@ from sqlalchemy.orm import Session
 from feedback.db import begin_write
 from feedback.errors import (
     BadTriageUpdate,
+    IdempotencyConflict,
     PredictionNotFound,
     ReportNotFound,
     UnknownLabel,
     store_function,
 )
+from feedback.idempotency import IdempotencyKey
 from feedback.models import (
     ModelVersion,
     Prediction,
@@ -112,8 +114,18 @@ def purge_predictions_older_than(
 # --- reports -------------------------------------------------------------------------
 
 
-def _by_key(session: Session, key: str) -> Report | None:
-    return session.scalars(select(Report).where(Report.idempotency_key == key)).first()
+def _by_key(session: Session, key: IdempotencyKey) -> Report | None:
+    """The report stored under this caller's key; `IdempotencyConflict` when the
+    key was used for another body."""
+    row = session.scalars(
+        select(Report).where(
+            Report.idempotency_scope == key.scope,
+            Report.idempotency_key == key.key,
+        )
+    ).first()
+    if row is not None and row.idempotency_body_sha256 != key.body_sha256:
+        raise IdempotencyConflict(key.key)
+    return row
 
 
 @store_function
@@ -122,14 +134,16 @@ def create_report(
     *,
     data: ReportCreate,
     labels: Sequence[str],
-    idempotency_key: str | None = None,
+    idempotency: IdempotencyKey | None = None,
     default_model_version: str | None = None,
     default_policy_version: str | None = None,
 ) -> tuple[Report, bool]:
     """Store a report, committed before returning; returns (report, created).
 
-    A repeated `idempotency_key` returns the report first stored under it with
-    `created=False`, also when two requests race (the unique constraint decides).
+    A key repeated by the same caller with the same body returns the report first
+    stored under it with `created=False`, also when two requests race (the unique
+    constraint decides); with another body it raises `IdempotencyConflict` (422).
+    Another caller's key of the same spelling is another key.
     Raises `PredictionNotFound` for an unknown prediction id and `UnknownLabel`
     for an expected label the model does not have. Direct reports without a
     model version get `default_model_version` (the one served now).
@@ -137,19 +151,22 @@ def create_report(
     # Write lock first: on SQLite a read-then-write transaction can fail outright
     # when another writer commits in between.
     begin_write(session)
-    if idempotency_key is not None:
-        existing = _by_key(session, idempotency_key)
+    if idempotency is not None:
+        existing = _by_key(session, idempotency)
         if existing is not None:
             return existing, False
     _check_label("expected_label", data.expected_label, labels)
     report = _new_report(session, data, default_model_version, default_policy_version)
-    report.idempotency_key = idempotency_key
+    if idempotency is not None:
+        report.idempotency_key = idempotency.key
+        report.idempotency_scope = idempotency.scope
+        report.idempotency_body_sha256 = idempotency.body_sha256
     session.add(report)
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
-        existing = _by_key(session, idempotency_key) if idempotency_key else None
+        existing = _by_key(session, idempotency) if idempotency else None
         if existing is None:
             raise
         return existing, False

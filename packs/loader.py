@@ -35,6 +35,9 @@ from packs.format import (
 log = logging.getLogger(__name__)
 
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+#: The guardrail policy a pack carries for its own labels (served unless a policy
+#: is set explicitly).
+POLICY_FILE = "policy.yaml"
 
 
 def read_metadata(pack_dir: Path) -> PackMetadata:
@@ -121,6 +124,9 @@ class ModelPack:
 
     def test_path(self) -> Path:
         return self.path / TEST_FILE
+
+    def policy_path(self) -> Path:
+        return self.path / POLICY_FILE
 
 
 def _check_signature(session: object, meta: PackMetadata) -> None:

@@ -32,12 +32,15 @@ def tool_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def ensure_pack(settings: Settings) -> Path:
+def ensure_pack(settings: Settings) -> None:
+    """Build the default pack at the default location if it is missing. A pack
+    named by FLYWHEEL_PACK_DIR or a model-store tag is never built."""
     from packs.build_default import ensure_default_pack
 
-    return ensure_default_pack(
-        settings.active_pack_dir, echo=lambda line: typer.echo(line, err=True)
-    )
+    if settings.pack_dir is None and settings.deployment.pack_tag is None:
+        ensure_default_pack(
+            settings.active_pack_dir, echo=lambda line: typer.echo(line, err=True)
+        )
 
 
 def _refuse(message: str) -> typer.Exit:
@@ -61,15 +64,25 @@ def preflight(settings: Settings) -> None:
     """Load what the workers will serve once, before BentoML starts them.
 
     BentoML restarts a worker that fails in its __init__ forever; checking here
-    turns a broken pack or policy into one message and exit code 2.
+    turns a broken pack or policy into one message and exit code 2. It also
+    copies the configured pack into the model store and records what the
+    deployment serves, as the workers would.
     """
     from common.errors import ServiceError
+    from feedback.db import make_engine, migrate, session_factory
+    from packs.model_store import PackStore
     from service.served import ServedState
 
+    engine = make_engine(settings.database_url)
     try:
-        ServedState(settings)
+        if settings.feedback.migrate_on_start:
+            migrate(engine)
+        store = PackStore.at(settings.model_store_dir)
+        ServedState(settings, sessions=session_factory(engine), store=store)
     except ServiceError as exc:
         raise _refuse(exc.message) from None
+    finally:
+        engine.dispose()
 
 
 @app.command()
@@ -107,6 +120,30 @@ def build_pack(
 
     meta = build_default_pack(out or Settings().active_pack_dir)
     typer.echo(meta.model_dump_json(indent=2))
+
+
+@app.command("store-pack")
+def store_pack(
+    pack_dir: Path = typer.Argument(
+        None, help="Pack directory (default: the default pack, built if missing)."
+    ),
+) -> None:
+    """Copy a pack into BentoML's model store (under the data dir) and print its
+    tag; `make bento` runs it so that the bento carries the pack."""
+    from common.errors import ServiceError
+    from packs.model_store import PackStore
+
+    settings = load_settings()
+    if pack_dir is None:
+        ensure_pack(settings)
+    try:
+        stored = PackStore.at(settings.model_store_dir).add(
+            pack_dir or settings.active_pack_dir
+        )
+    except ServiceError as exc:
+        typer.echo(exc.message, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(stored.tag)
 
 
 @app.command()
@@ -152,19 +189,19 @@ def retrain(
     """Retrain on the training data plus corrected reports, then run the gate.
 
     Exits 1 when the gate refuses the candidate. With --promote a passing candidate
-    is written to the state file that every running worker follows.
+    (its copy in the model store) becomes what the deployment serves; its running
+    workers follow within seconds.
     """
     import time
 
     from feedback.db import make_engine, migrate, session_factory
     from feedback.promotion import judge_candidate, record_promotion
     from feedback.retrain import retrain_default_pack
-    from service.served import read_state, write_state
+    from packs.model_store import PackStore
+    from service.served import ServedState
 
-    settings = Settings()
-    state = read_state(settings.state_file)
-    served = Path(state.get("pack_dir", ensure_pack(settings)))
-    policy = Path(state.get("policy_path", settings.guardrails.policy_path))
+    settings = load_settings()
+    ensure_pack(settings)
     out = (
         out
         or settings.data_dir / "packs" / f"candidate-{time.strftime('%Y%m%dT%H%M%S')}"
@@ -172,16 +209,21 @@ def retrain(
     engine = make_engine(settings.database_url)
     migrate(engine)
     try:
-        with session_factory(engine)() as session:
+        sessions = session_factory(engine)
+        store = PackStore.at(settings.model_store_dir)
+        served = ServedState(settings, sessions=sessions, store=store)
+        with sessions() as session:
             meta, used = retrain_default_pack(session, out)
+            stored = store.add(out)
             typer.echo(
-                f"candidate {meta.version} from {used} corrected report(s): {out}"
+                f"candidate {meta.version} from {used} corrected report(s): {out} "
+                f"(model store: {stored.tag})"
             )
             judgement = judge_candidate(
                 session,
-                candidate_dir=out,
-                baseline_dir=served,
-                policy_path=policy,
+                candidate_dir=stored.path,
+                baseline_dir=served.pack_dir,
+                policy_path=served.policy_path,
                 max_newly_broken=settings.feedback.gate_max_newly_broken,
                 max_metric_drop=settings.feedback.gate_max_metric_drop,
                 out_dir=settings.regression_dir,
@@ -190,7 +232,7 @@ def retrain(
             if not judgement.decision.passed:
                 raise typer.Exit(1)
             if promote:
-                write_state(settings.state_file, pack_dir=str(out.resolve()))
+                served.serve_pack(stored)
                 assert judgement.report.run_id is not None
                 record_promotion(session, meta, run_id=judgement.report.run_id)
                 typer.echo(

@@ -20,6 +20,7 @@ from common.errors import Unprocessable
 from feedback import store
 from feedback.db import SessionFactory
 from feedback.errors import PredictionNotFound
+from feedback.idempotency import IdempotencyKey
 from feedback.log_batch import answered_batch
 from feedback.models import new_prediction_ids
 from feedback.schemas import ReportCreate, ReportPublic
@@ -130,17 +131,32 @@ class DataPlane:
         return answer
 
     def report(
-        self, data: ReportCreate, *, idempotency_key: str | None, client: str
+        self,
+        data: ReportCreate,
+        *,
+        idempotency_key: str | None,
+        client: str,
+        scope: str,
     ) -> tuple[ReportPublic, bool]:
-        """Store a report (committed before returning): (report, created)."""
+        """Store a report (committed before returning): (report, created).
+
+        `client` is who the report counts against for the rate limit; `scope`
+        is whose idempotency keys it may replay (see `feedback.idempotency`).
+        """
         started = time.perf_counter()
         self._report_limiter.check(client)
         served = self.served.current
+        # The key is bound to the body as sent, before inputs may be dropped.
+        key = (
+            None
+            if idempotency_key is None
+            else IdempotencyKey.of(idempotency_key, scope=scope, body=data)
+        )
         data = _as_stored(data, served)
         attempts = 0
         while True:
             try:
-                public, created = self._store_report(data, idempotency_key, served)
+                public, created = self._store_report(data, key, served)
                 break
             except PredictionNotFound:
                 # The prediction log is write-behind: a report can arrive before
@@ -157,7 +173,7 @@ class DataPlane:
         return public, created
 
     def _store_report(
-        self, data: ReportCreate, key: str | None, served: Served
+        self, data: ReportCreate, key: IdempotencyKey | None, served: Served
     ) -> tuple[ReportPublic, bool]:
         model_version, policy_version = served.versions
         with self.sessions() as session:
@@ -165,7 +181,7 @@ class DataPlane:
                 session,
                 data=data,
                 labels=served.meta.labels,
-                idempotency_key=key,
+                idempotency=key,
                 default_model_version=model_version,
                 default_policy_version=policy_version,
             )

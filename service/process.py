@@ -67,7 +67,7 @@ def service_env(data_dir: Path, pack_dir: Path, **overrides: str) -> dict[str, s
 
 
 def wait_ready(
-    url: str, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 90
+    url: str, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 180
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -50,8 +50,9 @@ class ServingSettings(BaseModel):
 
 
 class GuardrailSettings(BaseModel):
-    policy_path: Path = PROJECT_ROOT / "policies" / "default.yaml"
-    """Guardrail policy served at start-up (until replaced by the admin endpoint)."""
+    policy_path: Path | None = None
+    """Guardrail policy served at start-up instead of the pack's own `policy.yaml`
+    (until replaced by the admin endpoint)."""
 
 
 class FeedbackSettings(BaseModel):
@@ -82,6 +83,15 @@ class FeedbackSettings(BaseModel):
     """Share of the other answers sampled into the review queue as audits."""
     review_interval_s: float = Field(30.0, gt=0)
     """How often one worker samples the prediction log into the review queue."""
+
+
+class DeploymentSettings(BaseModel):
+    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+    """Deployment whose served pack and policy (a row in the store) this service
+    follows and changes; services sharing a database keep apart by name."""
+    pack_tag: str | None = None
+    """Start from this pack in BentoML's model store (`name:version` or
+    `name:latest`) instead of `pack_dir`; a built bento names the pack it carries."""
 
 
 class SecuritySettings(BaseModel):
@@ -116,12 +126,14 @@ class Settings(BaseSettings):
     data_dir: Path = PROJECT_ROOT / "data"
     """Root of all state: packs, database, BentoML home, drift output."""
     pack_dir: Path | None = None
-    """Model pack served at start-up; default data_dir/packs/penguins."""
+    """Model pack served at start-up; default data_dir/packs/penguins (the only
+    location built automatically when missing)."""
     serving: ServingSettings = ServingSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     security: SecuritySettings = SecuritySettings()
+    deployment: DeploymentSettings = DeploymentSettings()
     ui: UISettings = UISettings()
 
     @model_validator(mode="after")
@@ -146,9 +158,14 @@ class Settings(BaseSettings):
         )
 
     @property
-    def state_file(self) -> Path:
-        """Which pack and policy are promoted; every worker follows it."""
-        return self.data_dir / "active.json"
+    def bentoml_home(self) -> Path:
+        """BENTOML_HOME for the commands that start BentoML."""
+        return self.data_dir / "bentoml"
+
+    @property
+    def model_store_dir(self) -> Path:
+        """BentoML's model store, which holds every pack that is or was served."""
+        return self.bentoml_home / "models"
 
     @property
     def regression_dir(self) -> Path:

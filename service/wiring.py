@@ -19,6 +19,7 @@ from guardrails.registry import ABSTAIN_REASONS, STAGE_NAMES
 from monitoring.drift_schedule import DriftSchedule
 from monitoring.metrics import ServiceMetrics
 from monitoring.metrics_buffer import MetricsBuffer
+from packs.model_store import PackStore
 from service.access import Access
 from service.dataplane import PHASES, DataPlane
 from service.jobs import Jobs
@@ -47,6 +48,17 @@ def build_metrics(
     )
 
 
+def pack_store(settings: Settings) -> PackStore:
+    """Under a BentoML server, BentoML's own model store (`$BENTOML_HOME/models`,
+    which `service.cli serve` puts under the data dir, or a built bento's models);
+    in-process, the store under the data dir."""
+    import bentoml
+
+    if bentoml.server_context.worker_index is not None:
+        return PackStore.configured()
+    return PackStore.at(settings.model_store_dir)
+
+
 def _category_names(sessions: SessionFactory) -> list[str]:
     with sessions() as session:
         return category_names(session)
@@ -67,7 +79,8 @@ def build_worker(
     if settings.feedback.migrate_on_start:
         migrate(engine)
     sessions = session_factory(engine)
-    served = ServedState(settings)
+    store = pack_store(settings)
+    served = ServedState(settings, sessions=sessions, store=store)
     closers: list[Callable[[], object]] = []
     metrics: MetricsSink = NullMetrics()
     service_metrics = build_metrics(
@@ -101,6 +114,7 @@ def build_worker(
     promoter = Promoter(
         sessions,
         served,
+        store,
         max_newly_broken=settings.feedback.gate_max_newly_broken,
         max_metric_drop=settings.feedback.gate_max_metric_drop,
         out_dir=settings.regression_dir,

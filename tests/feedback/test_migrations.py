@@ -29,6 +29,7 @@ TABLES = {
     "regression_runs",
     "regression_results",
     "retraining_requests",
+    "served_state",
     "categories",
     "review_items",
     VERSION_TABLE,
