@@ -34,6 +34,7 @@ from packs.format import (
     POLICY_FILE,
     REFERENCE_FILE,
     TEST_FILE,
+    VALIDATION_FILE,
     FeatureBounds,
     FeatureSpec,
     InputSpec,
@@ -191,6 +192,7 @@ def write_pack(
         reference["predicted_label"] = [labels[i] for i in ref_p.argmax(1)]
         reference.to_parquet(staging / REFERENCE_FILE, index=False)
         splits.test.to_parquet(staging / TEST_FILE, index=False)
+        splits.validation.to_parquet(staging / VALIDATION_FILE, index=False)
         ModelPack.load(staging, providers=["CPUExecutionProvider"])
         out_dir = Path(out_dir)
         if out_dir.exists():
