@@ -16,7 +16,9 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+from common.cli import new_app, run, step
+
+app = new_app(__doc__)
 
 DB_OPTION = typer.Option(..., "--db", help="SQLAlchemy URL, e.g. sqlite:///data/f.db")
 
@@ -68,7 +70,7 @@ def regress(
     engine = make_engine(db)
     try:
         run_migrations(engine)
-        with session_factory(engine)() as session:
+        with session_factory(engine)() as session, step("replaying the gate"):
             judgement = judge_candidate(
                 session,
                 candidate_dir=candidate,
@@ -145,10 +147,7 @@ def analysis(
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    app()
+    run(app, level=logging.WARNING)
 
 
 if __name__ == "__main__":

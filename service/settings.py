@@ -46,6 +46,9 @@ class ServingSettings(BaseModel):
     """Open an OpenTelemetry span per API request (exported where BentoML's tracing
     config says). Off, BentoML's tracing middleware passes API paths straight
     through, which it otherwise costs on every request even with no exporter."""
+    request_timeout_s: float = Field(30.0, gt=0)
+    """Longest BentoML lets one request run (a promotion replays the gate inside
+    its request) before it answers 504."""
     freeze_gc: bool = True
     """Freeze the start-up heap and raise GC thresholds (cuts tail latency)."""
 
