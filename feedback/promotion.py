@@ -5,6 +5,11 @@ command, `Promoter` (the service's `/admin/promote`) and the retraining loop, so
 all three apply the same rules to the same evidence: every active regression case
 and the baseline pack's test table (a candidate cannot bring an easier test set),
 replayed through the guardrail pipeline.
+
+`Promoter` never gates or serves the directory it is given: it copies the
+candidate into the model store first (content-addressed, hash verified; see
+`packs.model_store`), gates that copy, and serves that copy, so files changed or
+swapped in the candidate's directory after the request cannot reach a worker.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from feedback.replay import pack_predictor
 from packs.errors import PackError
 from packs.format import PackMetadata
 from packs.loader import ModelPack, load_table
+from packs.model_store import PackStore, StoredPack
 
 
 class PacksIncompatible(ValueError):
@@ -128,8 +134,8 @@ class ServesPacks(Protocol):
     @property
     def policy_path(self) -> Path: ...
 
-    def serve_pack(self, pack_dir: Path) -> PackMetadata:
-        """Serve `pack_dir` (already gated) in every worker."""
+    def serve_pack(self, stored: StoredPack) -> PackMetadata:
+        """Serve `stored` (already gated) in every worker."""
         ...
 
 
@@ -140,6 +146,7 @@ class Promoter:
         self,
         sessions: SessionFactory,
         served: ServesPacks,
+        store: PackStore,
         *,
         max_newly_broken: int,
         max_metric_drop: float,
@@ -147,6 +154,7 @@ class Promoter:
     ):
         self.sessions = sessions
         self.served = served
+        self.store = store
         self.max_newly_broken = max_newly_broken
         self.max_metric_drop = max_metric_drop
         self.out_dir = out_dir
@@ -154,11 +162,11 @@ class Promoter:
     def promote(
         self, pack_dir: str | Path, *, max_metric_drop: float | None = None
     ) -> dict[str, Any]:
-        """The gate's summary with `promoted: true`; 422 for a pack that does not
-        load or does not fit, 409 when the gate refuses it."""
-        candidate = Path(pack_dir).resolve()
+        """The gate's summary with `promoted: true` and the model-store tag; 422 for
+        a pack that does not store, load or fit, 409 when the gate refuses it."""
         try:
-            ModelPack.load(candidate, providers=["CPUExecutionProvider"])
+            stored = self.store.add(Path(pack_dir))
+            ModelPack.load(stored.path, providers=["CPUExecutionProvider"])
         except PackError as exc:
             raise Unprocessable(
                 f"candidate pack is not loadable: {exc.message}", field="pack_dir"
@@ -167,7 +175,7 @@ class Promoter:
             try:
                 judgement = judge_candidate(
                     session,
-                    candidate_dir=candidate,
+                    candidate_dir=stored.path,
                     baseline_dir=self.served.pack_dir,
                     policy_path=self.served.policy_path,
                     max_newly_broken=self.max_newly_broken,
@@ -186,7 +194,12 @@ class Promoter:
                     field="pack_dir",
                     gate=summary,
                 )
-            meta = self.served.serve_pack(candidate)
+            meta = self.served.serve_pack(stored)
             assert judgement.report.run_id is not None
             record_promotion(session, meta, run_id=judgement.report.run_id)
-        return {"promoted": True, "model_version": meta.version, **summary}
+        return {
+            "promoted": True,
+            "model_version": meta.version,
+            "pack_tag": stored.tag,
+            **summary,
+        }

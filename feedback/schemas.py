@@ -131,6 +131,10 @@ class ReportFilter(BaseModel):
     category: Category | None = None
     label: Label | None = None
     """Matches the predicted, expected or corrected label."""
+    predicted_label: Label | None = None
+    """The label the service answered."""
+    expected_label: Label | None = None
+    """The right label as known: triage's correction, else the reporter's."""
     model_version: str | None = Field(default=None, max_length=200)
     created_after: datetime | None = None
     created_before: datetime | None = None

@@ -4,14 +4,21 @@ common.errors.ServiceError
 └── PackError (500: a broken pack is an operator problem, reported at start-up)
     ├── PackFileMissing(path)
     ├── PackMetadataInvalid(path, problems)
-    └── PackModelMismatch(what, expected, actual)
+    ├── PackModelMismatch(what, expected, actual)
+    ├── PackModelUnreadable(path, problem)
+    ├── GpuRequired(providers)
+    └── the model store (packs.model_store): PackNotStored(tag), PackTampered(tag),
+        PackChangedWhileCopied(path), PackNotStorable(path, problem),
+        PackPolicyMissing(tag, path)
+common.errors.Unprocessable
+└── PackerInputInvalid(message)  a packer user's mistake: bad file, label, option
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from common.errors import ServiceError
+from common.errors import ServiceError, Unprocessable
 
 
 class PackError(ServiceError):
@@ -49,3 +56,44 @@ class GpuRequired(PackError):
             "settings require a GPU (CUDAExecutionProvider) but onnxruntime is "
             f"running on {providers}; refusing to start"
         )
+
+
+class PackNotStored(PackError):
+    def __init__(self, tag: str, root: object):
+        super().__init__(f"model pack {tag} is not in the model store {root}")
+
+
+class PackTampered(PackError):
+    def __init__(self, tag: str, recorded: str, actual: str):
+        super().__init__(
+            f"model pack {tag} in the model store does not match its recorded "
+            f"hash (sha256 {recorded[:16]}, files now {actual[:16]}): refusing it"
+        )
+
+
+class PackChangedWhileCopied(PackError):
+    def __init__(self, path: Path):
+        super().__init__(
+            f"model pack {path} changed while it was copied into the model store; "
+            "nothing was stored"
+        )
+
+
+class PackNotStorable(PackError):
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"model pack {path} cannot enter the model store: {problem}")
+
+
+class PackPolicyMissing(PackError):
+    def __init__(self, tag: str, path: Path):
+        super().__init__(
+            f"model pack {tag} carries no policy ({path} is missing): repack it, or "
+            "set FLYWHEEL_GUARDRAILS__POLICY_PATH to a policy for its labels"
+        )
+
+
+class PackerInputInvalid(Unprocessable):
+    """What the person packing a model got wrong, in one line that says how to fix
+    it (the packer's command line prints it and exits 2)."""
+
+    code = "packer_input_invalid"

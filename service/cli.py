@@ -1,14 +1,18 @@
 """The project's command line: `python -m service.cli --help`.
 
-    serve        build the default pack if missing, then `bentoml serve` on 127.0.0.1
-    build-pack   build the default penguin pack (deterministic, offline)
-    pack         bring your own ONNX classifier: write a pack from it and its data
-Other packages add their commands as sub-apps (guardrails, feedback, monitoring).
+serve        build the default pack if missing, then `bentoml serve` on 127.0.0.1
+build-pack   build the default penguin pack (deterministic, offline)
+store-pack   copy a pack into BentoML's model store (what `make bento` carries)
+pack         bring your own ONNX classifier: write a pack from it and its data
+retrain      retrain on corrected reports, run the gate, optionally promote
+demo         the whole flywheel against a real service
+feedback     the store: migrate, regress (the gate), purge (= feedback.cli)
+monitoring   drift runs, Prometheus, Evidently's UI (= monitoring.cli)
+guardrails   offline evaluation of the guardrail pipeline (= guardrails.cli)
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -16,9 +20,16 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
+from common.cli import new_app, run, step
+from feedback.cli import app as feedback_app
+from guardrails.cli import app as guardrails_app
+from monitoring.cli import app as monitoring_app
 from service.settings import PROJECT_ROOT, Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = new_app(__doc__)
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(monitoring_app, name="monitoring")
+app.add_typer(guardrails_app, name="guardrails")
 
 
 def tool_env(settings: Settings) -> dict[str, str]:
@@ -32,12 +43,15 @@ def tool_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def ensure_pack(settings: Settings) -> Path:
+def ensure_pack(settings: Settings) -> None:
+    """Build the default pack at the default location if it is missing. A pack
+    named by FLYWHEEL_PACK_DIR or a model-store tag is never built."""
     from packs.build_default import ensure_default_pack
 
-    return ensure_default_pack(
-        settings.active_pack_dir, echo=lambda line: typer.echo(line, err=True)
-    )
+    if settings.pack_dir is None and settings.deployment.pack_tag is None:
+        ensure_default_pack(
+            settings.active_pack_dir, echo=lambda line: typer.echo(line, err=True)
+        )
 
 
 def _refuse(message: str) -> typer.Exit:
@@ -61,15 +75,25 @@ def preflight(settings: Settings) -> None:
     """Load what the workers will serve once, before BentoML starts them.
 
     BentoML restarts a worker that fails in its __init__ forever; checking here
-    turns a broken pack or policy into one message and exit code 2.
+    turns a broken pack or policy into one message and exit code 2. It also
+    copies the configured pack into the model store and records what the
+    deployment serves, as the workers would.
     """
     from common.errors import ServiceError
+    from feedback.db import make_engine, migrate, session_factory
+    from packs.model_store import PackStore
     from service.served import ServedState
 
+    engine = make_engine(settings.database_url)
     try:
-        ServedState(settings)
+        if settings.feedback.migrate_on_start:
+            migrate(engine)
+        store = PackStore.at(settings.model_store_dir)
+        ServedState(settings, sessions=session_factory(engine), store=store)
     except ServiceError as exc:
         raise _refuse(exc.message) from None
+    finally:
+        engine.dispose()
 
 
 @app.command()
@@ -109,37 +133,107 @@ def build_pack(
     typer.echo(meta.model_dump_json(indent=2))
 
 
-@app.command()
-def pack(
-    model: Path = typer.Argument(..., exists=True, help="ONNX classifier file."),
-    data: Path = typer.Argument(
-        ..., exists=True, help="CSV or Parquet sample with a label column."
-    ),
-    out: Path = typer.Option(..., help="Pack directory to write."),
-    labels: str = typer.Option(
-        ..., help="Comma-separated labels in output column order."
-    ),
-    name: str = typer.Option(..., help="Pack name."),
-    label_column: str = typer.Option("label", help="Column holding the true label."),
-    input_name: str = typer.Option(None, help="ONNX input (default: the only one)."),
-    output_name: str = typer.Option(
-        None, help="ONNX probability output (default: detected)."
+@app.command("store-pack")
+def store_pack(
+    pack_dir: Path = typer.Argument(
+        None, help="Pack directory (default: the default pack, built if missing)."
     ),
 ) -> None:
-    """Pack any ONNX classifier that outputs class probabilities."""
-    from packs.byo import pack_onnx
+    """Copy a pack into BentoML's model store (under the data dir) and print its
+    tag; `make bento` runs it so that the bento carries the pack."""
+    from common.errors import ServiceError
+    from packs.model_store import PackStore
 
-    meta = pack_onnx(
-        model,
-        data,
-        out,
-        labels=[s.strip() for s in labels.split(",")],
-        name=name,
-        label_column=label_column,
-        input_name=input_name,
-        output_name=output_name,
-    )
+    settings = load_settings()
+    if pack_dir is None:
+        ensure_pack(settings)
+    try:
+        stored = PackStore.at(settings.model_store_dir).add(
+            pack_dir or settings.active_pack_dir
+        )
+    except ServiceError as exc:
+        typer.echo(exc.message, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(stored.tag)
+
+
+@app.command(context_settings={"max_content_width": 120})
+def pack(
+    model: Path = typer.Argument(..., help="ONNX classifier file, as exported."),
+    data: Path = typer.Argument(
+        ..., help="CSV or Parquet training sample with a label column."
+    ),
+    out: Path = typer.Option(..., help="Pack directory to write."),
+    name: str = typer.Option(..., help="Pack name."),
+    labels: str = typer.Option(
+        None,
+        help="Comma-separated label-column values in output column order "
+        "(default: the model's own class list, else the sorted values).",
+    ),
+    label_column: str = typer.Option("label", help="Column holding the true label."),
+    features: str = typer.Option(
+        None, help="Comma-separated feature columns (default: all but the label)."
+    ),
+    input_name: str = typer.Option(None, help="ONNX input (default: the only one)."),
+    output_name: str = typer.Option(
+        None, help="ONNX probability output (default: detected; ZipMap unwrapped)."
+    ),
+    logits: bool = typer.Option(
+        False, "--logits", help="The output holds logits: apply a softmax."
+    ),
+    validation: Path = typer.Option(
+        None, help="Validation rows file (with --test; default: split the sample)."
+    ),
+    test: Path = typer.Option(
+        None, help="Held-out test rows file (with --validation)."
+    ),
+    seed: int = typer.Option(0, help="Seed of the stratified split."),
+) -> None:
+    """Pack an ONNX classifier as exported (skl2onnx defaults, a probability
+    tensor, or logits), with a generic policy for its labels."""
+    import time
+
+    from packs.byo import pack_onnx
+    from packs.errors import PackerInputInvalid
+
+    started = time.perf_counter()
+
+    def progress(line: str) -> None:
+        typer.echo(f"[{time.perf_counter() - started:5.1f} s] {line}", err=True)
+
+    def split(text: str | None) -> list[str] | None:
+        return None if text is None else [s.strip() for s in text.split(",")]
+
+    try:
+        for path in (model, data, validation, test):
+            if path is not None and not path.is_file():
+                raise PackerInputInvalid(f"no such file: {path}")
+        meta = pack_onnx(
+            model,
+            data,
+            out,
+            labels=split(labels),
+            name=name,
+            label_column=label_column,
+            features=split(features),
+            input_name=input_name,
+            output_name=output_name,
+            logits=logits,
+            validation_path=validation,
+            test_path=test,
+            seed=seed,
+            echo=progress,
+        )
+    except PackerInputInvalid as exc:
+        typer.echo(f"cannot pack: {exc.message}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(meta.model_dump_json(indent=2))
+    m = meta.metrics
+    progress(
+        f"wrote {meta.name} {meta.version} to {out}: test accuracy "
+        f"{m['test_accuracy']:.3f} (majority {m['test_majority_rate']:.3f}) on "
+        f"{int(m['test_rows'])} rows; serve it with FLYWHEEL_PACK_DIR={out}"
+    )
 
 
 @app.command()
@@ -152,19 +246,19 @@ def retrain(
     """Retrain on the training data plus corrected reports, then run the gate.
 
     Exits 1 when the gate refuses the candidate. With --promote a passing candidate
-    is written to the state file that every running worker follows.
+    (its copy in the model store) becomes what the deployment serves; its running
+    workers follow within seconds.
     """
     import time
 
     from feedback.db import make_engine, migrate, session_factory
     from feedback.promotion import judge_candidate, record_promotion
     from feedback.retrain import retrain_default_pack
-    from service.served import read_state, write_state
+    from packs.model_store import PackStore
+    from service.served import ServedState
 
-    settings = Settings()
-    state = read_state(settings.state_file)
-    served = Path(state.get("pack_dir", ensure_pack(settings)))
-    policy = Path(state.get("policy_path", settings.guardrails.policy_path))
+    settings = load_settings()
+    ensure_pack(settings)
     out = (
         out
         or settings.data_dir / "packs" / f"candidate-{time.strftime('%Y%m%dT%H%M%S')}"
@@ -172,25 +266,32 @@ def retrain(
     engine = make_engine(settings.database_url)
     migrate(engine)
     try:
-        with session_factory(engine)() as session:
-            meta, used = retrain_default_pack(session, out)
+        sessions = session_factory(engine)
+        store = PackStore.at(settings.model_store_dir)
+        served = ServedState(settings, sessions=sessions, store=store)
+        with sessions() as session:
+            with step("retraining on the training data and corrected reports"):
+                meta, used = retrain_default_pack(session, out)
+            stored = store.add(out)
             typer.echo(
-                f"candidate {meta.version} from {used} corrected report(s): {out}"
+                f"candidate {meta.version} from {used} corrected report(s): {out} "
+                f"(model store: {stored.tag})"
             )
-            judgement = judge_candidate(
-                session,
-                candidate_dir=out,
-                baseline_dir=served,
-                policy_path=policy,
-                max_newly_broken=settings.feedback.gate_max_newly_broken,
-                max_metric_drop=settings.feedback.gate_max_metric_drop,
-                out_dir=settings.regression_dir,
-            )
+            with step("replaying the regression cases and the test set (the gate)"):
+                judgement = judge_candidate(
+                    session,
+                    candidate_dir=stored.path,
+                    baseline_dir=served.pack_dir,
+                    policy_path=served.policy_path,
+                    max_newly_broken=settings.feedback.gate_max_newly_broken,
+                    max_metric_drop=settings.feedback.gate_max_metric_drop,
+                    out_dir=settings.regression_dir,
+                )
             typer.echo(judgement.to_text())
             if not judgement.decision.passed:
                 raise typer.Exit(1)
             if promote:
-                write_state(settings.state_file, pack_dir=str(out.resolve()))
+                served.serve_pack(stored)
                 assert judgement.report.run_id is not None
                 record_promotion(session, meta, run_id=judgement.report.run_id)
                 typer.echo(
@@ -203,21 +304,24 @@ def retrain(
 @app.command()
 def demo(
     port: int = typer.Option(0, help="Port on 127.0.0.1 (0: a free one)."),
+    ui_port: int = typer.Option(8000, help="Evidently UI port the summary names."),
     keep_running: bool = typer.Option(False, help="Leave the service up at the end."),
 ) -> None:
     """The whole flywheel on the default pack: drift -> retraining request ->
     report -> retrain -> gate -> promote, against a real service in data/demo."""
     from service.demo import run_demo
 
-    run_demo(Settings(), port=port or None, keep_running=keep_running, echo=typer.echo)
+    run_demo(
+        load_settings(),
+        port=port or None,
+        ui_port=ui_port,
+        keep_running=keep_running,
+        echo=typer.echo,
+    )
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    app()
+    run(app)
 
 
 if __name__ == "__main__":

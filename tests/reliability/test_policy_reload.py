@@ -48,10 +48,9 @@ def test_broken_policy_is_refused_and_the_old_one_keeps_serving(
     open_service: ServiceProcess, text: str, named: str
 ) -> None:
     admin = {**open_service.admin_headers(), "Content-Type": "application/yaml"}
-    state_file = open_service.data_dir / "active.json"
     with open_service.client() as c:
         before = c.get("/info").json()["policy_version"]
-        state_before = state_file.read_text() if state_file.exists() else None
+        state_before = served_row(open_service)
         r = c.put("/admin/policy", content=text.encode(), headers=admin)
         assert 400 <= r.status_code < 500, r.text
         assert named in r.json()["error"]["message"]
@@ -59,4 +58,19 @@ def test_broken_policy_is_refused_and_the_old_one_keeps_serving(
         assert c.get("/info").json()["policy_version"] == before
         answer = c.post("/predict", json={"instances": [ADELIE]})
         assert answer.json()["predictions"][0]["policy_version"] == before
-    assert (state_file.read_text() if state_file.exists() else None) == state_before
+    assert served_row(open_service) == state_before
+
+
+def served_row(svc: ServiceProcess) -> object:
+    """The deployment's served-state row, as the workers poll it."""
+    from feedback.db import make_engine, session_factory
+    from feedback.served_state import read_served
+
+    engine = make_engine(f"sqlite:///{svc.data_dir / 'flywheel.db'}")
+    try:
+        with session_factory(engine)() as session:
+            record = read_served(session, "default")
+    finally:
+        engine.dispose()
+    assert record is not None
+    return record
