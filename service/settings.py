@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from feedback.log_stream import LogStreamSettings
 from monitoring.drift_schedule import DriftTarget
 from monitoring.settings import MonitoringSettings
+from service.token_strength import MIN_TOKEN_BITS, strong_enough
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 UNSAFE_TOKENS = {"", "changeme", "admin", "secret", "dev-admin-token"}
@@ -213,9 +214,17 @@ class Settings(BaseSettings):
         if self.environment == "production":
             token = self.security.admin_token
             value = token.get_secret_value() if token else ""
-            if value in UNSAFE_TOKENS or len(value) < 16:
+            if value in UNSAFE_TOKENS or not strong_enough(value):
                 raise ValueError(
-                    "production needs FLYWHEEL_SECURITY__ADMIN_TOKEN of 16+ characters"
+                    "production needs FLYWHEEL_SECURITY__ADMIN_TOKEN with at least "
+                    f"{MIN_TOKEN_BITS} bits of entropy (no repeats), e.g. from "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
+            key = self.security.api_key
+            if key is not None and not strong_enough(key.get_secret_value()):
+                raise ValueError(
+                    "production needs FLYWHEEL_SECURITY__API_KEY, when set, with at "
+                    f"least {MIN_TOKEN_BITS} bits of entropy (no repeats)"
                 )
         return self
 
