@@ -3,6 +3,7 @@
     ServiceError (500, base: never shown to users in detail)
     ├── BadRequest (400)            malformed JSON, wrong content type, bad shapes
     ├── Unauthorized (401)          missing or wrong admin / API token
+    ├── Forbidden (403)             a form without its CSRF token, an expired page
     ├── NotFound (404)              unknown prediction id, unknown report
     ├── Conflict (409)              gate refused a candidate pack
     ├── PayloadTooLarge (413)       body or batch over the configured limit
@@ -52,6 +53,11 @@ class Unauthorized(ServiceError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(ServiceError):

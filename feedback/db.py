@@ -53,6 +53,14 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
+def masked_url(url: str) -> str:
+    """The URL as it may appear in a message or a log line: password as `***`."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # unparseable: any part of it could be the secret
+        return "<unparseable database URL>"
+
+
 def normalize_url(url: str) -> str:
     """Select psycopg 3 for PostgreSQL URLs that name no driver."""
     parsed = make_url(url)
@@ -110,7 +118,7 @@ def make_engine(
             **common,
         )
     raise ValueError(
-        f"unsupported database URL {url!r}: use sqlite:/// or postgresql://"
+        f"unsupported database URL {masked_url(url)!r}: use sqlite:/// or postgresql://"
     )
 
 

@@ -2,13 +2,19 @@
 
     common.errors.ServiceError
     ├── NotFound (404)
-    │   ├── PredictionNotFound(prediction_id)
-    │   └── ReportNotFound(report_id)
+    │   ├── PredictionNotFound(prediction_id, sample_rate)
+    │   ├── ReportNotFound(report_id)
+    │   ├── ReviewItemNotFound(item_id)
+    │   └── RetrainingRequestNotFound(request_id)
     ├── Unprocessable (422)
     │   ├── UnknownLabel(field, label, allowed)
-    │   └── BadTriageUpdate(message)
+    │   ├── BadTriageUpdate(message)
+    │   ├── IdempotencyConflict(key)
+    │   ├── BadCategory(name, max_chars)
+    │   └── ReviewItemClosed(item_id, status)
     └── Unavailable (503, Retry-After)
-        └── DatabaseUnavailable(operation)
+        ├── DatabaseUnavailable(operation)
+        └── PredictionLogUnavailable(why)
 
 `translate_db_errors()` turns connection-level SQLAlchemy errors (server down,
 pool exhausted, SQLite locked past its busy timeout) into `DatabaseUnavailable`,
@@ -38,11 +44,30 @@ T = TypeVar("T")
 class PredictionNotFound(NotFound):
     code = "prediction_not_found"
 
-    def __init__(self, prediction_id: str):
+    def __init__(self, prediction_id: str, *, sample_rate: float = 1.0):
+        sampled = (
+            f"; the log keeps a random {sample_rate:.0%} of answered rows "
+            f"(prediction_log.sample_rate={sample_rate:g}), so it may not have "
+            "been kept"
+            if sample_rate < 1
+            else ""
+        )
         super().__init__(
             f"no logged prediction has id {prediction_id!r}; it may be unknown, "
-            "expired by retention, or not logged (send the input and output instead)",
+            "expired by retention, or not logged (send the input and output instead)"
+            + sampled,
             field="prediction_id",
+        )
+
+
+class PredictionLogUnavailable(Unavailable):
+    code = "prediction_log_unavailable"
+
+    def __init__(self, why: str, *, retry_after_s: int = 1):
+        super().__init__(
+            f"the prediction log cannot take this answer now ({why}); nothing was "
+            "answered, retry later",
+            retry_after_s=retry_after_s,
         )
 
 
@@ -67,6 +92,56 @@ class UnknownLabel(Unprocessable):
 
 class BadTriageUpdate(Unprocessable):
     code = "bad_triage_update"
+
+
+class IdempotencyConflict(Unprocessable):
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str):
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used by this client for a "
+            "different report body; retry with the same body, or use a new key "
+            "for a new report",
+            field="Idempotency-Key",
+        )
+
+
+class BadCategory(Unprocessable):
+    code = "bad_category"
+
+    def __init__(self, name: str, max_chars: int):
+        super().__init__(
+            f"category {name[:80]!r} is not allowed: give 1 to {max_chars} "
+            "characters of text",
+            field="category",
+        )
+
+
+class ReviewItemNotFound(NotFound):
+    code = "review_item_not_found"
+
+    def __init__(self, item_id: int):
+        super().__init__(f"no review item has id {item_id}", field="item_id")
+
+
+class ReviewItemClosed(Unprocessable):
+    code = "review_item_closed"
+
+    def __init__(self, item_id: int, status: str):
+        super().__init__(
+            f"review item {item_id} is already {status}; only pending items "
+            "can be answered",
+            field="item_id",
+        )
+
+
+class RetrainingRequestNotFound(NotFound):
+    code = "retraining_request_not_found"
+
+    def __init__(self, request_id: int):
+        super().__init__(
+            f"no retraining request has id {request_id}", field="request_id"
+        )
 
 
 class DatabaseUnavailable(Unavailable):

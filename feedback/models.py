@@ -1,16 +1,19 @@
 """SQLAlchemy rows of the feedback store (schema changes go through migrations).
 
     model_versions      every pack version seen, and which one is served
-    predictions         the prediction log (write-behind, batched; see prediction_log)
     reports             bad-result reports and their triage state
     regression_cases    confirmed reports with an input: what every model must pass
     regression_runs     one candidate-vs-baseline replay, with its gate decision
     regression_results  one row per case per run
     retraining_requests drift or report rate said "retrain" (monitoring opens them)
     served_state        per deployment: the served pack (model-store tag) and policy
+    categories          the managed list of report categories
+    review_items        logged answers waiting for a person's answer
+    leases              which process runs a once-per-window job (see feedback.leases)
 
-Reports refer to predictions by id without a foreign key: predictions expire by
-retention and may be dropped by a full log queue, reports never do.
+Logged predictions are not here: they live in the prediction log's segments
+(`feedback.prediction_log`). A report by prediction id copies what it needs of
+the logged row, so it outlives the log's retention.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from typing import Any, ClassVar
 import numpy as np
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -39,7 +44,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 REPORT_STATUSES = ("new", "confirmed", "rejected", "fixed")
-RETRAINING_STATUSES = ("open", "done", "dismissed")
+RETRAINING_STATUSES = ("open", "acknowledged", "done", "dismissed")
 MODEL_STATUSES = ("registered", "served", "retired", "refused")
 
 
@@ -144,26 +149,6 @@ class ModelVersion(Base):
     promoted_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-class Prediction(Base):
-    __tablename__ = "predictions"
-    __table_args__ = (
-        Index("ix_predictions_created_at", "created_at"),
-        Index("ix_predictions_model_version_created_at", "model_version", "created_at"),
-    )
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    created_at: Mapped[datetime]
-    model_version: Mapped[str] = mapped_column(String(200))
-    policy_version: Mapped[str | None] = mapped_column(String(200))
-    context: Mapped[str | None] = mapped_column(String(200))
-    inputs: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
-    outputs: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    # Copied out of `outputs` so the drift window and filters need no JSON parsing.
-    label: Mapped[str | None] = mapped_column(String(200))
-    abstained: Mapped[bool] = mapped_column(Boolean, default=False)
-    trace: Mapped[Any | None] = mapped_column(JsonType)
-
-
 class Report(Base):
     __tablename__ = "reports"
     __table_args__ = (
@@ -171,6 +156,7 @@ class Report(Base):
         Index("ix_reports_model_version", "model_version"),
         Index("ix_reports_created_at", "created_at"),
         Index("ix_reports_prediction_id", "prediction_id"),
+        UniqueConstraint("idempotency_scope", "idempotency_key"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -189,7 +175,11 @@ class Report(Base):
     comment: Mapped[str | None] = mapped_column(Text)
     reporter: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="new")
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # A key is unique per caller (see feedback.idempotency), and bound to the
+    # sha256 of the body first sent with it.
+    idempotency_scope: Mapped[str | None] = mapped_column(String(100))
+    idempotency_body_sha256: Mapped[str | None] = mapped_column(String(64))
 
     regression_case: Mapped[RegressionCase | None] = relationship(
         back_populates="report", lazy="selectin", uselist=False
@@ -272,6 +262,9 @@ class RetrainingRequest(Base):
     model_version: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="open")
     closed_at: Mapped[datetime | None] = mapped_column(default=None)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(default=None)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+    """What the person who acknowledged or closed it wrote."""
 
 
 class ServedStateRow(Base):
@@ -290,3 +283,72 @@ class ServedStateRow(Base):
     """Fingerprint of the settings that chose the initial pack and policy."""
     revision: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- the people's side: managed categories and the review queue -----------------
+
+REVIEW_REASONS = ("abstained", "low_margin", "audit")
+REVIEW_STATUSES = ("pending", "answered", "skipped")
+
+
+class Category(Base):
+    """A report category triage may tag; the category metric counts these by name."""
+
+    __tablename__ = "categories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewItem(Base):
+    """A logged answer waiting for a person: abstained, low-margin or audit-sampled.
+
+    It keeps its own copy of the logged input and answer, so it outlives the
+    prediction log's retention. Answering it files a confirmed report (with the
+    person's label) through the triage path: it becomes a regression case.
+    """
+
+    __tablename__ = "review_items"
+    __table_args__ = (
+        Index("ix_review_items_status_created_at", "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    prediction_id: Mapped[str] = mapped_column(String(64), unique=True)
+    logged_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(String(16))
+    margin: Mapped[float | None] = mapped_column(Float)
+    """Top-1 minus top-2 probability of the logged answer."""
+    model_version: Mapped[str | None] = mapped_column(String(200))
+    policy_version: Mapped[str | None] = mapped_column(String(200))
+    context: Mapped[str | None] = mapped_column(String(200))
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    outputs: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    label: Mapped[str | None] = mapped_column(String(200))
+    """What the model answered (None when it abstained)."""
+    trace: Mapped[Any | None] = mapped_column(JsonType)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    answer: Mapped[str | None] = mapped_column(String(200))
+    reviewer: Mapped[str | None] = mapped_column(String(200))
+    answered_at: Mapped[datetime | None] = mapped_column(default=None)
+    report_id: Mapped[str | None] = mapped_column(ForeignKey("reports.id"))
+    """The confirmed report the answer was filed as."""
+
+
+class Lease(Base):
+    """One row per job name: who may run it now, and up to when its work is done."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    """The process holding (or last holding) the lease: host, pid and a nonce."""
+    token: Mapped[int] = mapped_column(BigInteger)
+    """Fencing token: grows by one each time the lease changes hands."""
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    done_until: Mapped[datetime | None] = mapped_column(default=None)
+    """End of the last window whose run completed (None before the first)."""

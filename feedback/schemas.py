@@ -131,6 +131,10 @@ class ReportFilter(BaseModel):
     category: Category | None = None
     label: Label | None = None
     """Matches the predicted, expected or corrected label."""
+    predicted_label: Label | None = None
+    """The label the service answered."""
+    expected_label: Label | None = None
+    """The right label as known: triage's correction, else the reporter's."""
     model_version: str | None = Field(default=None, max_length=200)
     created_after: datetime | None = None
     created_before: datetime | None = None
@@ -155,7 +159,8 @@ class ReportPublic(_Model):
     policy_version: str | None
     context: str | None
     inputs: dict[str, float | None] | None
-    bad_output: dict[str, Any]
+    bad_output: dict[str, Any] | None
+    """Null in an answer to a non-admin caller who sent a prediction id."""
     expected_label: str | None
     corrected_label: str | None
     categories: list[str]
@@ -183,6 +188,26 @@ class ReportPublic(_Model):
             comment=row.comment,
             reporter=row.reporter,
             regression_case_id=row.regression_case_id,
+        )
+
+    def echo_of(self, sent: ReportCreate) -> ReportPublic:
+        """This report as its (non-admin) sender may see it: what they sent and
+        the report's id and status, nothing the store attached or triage decided.
+
+        A report by prediction id otherwise hands the logged prediction's inputs
+        to anyone who knows (or replays) the id; `/admin/predictions` guards them.
+        """
+        by_id = sent.prediction_id is not None
+        return self.model_copy(
+            update={
+                "inputs": None if by_id else self.inputs,
+                "bad_output": None if by_id else self.bad_output,
+                "context": None if by_id else self.context,
+                "model_version": None if by_id else self.model_version,
+                "policy_version": None if by_id else self.policy_version,
+                "corrected_label": None,
+                "regression_case_id": None,
+            }
         )
 
 

@@ -34,6 +34,13 @@ class Access:
                 "missing or wrong API key: send Authorization: Bearer <key>"
             )
 
+    def is_admin(self, authorization: str | None) -> bool:
+        """True when the header carries the admin token (never raises)."""
+        token = self._admin_token
+        return token is not None and bearer_matches(
+            authorization, token.get_secret_value()
+        )
+
     def check_admin(self, authorization: str | None) -> None:
         """/admin routes: the admin token; refused outright while none is set."""
         token = self._admin_token

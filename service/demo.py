@@ -40,7 +40,6 @@ DEMO_SETTINGS = {
     "FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS": "100",
     "FLYWHEEL_MONITORING__RETRAIN_CONSECUTIVE_WINDOWS": "2",
     "FLYWHEEL_SERVING__RELOAD_POLL_S": "0.5",
-    "FLYWHEEL_FEEDBACK__LOG_FLUSH_INTERVAL_MS": "50",
 }
 
 
@@ -88,7 +87,7 @@ def run_demo(
         data / "packs" / "served",
     )
     token = secrets.token_hex(16)
-    env = {**DEMO_SETTINGS, "FLYWHEEL_SECURITY__ADMIN_TOKEN": token}
+    env: dict[str, Any] = {**DEMO_SETTINGS, "FLYWHEEL_SECURITY__ADMIN_TOKEN": token}
     summary: dict[str, Any] = {}
     with running(data / "state", pack, port=port, **env) as svc:
         echo(f"service up at {svc.url} (data in {data / 'state'})")

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from feedback import store
+from feedback.idempotency import ADMIN_SCOPE, client_scope
 from feedback.schemas import ReportCreate, ReportFilter, ReportPublic, ReportUpdate
 from service.admin_auth import require_admin
 from service.deps import ERRORS, worker_of
@@ -46,13 +47,20 @@ def report(
     ] = None,
 ) -> ReportPublic:
     worker = worker_of(request)
-    worker.access.check_client(request.headers.get("authorization"))
+    authorization = request.headers.get("authorization")
+    worker.access.check_client(authorization)
+    admin = worker.access.is_admin(authorization)
+    client = _client_key(request)
     public, created = worker.dataplane.report(
-        data, idempotency_key=idempotency_key, client=_client_key(request)
+        data,
+        idempotency_key=idempotency_key,
+        client=client,
+        scope=ADMIN_SCOPE if admin else client_scope(client),
     )
     if not created:
         response.status_code = 200
-    return public
+    # Anyone may report: only the admin sees what the store attached.
+    return public if admin else public.echo_of(data)
 
 
 @admin.get("/reports", response_model=list[ReportPublic], responses=ERRORS)
@@ -93,15 +101,14 @@ def get_prediction(prediction_id: str, request: Request) -> dict[str, object]:
     """A logged prediction with its stored input (if the policy allowed storing it).
 
     `trace` is the guardrail trace when a stage acted on the row, else null."""
-    with worker_of(request).sessions() as session:
-        row = store.get_prediction(session, prediction_id)
-        return {
-            "id": row.id,
-            "created_at": row.created_at.isoformat(),
-            "model_version": row.model_version,
-            "policy_version": row.policy_version,
-            "context": row.context,
-            "inputs": row.inputs,
-            "outputs": row.outputs,
-            "trace": row.trace,
-        }
+    row = store.get_prediction(worker_of(request).dataplane.log_reader, prediction_id)
+    return {
+        "id": row.id,
+        "created_at": row.created_at.isoformat(),
+        "model_version": row.model_version,
+        "policy_version": row.policy_version,
+        "context": row.context,
+        "inputs": row.inputs,
+        "outputs": row.outputs,
+        "trace": row.trace,
+    }

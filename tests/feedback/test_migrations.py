@@ -23,13 +23,15 @@ from feedback.models import Base
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {
     "model_versions",
-    "predictions",
     "reports",
     "regression_cases",
     "regression_runs",
     "regression_results",
     "retraining_requests",
     "served_state",
+    "categories",
+    "review_items",
+    "leases",
     VERSION_TABLE,
 }
 

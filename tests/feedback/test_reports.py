@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from feedback import store
@@ -19,10 +19,12 @@ from feedback.db import make_engine, migrate, session_factory
 from feedback.errors import (
     BadTriageUpdate,
     DatabaseUnavailable,
+    IdempotencyConflict,
     PredictionNotFound,
     ReportNotFound,
     UnknownLabel,
 )
+from feedback.idempotency import IdempotencyKey, body_sha256
 from feedback.models import ModelVersion, RegressionCase, Report
 from feedback.schemas import (
     OutputRecord,
@@ -32,7 +34,7 @@ from feedback.schemas import (
     ReportUpdate,
 )
 from tests.dbservers import ThrowawayPostgres
-from tests.feedback.helpers import ADELIE, LABELS, log_predictions, prediction
+from tests.feedback.helpers import ADELIE, LABELS, finder, log_predictions, prediction
 
 
 def direct(**kw: Any) -> ReportCreate:
@@ -54,14 +56,15 @@ def count(session: Session) -> int:
 
 
 def test_report_by_prediction_id_attaches_the_logged_input_and_output(
-    engine: Engine, session: Session
+    tmp_path: Path, session: Session
 ) -> None:
     row = prediction(label="Gentoo", context="Dream", model_version="pack-v7")
-    log_predictions(engine, [row])
+    reader = log_predictions(tmp_path, [row])
     report, created = store.create_report(
         session,
         data=ReportCreate(prediction_id=row.id, expected_label="Chinstrap"),
         labels=LABELS,
+        find_prediction=finder(reader),
     )
     assert created
     assert report.prediction_id == row.id
@@ -73,12 +76,15 @@ def test_report_by_prediction_id_attaches_the_logged_input_and_output(
 
 
 def test_report_by_prediction_id_without_stored_inputs_keeps_inputs_empty(
-    engine: Engine, session: Session
+    tmp_path: Path, session: Session
 ) -> None:
     row = prediction(store_inputs=False)
-    log_predictions(engine, [row])
+    reader = log_predictions(tmp_path, [row])
     report, _ = store.create_report(
-        session, data=ReportCreate(prediction_id=row.id), labels=LABELS
+        session,
+        data=ReportCreate(prediction_id=row.id),
+        labels=LABELS,
+        find_prediction=finder(reader),
     )
     assert report.inputs is None
     assert ReportPublic.from_row(report).inputs is None
@@ -103,11 +109,15 @@ def test_direct_report_gets_the_served_versions_when_it_names_none(
 
 
 def test_unknown_prediction_id_is_not_found_and_stores_nothing(
-    session: Session,
+    tmp_path: Path, session: Session
 ) -> None:
+    reader = log_predictions(tmp_path, [prediction()])
     with pytest.raises(PredictionNotFound) as err:
         store.create_report(
-            session, data=ReportCreate(prediction_id="f" * 32), labels=LABELS
+            session,
+            data=ReportCreate(prediction_id="f" * 32),
+            labels=LABELS,
+            find_prediction=finder(reader),
         )
     assert err.value.status_code == 404
     assert count(session) == 0
@@ -129,20 +139,70 @@ def test_expected_label_outside_the_models_labels_is_refused(
 # --- idempotency --------------------------------------------------------------------
 
 
+def key(
+    name: str, body: ReportCreate | None = None, scope: str = "client:a"
+) -> IdempotencyKey:
+    """`name` as `scope`'s idempotency key for `body` (default: `direct()`)."""
+    return IdempotencyKey.of(name, scope=scope, body=body or direct())
+
+
 def test_same_idempotency_key_returns_the_first_report(session: Session) -> None:
     first, created_first = store.create_report(
-        session, data=direct(), labels=LABELS, idempotency_key="key-1"
+        session, data=direct(), labels=LABELS, idempotency=key("key-1")
     )
     again, created_again = store.create_report(
-        session, data=direct(comment="retried"), labels=LABELS, idempotency_key="key-1"
+        session, data=direct(), labels=LABELS, idempotency=key("key-1")
     )
     other, created_other = store.create_report(
-        session, data=direct(), labels=LABELS, idempotency_key="key-2"
+        session, data=direct(), labels=LABELS, idempotency=key("key-2")
     )
     assert (created_first, created_again, created_other) == (True, False, True)
-    assert again.id == first.id and again.comment is None
+    assert again.id == first.id
     assert other.id != first.id
     assert count(session) == 2
+
+
+def test_same_key_with_another_body_is_a_conflict_and_stores_nothing(
+    session: Session,
+) -> None:
+    first = direct(comment="A's private note", reporter="alice@example.com")
+    store.create_report(
+        session, data=first, labels=LABELS, idempotency=key("order-42", first)
+    )
+    other = direct(comment="retried with a change")
+    with pytest.raises(IdempotencyConflict) as err:
+        store.create_report(
+            session, data=other, labels=LABELS, idempotency=key("order-42", other)
+        )
+    assert err.value.status_code == 422
+    assert err.value.field == "Idempotency-Key"
+    assert "order-42" in err.value.message and "different" in err.value.message
+    assert count(session) == 1
+
+
+def test_the_same_key_of_another_caller_is_another_key(session: Session) -> None:
+    alice = direct(comment="A's private note", reporter="alice@example.com")
+    mine, _ = store.create_report(
+        session, data=alice, labels=LABELS, idempotency=key("order-42", alice)
+    )
+    bob = direct(comment="B's note")
+    theirs, created = store.create_report(
+        session,
+        data=bob,
+        labels=LABELS,
+        idempotency=key("order-42", bob, scope="client:b"),
+    )
+    assert created and theirs.id != mine.id
+    assert (theirs.comment, theirs.reporter) == ("B's note", None)
+
+
+def test_body_hash_ignores_field_order_and_omitted_defaults() -> None:
+    a = ReportCreate.model_validate({"prediction_id": "p1", "comment": "x"})
+    b = ReportCreate.model_validate(
+        {"comment": "x", "categories": [], "prediction_id": "p1"}
+    )
+    c = ReportCreate.model_validate({"prediction_id": "p1", "comment": "y"})
+    assert body_sha256(a) == body_sha256(b) != body_sha256(c)
 
 
 def test_concurrent_submissions_with_one_key_store_one_report(
@@ -158,7 +218,7 @@ def test_concurrent_submissions_with_one_key_store_one_report(
             with sessions() as s:
                 barrier.wait()
                 report, created = store.create_report(
-                    s, data=direct(), labels=LABELS, idempotency_key="race"
+                    s, data=direct(), labels=LABELS, idempotency=key("race")
                 )
                 results.append((report.id, created))
         except BaseException as exc:  # reported below
@@ -327,12 +387,15 @@ def test_confirming_a_report_without_any_label_is_refused(session: Session) -> N
 
 
 def test_confirmed_report_without_stored_inputs_makes_no_case(
-    engine: Engine, session: Session
+    tmp_path: Path, session: Session
 ) -> None:
     row = prediction(store_inputs=False)
-    log_predictions(engine, [row])
+    reader = log_predictions(tmp_path, [row])
     report, _ = store.create_report(
-        session, data=ReportCreate(prediction_id=row.id), labels=LABELS
+        session,
+        data=ReportCreate(prediction_id=row.id),
+        labels=LABELS,
+        find_prediction=finder(reader),
     )
     store.update_report(
         session,
@@ -398,16 +461,16 @@ def test_reports_get_503_while_the_database_is_down_and_work_again_after(
     try:
         migrate(engine)
         with sessions() as s:
-            store.create_report(s, data=direct(), labels=LABELS, idempotency_key="a")
+            store.create_report(s, data=direct(), labels=LABELS, idempotency=key("a"))
         throwaway_postgres.stop("immediate")
         with sessions() as s, pytest.raises(DatabaseUnavailable) as err:
-            store.create_report(s, data=direct(), labels=LABELS, idempotency_key="b")
+            store.create_report(s, data=direct(), labels=LABELS, idempotency=key("b"))
         assert err.value.status_code == 503
         assert err.value.headers()["Retry-After"]
         throwaway_postgres.start()
         with sessions() as s:  # same engine: no restart needed
             _, created = store.create_report(
-                s, data=direct(), labels=LABELS, idempotency_key="b"
+                s, data=direct(), labels=LABELS, idempotency=key("b")
             )
             assert created  # the failed attempt left nothing behind
             assert count(s) == 2

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.servers import ServiceProcess, running
@@ -64,13 +65,84 @@ def test_report_by_prediction_id_attaches_input_and_output(
         },
     )
     assert r.status_code == 201, r.text
-    body = r.json()
-    assert body["status"] == "new"
-    assert body["inputs"] == pytest.approx(ADELIE)
-    assert body["bad_output"]["label"] == p["label"]
-    assert body["context"] == "Dream"
-    assert body["model_version"] == p["model_version"]
-    assert body["categories"] == ["wrong context"]
+    with running_service.client() as c:
+        stored = c.get(
+            f"/admin/reports/{r.json()['id']}", headers=running_service.admin_headers()
+        ).json()
+    assert stored["status"] == "new"
+    assert stored["inputs"] == pytest.approx(ADELIE)
+    assert stored["bad_output"]["label"] == p["label"]
+    assert stored["context"] == "Dream"
+    assert stored["model_version"] == p["model_version"]
+    assert stored["categories"] == ["wrong context"]
+
+
+def test_report_by_prediction_id_echoes_only_what_the_caller_sent(
+    running_service: ServiceProcess,
+) -> None:
+    """The logged inputs are admin data (`/admin/predictions`): a report by id,
+    sent without the admin token, must not hand them out."""
+    p = predict_one(running_service, ADELIE, context="Dream")
+    sent = {"prediction_id": p["prediction_id"], "comment": "looks wrong"}
+    anonymous = report(running_service, sent)
+    assert anonymous.status_code == 201, anonymous.text
+    echo = anonymous.json()
+    assert echo["prediction_id"] == p["prediction_id"]
+    assert echo["comment"] == "looks wrong"
+    for attached in ("inputs", "bad_output", "context", "model_version"):
+        assert echo[attached] is None, (attached, echo)
+    with running_service.client() as c:
+        as_admin = c.post(
+            "/report", json=sent, headers=running_service.admin_headers()
+        ).json()
+    assert as_admin["inputs"] == pytest.approx(ADELIE)
+    assert as_admin["context"] == "Dream"
+
+
+def _client_from(svc: ServiceProcess, address: str) -> httpx.Client:
+    """A client whose connections come from another loopback address."""
+    transport = httpx.HTTPTransport(local_address=address)
+    return httpx.Client(base_url=svc.url, timeout=30, transport=transport)
+
+
+def test_another_clients_idempotency_key_never_returns_its_report(
+    running_service: ServiceProcess,
+) -> None:
+    key = f"order-42-{uuid.uuid4().hex}"
+    alice = {
+        "inputs": ADELIE,
+        "bad_output": {"label": "Gentoo"},
+        "comment": "A's private note",
+        "reporter": "alice@example.com",
+    }
+    bob = {"inputs": MISTAKEN_ADELIE, "bad_output": {"label": "Chinstrap"}}
+    with _client_from(running_service, "127.0.0.1") as a:
+        first = a.post("/report", json=alice, headers={"Idempotency-Key": key})
+    with _client_from(running_service, "127.0.0.2") as b:
+        second = b.post("/report", json=bob, headers={"Idempotency-Key": key})
+    assert first.status_code == 201, first.text
+    assert second.status_code == 201, second.text
+    assert second.json()["id"] != first.json()["id"]
+    assert "A's private note" not in second.text
+    assert "alice@example.com" not in second.text
+    assert second.json()["inputs"] == pytest.approx(MISTAKEN_ADELIE)
+
+
+def test_same_key_with_another_body_is_a_422_naming_the_conflict(
+    running_service: ServiceProcess,
+) -> None:
+    key = uuid.uuid4().hex
+    body = {"inputs": ADELIE, "bad_output": {"label": "Gentoo"}, "comment": "one"}
+    first = report(running_service, body, key)
+    again = report(running_service, body, key)
+    changed = report(running_service, {**body, "comment": "two"}, key)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert changed.status_code == 422, changed.text
+    error = changed.json()["error"]
+    assert error["code"] == "idempotency_conflict"
+    assert error["field"] == "Idempotency-Key"
+    assert key in error["message"]
 
 
 def test_report_with_full_input_when_there_is_no_id(

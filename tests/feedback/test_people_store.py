@@ -1,0 +1,191 @@
+"""The store side of the admin pages: managed categories, the report filters the
+queue uses, and the review queue (sampling the log, answering into a regression
+case that retraining picks up). Every test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from feedback import categories, review, store
+from feedback.errors import BadCategory, ReviewItemClosed, UnknownLabel
+from feedback.models import utcnow
+from feedback.retrain import corrected_rows
+from feedback.schemas import OutputRecord, ReportCreate, ReportFilter
+from tests.feedback.helpers import (
+    ADELIE,
+    FEATURES,
+    LABELS,
+    PredictionRecord,
+    finder,
+    log_predictions,
+    prediction,
+)
+
+
+def answered(
+    label: str | None, probabilities: dict[str, float], **kw: Any
+) -> PredictionRecord:
+    return PredictionRecord(
+        model_version="pack-v1",
+        policy_version="policy-1",
+        context="Dream",
+        inputs=dict(ADELIE),
+        outputs=OutputRecord(
+            label=label,
+            abstained=label is None,
+            reason=None if label else "decision: low confidence",
+            probabilities=probabilities,
+        ),
+        trace=[{"stage": "decision", "acted": label is None}],
+        **kw,
+    )
+
+
+CLEAR = {"Adelie": 0.97, "Chinstrap": 0.02, "Gentoo": 0.01}
+CLOSE = {"Adelie": 0.48, "Chinstrap": 0.44, "Gentoo": 0.08}
+
+
+def test_category_names_are_normalised_and_added_once(session: Session) -> None:
+    row, created = categories.add_category(session, name="  Similar   Species ")
+    again, created_again = categories.add_category(session, name="similar species")
+    assert (row.name, created, created_again) == ("similar species", True, False)
+    assert again.id == row.id
+    categories.add_category(session, name="blurry")
+    assert categories.category_names(session) == ["blurry", "similar species"]
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 65])
+def test_category_name_out_of_bounds_is_refused(session: Session, name: str) -> None:
+    with pytest.raises(BadCategory, match="1 to 64 characters"):
+        categories.add_category(session, name=name)
+
+
+def test_queue_filters_by_predicted_and_expected_label(
+    tmp_path: Path, session: Session
+) -> None:
+    chinstrap = prediction(label="Chinstrap")
+    gentoo = prediction(label="Gentoo")
+    reader = log_predictions(tmp_path, [chinstrap, gentoo])
+    for p, expected in ((chinstrap, "Adelie"), (gentoo, "Chinstrap")):
+        store.create_report(
+            session,
+            data=ReportCreate(prediction_id=p.id, expected_label=expected),
+            labels=LABELS,
+            find_prediction=finder(reader),
+        )
+
+    def ids(**kw: str) -> list[str | None]:
+        rows = store.list_reports(session, filter=ReportFilter(**kw))
+        return [r.prediction_id for r in rows]
+
+    assert ids(predicted_label="Chinstrap") == [chinstrap.id]
+    assert ids(expected_label="Chinstrap") == [gentoo.id]
+    assert ids(predicted_label="Chinstrap", expected_label="Chinstrap") == []
+
+
+def test_logged_rows_reads_by_time_and_by_id(tmp_path: Path) -> None:
+    old = answered("Adelie", CLEAR, created_at=utcnow() - timedelta(hours=2))
+    new = answered("Adelie", CLEAR)
+    reader = log_predictions(tmp_path, [old, new])
+    since = utcnow() - timedelta(hours=1)
+    assert [r.id for r in review.logged_rows(reader, since=since)] == [new.id]
+    rows = review.logged_rows(reader, ids=[old.id])
+    assert [(r.id, r.inputs) for r in rows] == [(old.id, dict(ADELIE))]
+    assert review.logged_rows(reader, ids=[]) == []
+
+
+def test_sampler_queues_abstentions_and_low_margin_answers_once(
+    tmp_path: Path, session: Session
+) -> None:
+    abstained = answered(None, CLOSE)
+    close = answered("Adelie", CLOSE)
+    clear = answered("Adelie", CLEAR)
+    reader = log_predictions(tmp_path, [abstained, close, clear])
+    since = utcnow() - timedelta(minutes=5)
+    kw: dict[str, Any] = {
+        "log": reader,
+        "margin": 0.2,
+        "sample_share": 1.0,
+        "audit_share": 0.0,
+    }
+    added, last = review.sample_review_items(session, since=since, **kw)
+    assert added == 2 and last is not None
+    again, _ = review.sample_review_items(session, since=since, **kw)
+    assert again == 0
+    items = review.list_review_items(session)
+    assert [(i.prediction_id, i.reason) for i in items] == [
+        (abstained.id, "abstained"),
+        (close.id, "low_margin"),
+    ]
+    assert items[1].margin == pytest.approx(0.04)
+
+
+def test_sampling_share_is_decided_by_the_id_so_it_repeats() -> None:
+    rows = [
+        review.LoggedRow(
+            id=f"{i:032x}",
+            created_at=utcnow(),
+            model_version="v",
+            policy_version=None,
+            context=None,
+            inputs=None,
+            outputs={"label": "Adelie", "probabilities": CLEAR},
+            label="Adelie",
+            abstained=False,
+            trace=None,
+        )
+        for i in range(2000)
+    ]
+
+    def picked() -> list[str]:
+        return [
+            r.id
+            for r in rows
+            if review.review_reason(r, margin=0.1, sample_share=1, audit_share=0.1)[0]
+        ]
+
+    first = picked()
+    assert first == picked()
+    assert 150 < len(first) < 250  # about a tenth of 2,000 rows
+
+
+def test_review_answer_becomes_a_regression_case_and_a_training_row(
+    tmp_path: Path, session: Session
+) -> None:
+    row = answered(None, CLOSE)
+    reader = log_predictions(tmp_path, [row])
+    review.sample_review_items(
+        session,
+        log=reader,
+        since=utcnow() - timedelta(minutes=5),
+        margin=0.2,
+        sample_share=1.0,
+        audit_share=0.0,
+    )
+    (item,) = review.list_review_items(session)
+    with pytest.raises(UnknownLabel):
+        review.answer_review_item(session, item.id, answer="Emperor", labels=LABELS)
+    report = review.answer_review_item(
+        session, item.id, answer="Chinstrap", labels=LABELS, reviewer="ana"
+    )
+    assert (report.status, report.corrected_label, report.bad_label) == (
+        "confirmed",
+        "Chinstrap",
+        None,
+    )
+    (case,) = store.regression_cases(session)
+    assert (case.report_id, case.expected_label, case.context) == (
+        report.id,
+        "Chinstrap",
+        "Dream",
+    )
+    training = corrected_rows(session, feature_names=FEATURES, labels=LABELS)
+    assert training["label"].tolist() == ["Chinstrap"]
+    assert review.count_review_items(session) == 0
+    with pytest.raises(ReviewItemClosed):
+        review.answer_review_item(session, item.id, answer="Adelie", labels=LABELS)
