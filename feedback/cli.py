@@ -16,7 +16,9 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+from common.cli import new_app, run, step
+
+app = new_app(__doc__)
 
 DB_OPTION = typer.Option(..., "--db", help="SQLAlchemy URL, e.g. sqlite:///data/f.db")
 
@@ -68,7 +70,7 @@ def regress(
     engine = make_engine(db)
     try:
         run_migrations(engine)
-        with session_factory(engine)() as session:
+        with session_factory(engine)() as session, step("replaying the gate"):
             judgement = judge_candidate(
                 session,
                 candidate_dir=candidate,
@@ -92,19 +94,15 @@ def regress(
 
 @app.command()
 def purge(
-    db: str = DB_OPTION,
+    log_dir: Path = typer.Option(..., help="Prediction-log directory."),
     days: float = typer.Option(..., min=0.0, help="Keep predictions this recent."),
 ) -> None:
-    """Delete logged predictions older than `--days` (the policy's retention)."""
+    """Delete logged predictions older than `--days` (the policy's retention),
+    a whole segment at a time."""
     from feedback import store
-    from feedback.db import make_engine, session_factory
+    from feedback.log_reader import PredictionLogReader
 
-    engine = make_engine(db)
-    try:
-        with session_factory(engine)() as session:
-            deleted = store.purge_predictions_older_than(session, days)
-    finally:
-        engine.dispose()
+    deleted = store.purge_predictions_older_than(PredictionLogReader(log_dir), days)
     typer.echo(f"deleted {deleted} logged predictions older than {days:g} days")
 
 
@@ -149,10 +147,7 @@ def analysis(
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    app()
+    run(app, level=logging.WARNING)
 
 
 if __name__ == "__main__":
