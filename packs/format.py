@@ -102,6 +102,17 @@ class TemperatureFit(_Strict):
     """Why no temperature was fitted, when `fitted` is false."""
 
 
+class ReferenceInfo(_Strict):
+    """What the drift reference (`reference.parquet`) holds."""
+
+    splits: list[str]
+    """The data splits its rows come from (e.g. `train`, `validation`)."""
+    rows: int = Field(ge=0)
+    """Rows in the reference table."""
+    distinct_rows: int = Field(ge=0)
+    """Distinct feature rows: the evidence a drift test can weigh."""
+
+
 class PackMetadata(_Strict):
     format_version: Literal[1] = FORMAT_VERSION
     name: str
@@ -121,6 +132,8 @@ class PackMetadata(_Strict):
     context_column: str | None = None
     """Column of the test and reference tables naming each row's deployment
     context (the penguin pack: `island`), used to replay rows in context."""
+    reference: ReferenceInfo | None = None
+    """The drift reference's make-up; None in packs written before it was kept."""
 
     @property
     def labels(self) -> list[str]:

@@ -177,6 +177,14 @@ def pack(
         output_name=output_name,
     )
     typer.echo(meta.model_dump_json(indent=2))
+    from packs.writer import reference_size_warning
+
+    window = load_settings().monitoring.drift_window_rows
+    warning = meta.reference and reference_size_warning(
+        meta.reference.distinct_rows, window
+    )
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()
