@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from packs.calibration_scores import CalibrationSet, read_calibration
 from packs.errors import (
     GpuRequired,
     PackFileMissing,
@@ -27,6 +28,7 @@ from packs.errors import (
 from packs.format import (
     METADATA_FILE,
     MODEL_FILE,
+    POLICY_FILE,
     REFERENCE_FILE,
     TEST_FILE,
     PackMetadata,
@@ -35,9 +37,7 @@ from packs.format import (
 log = logging.getLogger(__name__)
 
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
-#: The guardrail policy a pack carries for its own labels (served unless a policy
-#: is set explicitly).
-POLICY_FILE = "policy.yaml"
+__all__ = ["POLICY_FILE", "ModelPack", "load_table", "metadata_json", "read_metadata"]
 
 
 def read_metadata(pack_dir: Path) -> PackMetadata:
@@ -118,6 +118,10 @@ class ModelPack:
             [self.metadata.output.onnx_name], {spec.onnx_name: x}
         )
         return np.asarray(probs, dtype=np.float64)
+
+    def calibration(self) -> CalibrationSet | None:
+        """The validation rows kept for conformal sets; None if the pack has none."""
+        return read_calibration(self.path, self.metadata.labels)
 
     def reference_path(self) -> Path:
         return self.path / REFERENCE_FILE

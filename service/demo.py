@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import secrets
 import shutil
@@ -39,7 +40,6 @@ DEMO_SETTINGS = {
     "FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS": "100",
     "FLYWHEEL_MONITORING__RETRAIN_CONSECUTIVE_WINDOWS": "2",
     "FLYWHEEL_SERVING__RELOAD_POLL_S": "0.5",
-    "FLYWHEEL_FEEDBACK__LOG_FLUSH_INTERVAL_MS": "50",
 }
 
 
@@ -87,6 +87,7 @@ def run_demo(
     settings: Settings,
     *,
     port: int | None = None,
+    ui_port: int = 8000,
     keep_running: bool = False,
     echo: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
@@ -124,9 +125,15 @@ def run_demo(
                 )
             promoted.raise_for_status()
             gate = promoted.json()
+            report_path = data / "regression-report.json"
+            report_path.write_text(json.dumps(gate, indent=2))
             echo(
                 f"   gate passed; fixed cases {gate['regression']['fixed']}, "
                 f"metric deltas {gate['regression']['metrics']['delta']}"
+            )
+            echo(
+                f"   regression report: {report_path} (confusion matrix: "
+                f"{gate['regression']['confusion_png']})"
             )
             answer = client.post(
                 "/predict", json={"instances": [MISTAKEN_ADELIE]}
@@ -138,6 +145,7 @@ def run_demo(
             summary |= {
                 "promoted_version": gate["model_version"],
                 "fixed_label": answer["label"],
+                "regression_report": str(report_path),
             }
         echo(
             f"drift reports: {data / 'state' / 'drift'}; "
@@ -145,7 +153,7 @@ def run_demo(
         )
         echo(
             "see them: python -m monitoring.cli ui "
-            f"--workspace {data / 'state' / 'evidently'} --port 8000"
+            f"--workspace {data / 'state' / 'evidently'} --port {ui_port}"
         )
         if keep_running:
             echo("service left running; Ctrl-C to stop")
@@ -186,6 +194,14 @@ def _flywheel(
         "3. second drifted window; retraining requests open: "
         f"{[(r['id'], r['reason']) for r in requests]}"
     )
+    drift = next((r["details"] for r in requests if r["reason"] == "drift"), None)
+    if drift is not None:
+        echo(
+            f"   {drift['summary']}; on {drift['consecutive_windows']} "
+            f"consecutive windows of new rows (this one {drift['window_rows']} rows, "
+            f"{drift['distinct_rows']} distinct; at least "
+            f"{DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS']})"
+        )
     wrong = client.post("/predict", json={"instances": [MISTAKEN_ADELIE]}).json()[
         "predictions"
     ][0]
@@ -209,6 +225,7 @@ def _flywheel(
         "drift_detected": metric(text, "flywheel_drift_detected"),
         "requests_after_one_drifted_window": len(early),
         "retraining_requests": len(requests),
+        "drifted_features": drift["drifted_features"] if drift else [],
         "reported_label": wrong["label"],
         "snapshots": len(list((data / "state" / "evidently").rglob("*.json"))),
     }

@@ -44,12 +44,22 @@ def start_service(
     data_dir: Path, pack_dir: Path, *, port: int | None = None, **overrides: str
 ) -> ServiceProcess:
     return process.start_service(
-        data_dir, pack_dir, port=port, **{**TEST_DEFAULTS, **overrides}
+        data_dir,
+        pack_dir,
+        port=port,
+        ready_timeout_s=90,
+        **{**TEST_DEFAULTS, **overrides},
     )
 
 
 def running(
-    data_dir: Path, pack_dir: Path, **overrides: str
+    data_dir: Path, pack_dir: Path, *, ready_timeout_s: float = 90, **overrides: str
 ) -> AbstractContextManager[ServiceProcess]:
     """A started service, stopped (and checked to stop cleanly) on exit."""
-    return process.running(data_dir, pack_dir, **{**TEST_DEFAULTS, **overrides})
+    return process.running(
+        data_dir,
+        pack_dir,
+        port=None,
+        ready_timeout_s=ready_timeout_s,
+        **{**TEST_DEFAULTS, **overrides},
+    )

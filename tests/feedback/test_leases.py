@@ -120,11 +120,16 @@ def test_the_window_job_runs_once_however_many_pollers(
 def test_the_next_window_runs_again(sessions: sessionmaker[Session]) -> None:
     runs: list[int] = []
     job = OncePerWindow(sessions, "drift", interval_s=0.5, ttl_s=30, poll_s=1)
+    with sessions() as s:
+        before = leases.database_now(s)
     assert job.run_if_due(lambda: runs.append(1), lambda: None) is Outcome.RAN
     with sessions() as s:
         stored = leases.read(s, "drift")
-        now = leases.database_now(s)
-    assert stored is not None and stored.done_until == window_bounds(now, 0.5)[1]
+        after = leases.database_now(s)
+    # Done up to the end of the window the run started in.
+    assert stored is not None and stored.done_until is not None
+    assert stored.done_until.timestamp() % 0.5 == 0
+    assert before < stored.done_until <= window_bounds(after, 0.5)[1]
     _wait_for(lambda: job.run_if_due(lambda: runs.append(2), lambda: None)
               is Outcome.RAN, timeout_s=5)  # fmt: skip
     assert runs == [1, 2]
