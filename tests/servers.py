@@ -41,10 +41,19 @@ def service_env(data_dir: Path, pack_dir: Path, **overrides: str) -> dict[str, s
 
 
 def start_service(
-    data_dir: Path, pack_dir: Path, *, port: int | None = None, **overrides: str
+    data_dir: Path,
+    pack_dir: Path,
+    *,
+    port: int | None = None,
+    ready_timeout_s: float = 90,
+    **overrides: str,
 ) -> ServiceProcess:
     return process.start_service(
-        data_dir, pack_dir, port=port, **{**TEST_DEFAULTS, **overrides}
+        data_dir,
+        pack_dir,
+        port=port,
+        ready_timeout_s=ready_timeout_s,
+        **{**TEST_DEFAULTS, **overrides},
     )
 
 

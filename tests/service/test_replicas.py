@@ -9,6 +9,7 @@ skips without it; elsewhere it skips with the reason).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -22,7 +23,9 @@ from feedback import leases
 from feedback.db import make_engine, session_factory
 from feedback.models import Prediction
 from monitoring.traffic import instances, like_training
+from packs.loader import POLICY_FILE
 from service.process import kill_tree
+from service.settings import PROJECT_ROOT
 from service.wiring import DRIFT_JOB
 from tests.dbservers import create_database, drop_database
 from tests.servers import ServiceProcess, start_service, stop_service_process
@@ -43,7 +46,7 @@ REPLICA_SETTINGS = {
 }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def shared_db(postgres_server: str) -> Iterator[str]:
     url = create_database(postgres_server)
     try:
@@ -52,15 +55,18 @@ def shared_db(postgres_server: str) -> Iterator[str]:
         drop_database(url)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def replicas(
-    tmp_path: Path, default_pack: Path, shared_db: str
+    tmp_path_factory: pytest.TempPathFactory, default_pack: Path, shared_db: str
 ) -> Iterator[list[ServiceProcess]]:
+    """Started once for the module; the last test kills one of them."""
+    root = tmp_path_factory.mktemp("replicas")
     with ExitStack() as stack:
         started = []
         for name in ("a", "b"):
             env = {**REPLICA_SETTINGS, "FLYWHEEL_FEEDBACK__DATABASE_URL": shared_db}
-            svc = start_service(tmp_path / name, default_pack, **env)  # type: ignore[arg-type]
+            # Four workers starting on two shared cores: allow them time.
+            svc = start_service(root / name, default_pack, ready_timeout_s=300, **env)  # type: ignore[arg-type]
             stack.callback(stop_service_process, svc.process)
             started.append(svc)
         yield started
@@ -146,6 +152,55 @@ def test_two_replicas_share_one_store(
             )  # fmt: skip
     finally:
         engine.dispose()
+
+
+def test_a_change_through_one_replica_reaches_the_other(
+    replicas: list[ServiceProcess], default_pack: Path, tmp_path: Path
+) -> None:
+    a, b = replicas
+    with a.client() as ca, b.client() as cb:
+        policy = (PROJECT_ROOT / "policies" / "default.yaml").read_text()
+        new = policy.replace("version: default-2026-11-23", "version: fanned-out")
+        put = ca.put(
+            "/admin/policy",
+            content=new,
+            headers={**a.admin_headers(), "Content-Type": "application/yaml"},
+        )
+        assert put.status_code == 200, put.text
+        changed = time.monotonic()
+
+        def b_serves_it() -> bool:
+            return bool(cb.get("/info").json()["policy_version"] == "fanned-out")
+
+        _wait_for(b_serves_it, 30, "B serving the policy PUT on A")
+        fan_out_s = time.monotonic() - changed
+        print(f"policy fan-out A -> B: {fan_out_s:.2f} s")
+        answer = cb.post("/predict", json={"instances": instances(like_training(1))})
+        assert answer.json()["predictions"][0]["policy_version"] == "fanned-out"
+
+        # A pack promoted through A lands in A's model store only: B cannot load
+        # it, keeps serving the old one and says so.
+        candidate = shutil.copytree(default_pack, tmp_path / "candidate")
+        (candidate / POLICY_FILE).write_text(new)  # another pack digest
+        promoted = ca.post(
+            "/admin/promote",
+            json={"pack_dir": str(candidate)},
+            headers=a.admin_headers(),
+        )
+        assert promoted.status_code == 200, promoted.text
+        old_model = cb.get("/info").json()["model_version"]
+
+        def b_reports_it() -> bool:
+            return cb.get("/info").json()["follow_failure"] is not None
+
+        _wait_for(b_reports_it, 30, "B reporting the pack it cannot load")
+        info = cb.get("/info").json()
+        assert info["model_version"] == old_model
+        assert "ModelNotFound" in info["follow_failure"]["error"] or (
+            info["follow_failure"]["pack_tag"] in info["follow_failure"]["error"]
+        )
+        metrics = cb.get("/metrics").text
+        assert "flywheel_served_state_follow_failing 1.0" in metrics
 
 
 def test_drift_runs_once_per_window_and_survives_a_killed_holder(
