@@ -50,11 +50,13 @@ def drift_command(
         "--workspace", str(target.workspace),
         "--window-rows", str(mon.drift_window_rows),
         "--min-window-rows", str(mon.drift_min_window_rows),
-        "--drift-share", str(mon.drift_share),
+        "--alpha", str(mon.drift_alpha),
         "--consecutive-windows", str(mon.retrain_consecutive_windows),
         "--cooldown-s", str(mon.retrain_cooldown_s),
         "--metrics",
     ]  # fmt: skip
+    for name in mon.drift_categorical_features:
+        cmd += ["--categorical-feature", name]
     if mon.retrain_report_rate_per_1000 is not None:
         cmd += ["--report-rate-per-1000", str(mon.retrain_report_rate_per_1000)]
     if mon.retrain_hook_command:
