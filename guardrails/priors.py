@@ -182,6 +182,7 @@ class PriorsStage(Stage):
             self._observe(batch)
         if choice.weights is None:
             return TraceColumn(choice.trace)
+        batch.prior_weights = choice.weights
         before = batch.probabilities
         after, fell_back = adjust(before, choice.weights)
         batch.probabilities = after

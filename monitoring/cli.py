@@ -1,7 +1,8 @@
 """Monitoring commands: a drift run for cron, Evidently's UI, and Prometheus.
 
     python -m monitoring.cli drift --db sqlite:///data/flywheel.db \
-        --pack data/packs/penguins --out data/drift --workspace data/evidently
+        --log-dir data/prediction-log --pack data/packs/penguins \
+        --out data/drift --workspace data/evidently
     python -m monitoring.cli ui --workspace data/evidently --port 8000
     python -m monitoring.cli prometheus --target 127.0.0.1:3000 --port 9090 \
         --data data/prometheus
@@ -27,7 +28,9 @@ from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+from common.cli import new_app, run, step
+
+app = new_app(__doc__)
 log = logging.getLogger("monitoring.cli")
 
 DRIFT_EXIT = 3
@@ -37,6 +40,9 @@ DRIFT_EXIT = 3
 def drift(
     db: Annotated[
         str, typer.Option(help="Store database URL (sqlite:/// or postgresql://)")
+    ],
+    log_dir: Annotated[
+        Path, typer.Option(help="Prediction-log directory (segments of every worker)")
     ],
     pack: Annotated[Path, typer.Option(help="Model pack directory (reference data)")],
     out: Annotated[Path, typer.Option(help="Directory for HTML drift reports")],
@@ -102,14 +108,17 @@ def drift(
     engine, sessions = _store(db)
     version = None if all_versions else meta.version
 
+    from feedback.log_reader import PredictionLogReader
+
+    log_reader = PredictionLogReader(log_dir)
+
     def read_window(rows: int) -> Any:
         from feedback.log_window import read_prediction_window
 
-        with sessions() as session:
-            return read_prediction_window(
-                session, limit_rows=rows, model_version=version,
-                feature_names=meta.feature_names,
-            )  # fmt: skip
+        return read_prediction_window(
+            log_reader, limit_rows=rows, model_version=version,
+            feature_names=meta.feature_names,
+        )  # fmt: skip
 
     from monitoring.drift_metrics import DriftMetrics, NullDriftMetrics
 
@@ -141,11 +150,14 @@ def drift(
         model_version=meta.version, trigger=trigger,
         feature_names=meta.feature_names, labels=meta.labels, project_name=meta.name,
         read_report_counts=(
-            _report_counter(sessions, rate_window_s) if report_rate_per_1000 else None
+            _report_counter(sessions, log_reader, rate_window_s)
+            if report_rate_per_1000
+            else None
         ),
     )  # fmt: skip
     try:
-        result = job.run_once()
+        with step(f"drift run over up to {window_rows} logged rows"):
+            result = job.run_once()
     finally:
         engine.dispose()
     typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -160,7 +172,7 @@ def _store(db: str) -> tuple[Any, Any]:
     return engine, session_factory(engine)
 
 
-def _report_counter(sessions: Any, window_s: float) -> Any:
+def _report_counter(sessions: Any, log_reader: Any, window_s: float) -> Any:
     """(reports, predictions) created in the last `window_s` seconds."""
     from datetime import UTC, datetime, timedelta
 
@@ -172,7 +184,7 @@ def _report_counter(sessions: Any, window_s: float) -> Any:
         with sessions() as session:
             return (
                 count_reports(session, filter=ReportFilter(created_after=since)),
-                count_predictions_since(session, since),
+                count_predictions_since(log_reader, since),
             )
 
     return counts
@@ -290,4 +302,4 @@ def _run_foreground(commands: list[list[str]]) -> int:
 
 
 if __name__ == "__main__":
-    app()
+    run(app)

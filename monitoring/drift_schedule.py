@@ -36,6 +36,8 @@ class DriftTarget:
     """Drift reports and the job's log."""
     workspace: Path
     """The Evidently workspace that receives snapshots."""
+    log_dir: Path
+    """The prediction log the window is read from."""
 
 
 def drift_command(
@@ -45,6 +47,7 @@ def drift_command(
     cmd = [
         sys.executable, "-m", "monitoring.cli", "drift",
         "--db", target.database_url,
+        "--log-dir", str(target.log_dir),
         "--pack", str(pack_dir),
         "--out", str(target.out_dir),
         "--workspace", str(target.workspace),

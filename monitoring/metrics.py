@@ -153,6 +153,16 @@ class ServiceMetrics:
             "Prediction-log rows written to the store.",
             namespace=ns, registry=r,
         )  # fmt: skip
+        self._log_refused = Counter(
+            "prediction_log_refused_rows",
+            "Rows of requests answered 503 because the log could not take them.",
+            namespace=ns, registry=r,
+        )  # fmt: skip
+        self._log_sample_rate = Gauge(
+            "prediction_log_sample_rate",
+            "Share of answered rows the prediction log keeps (1: every row).",
+            namespace=ns, registry=r, multiprocess_mode="livemin",
+        )  # fmt: skip
         self._model_gauge = Gauge(
             "model_info",
             "1 for the model pack version a live worker serves (and the onnxruntime "
@@ -261,6 +271,13 @@ class ServiceMetrics:
     def add_log_written(self, rows: int) -> None:
         if rows:
             self._log_written.inc(rows)
+
+    def add_log_refused(self, rows: int) -> None:
+        if rows:
+            self._log_refused.inc(rows)
+
+    def set_log_sample_rate(self, rate: float) -> None:
+        self._log_sample_rate.set(rate)
 
     # ---- versions and priors --------------------------------------------------
 

@@ -7,6 +7,10 @@ A pack is a directory:
     reference.parquet a sample of training inputs (+ `label`) for drift detection
     test.parquet      the held-out test set (+ `label`) used by the regression gate
     policy.yaml       the pack's own guardrail policy, written for its labels
+    calibration.parquet  validation-split probabilities + `label`, for conformal
+                      sets (`packs.calibration_scores`; optional)
+    validation.parquet  optional: the held-out validation split (+ `label`), the
+                      "train-dev" set of the error analysis
 
 Probabilities must be the model's output for the labels in `output.labels`, in that
 order. Everything the guardrails need (priors, bounds, temperature) is here, so any
@@ -26,6 +30,7 @@ METADATA_FILE = "metadata.json"
 REFERENCE_FILE = "reference.parquet"
 TEST_FILE = "test.parquet"
 POLICY_FILE = "policy.yaml"
+VALIDATION_FILE = "validation.parquet"
 LABEL_COLUMN = "label"
 
 

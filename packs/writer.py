@@ -25,6 +25,7 @@ from packs.calibration import (
     fit_temperature,
     log_loss,
 )
+from packs.calibration_scores import write_calibration
 from packs.errors import PackerInputInvalid
 from packs.format import (
     LABEL_COLUMN,
@@ -33,6 +34,7 @@ from packs.format import (
     POLICY_FILE,
     REFERENCE_FILE,
     TEST_FILE,
+    VALIDATION_FILE,
     FeatureBounds,
     FeatureSpec,
     InputSpec,
@@ -145,6 +147,7 @@ def write_pack(
 
         echo(f"running the model on {len(splits.validation)} validation rows")
         val_p, val_y = probs_and_y(splits.validation)
+        write_calibration(staging, val_p, val_y, labels)
         echo(f"running the model on {len(splits.test)} test rows")
         test_p, test_y = probs_and_y(splits.test)
         held_out = check_label_order(
@@ -189,6 +192,7 @@ def write_pack(
         reference["predicted_label"] = [labels[i] for i in ref_p.argmax(1)]
         reference.to_parquet(staging / REFERENCE_FILE, index=False)
         splits.test.to_parquet(staging / TEST_FILE, index=False)
+        splits.validation.to_parquet(staging / VALIDATION_FILE, index=False)
         ModelPack.load(staging, providers=["CPUExecutionProvider"])
         out_dir = Path(out_dir)
         if out_dir.exists():

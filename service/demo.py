@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import secrets
 import shutil
@@ -39,7 +40,6 @@ DEMO_SETTINGS = {
     "FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS": "100",
     "FLYWHEEL_MONITORING__RETRAIN_CONSECUTIVE_WINDOWS": "2",
     "FLYWHEEL_SERVING__RELOAD_POLL_S": "0.5",
-    "FLYWHEEL_FEEDBACK__LOG_FLUSH_INTERVAL_MS": "50",
 }
 
 
@@ -72,6 +72,7 @@ def run_demo(
     settings: Settings,
     *,
     port: int | None = None,
+    ui_port: int = 8000,
     keep_running: bool = False,
     echo: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
@@ -109,9 +110,15 @@ def run_demo(
                 )
             promoted.raise_for_status()
             gate = promoted.json()
+            report_path = data / "regression-report.json"
+            report_path.write_text(json.dumps(gate, indent=2))
             echo(
                 f"   gate passed; fixed cases {gate['regression']['fixed']}, "
                 f"metric deltas {gate['regression']['metrics']['delta']}"
+            )
+            echo(
+                f"   regression report: {report_path} (confusion matrix: "
+                f"{gate['regression']['confusion_png']})"
             )
             answer = client.post(
                 "/predict", json={"instances": [MISTAKEN_ADELIE]}
@@ -123,6 +130,7 @@ def run_demo(
             summary |= {
                 "promoted_version": gate["model_version"],
                 "fixed_label": answer["label"],
+                "regression_report": str(report_path),
             }
         echo(
             f"drift reports: {data / 'state' / 'drift'}; "
@@ -130,7 +138,7 @@ def run_demo(
         )
         echo(
             "see them: python -m monitoring.cli ui "
-            f"--workspace {data / 'state' / 'evidently'} --port 8000"
+            f"--workspace {data / 'state' / 'evidently'} --port {ui_port}"
         )
         if keep_running:
             echo("service left running; Ctrl-C to stop")
@@ -159,6 +167,16 @@ def _flywheel(
     )
     requests = client.get("/admin/retraining-requests", headers=admin).json()
     echo(f"3. retraining requests open: {[(r['id'], r['reason']) for r in requests]}")
+    drift = next((r["details"] for r in requests if r["reason"] == "drift"), None)
+    if drift is not None:
+        echo(
+            f"   drifted features: {', '.join(drift['drifted_features'])}; "
+            f"drift share {drift['drift_share']:.2f} >= threshold "
+            f"{drift['drift_share_threshold']} on {drift['consecutive_windows']} "
+            f"consecutive windows of {drift['window_rows']} logged rows "
+            f"(window at most {DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_WINDOW_ROWS']}"
+            f", at least {DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS']})"
+        )
     wrong = client.post("/predict", json={"instances": [MISTAKEN_ADELIE]}).json()[
         "predictions"
     ][0]
@@ -181,6 +199,7 @@ def _flywheel(
         "calm_drift_detected": calm,
         "drift_detected": metric(text, "flywheel_drift_detected"),
         "retraining_requests": len(requests),
+        "drifted_features": drift["drifted_features"] if drift else [],
         "reported_label": wrong["label"],
         "snapshots": len(list((data / "state" / "evidently").rglob("*.json"))),
     }

@@ -159,9 +159,16 @@ def stop_service_process(
 
 @contextmanager
 def running(
-    data_dir: Path, pack_dir: Path, *, port: int | None = None, **overrides: str
+    data_dir: Path,
+    pack_dir: Path,
+    *,
+    port: int | None = None,
+    ready_timeout_s: float = 90,
+    **overrides: str,
 ) -> Iterator[ServiceProcess]:
-    svc = start_service(data_dir, pack_dir, port=port, ready_timeout_s=90, **overrides)
+    svc = start_service(
+        data_dir, pack_dir, port=port, ready_timeout_s=ready_timeout_s, **overrides
+    )
     try:
         yield svc
     finally:

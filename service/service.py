@@ -14,8 +14,10 @@ import logging
 
 import bentoml
 
+from common.errors import ServiceError
 from service.app import create_app
 from service.settings import Settings
+from service.startup_failure import stop_server
 from service.wiring import build_worker
 
 settings = Settings()
@@ -28,7 +30,7 @@ UNTRACED = ["/predict", "/report", "/admin", "/info", "/priors"]
 @bentoml.service(
     name="flywheel",
     workers=settings.serving.workers,
-    traffic={"timeout": 30},
+    traffic={"timeout": settings.serving.request_timeout_s},
     logging={"access": {"enabled": False}},
     tracing={} if settings.serving.trace_requests else {"excluded_urls": UNTRACED},
 )
@@ -36,9 +38,13 @@ UNTRACED = ["/predict", "/report", "/admin", "/info", "/priors"]
 class InferenceService:
     def __init__(self) -> None:
         # Runs once per worker: a broken pack or policy raises here and stops the
-        # service with its one-line message (see packs.errors, guardrails.errors).
+        # whole server with its one-line message (see packs.errors,
+        # guardrails.errors) instead of BentoML restarting the worker forever.
         worker = bentoml.server_context.worker_index
-        self.worker = build_worker(settings, schedule_drift=worker in (None, 1))
+        try:
+            self.worker = build_worker(settings, schedule_drift=worker in (None, 1))
+        except ServiceError as exc:
+            stop_server(exc.message)
         api.state.worker = self.worker
         if settings.serving.freeze_gc:
             # Start-up objects never die; keeping them out of GC passes cuts the

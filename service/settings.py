@@ -46,6 +46,9 @@ class ServingSettings(BaseModel):
     """Open an OpenTelemetry span per API request (exported where BentoML's tracing
     config says). Off, BentoML's tracing middleware passes API paths straight
     through, which it otherwise costs on every request even with no exporter."""
+    request_timeout_s: float = Field(30.0, gt=0)
+    """Longest BentoML lets one request run (a promotion replays the gate inside
+    its request) before it answers 504."""
     freeze_gc: bool = True
     """Freeze the start-up heap and raise GC thresholds (cuts tail latency)."""
 
@@ -61,12 +64,6 @@ class FeedbackSettings(BaseModel):
     """SQLAlchemy URL; default is an SQLite file under data_dir."""
     migrate_on_start: bool = True
     """Run Alembic migrations when the service starts."""
-    log_queue_rows: int = Field(100_000, ge=1)
-    """Prediction-log queue bound; rows beyond it are dropped and counted."""
-    log_batch_rows: int = Field(1000, ge=1)
-    """Rows per batched insert of the prediction log."""
-    log_flush_interval_ms: int = Field(200, ge=1)
-    """Longest a logged prediction waits before it is written."""
     report_rate_per_minute: int = Field(60, ge=1)
     """Reports one client may submit per minute (per worker)."""
     gate_max_newly_broken: int = Field(0, ge=0)
@@ -106,6 +103,40 @@ class LeaseSettings(BaseModel):
     """How often each replica checks whether the current window's run is due."""
 
 
+class PredictionLogSettings(BaseModel):
+    """The prediction log: per-worker write-ahead segments, compacted to Parquet."""
+
+    dir: Path | None = None
+    """Where segments live; default data_dir/prediction-log. May be a volume that
+    several replicas share (file names carry a per-process writer id)."""
+    fsync_interval_s: float = Field(1.0, ge=0)
+    """How often the open segment is fsynced; 0 fsyncs every batch before its
+    answer. A SIGKILL loses nothing either way; a machine crash (power, kernel)
+    can lose up to this many seconds of answered rows."""
+    rotate_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    """A segment is closed (and compacted) once it holds this many bytes."""
+    rotate_age_s: float = Field(60.0, gt=0)
+    """... or once it is this old, also when idle."""
+    compact: bool = True
+    """Rewrite closed segments as Parquet (zstd, row groups) in the background."""
+    row_group_rows: int = Field(16_384, ge=1024)
+    """Rows per Parquet row group: what a lookup by id reads at most per file."""
+    retention_days: float | None = Field(None, ge=0)
+    """Delete segments whose newest row is older than this (the policy's
+    `log_retention_days` applies too; the shorter wins). None: keep."""
+    retention_bytes: int | None = Field(None, ge=0)
+    """Delete the oldest closed segments while all of them exceed this size."""
+    on_slow_storage: Literal["wait", "shed"] = "wait"
+    """When an append cannot be made at once: `wait` (up to `max_wait_s`, retrying
+    a failed write) or `shed` (at once); then 503 with Retry-After, never an
+    answer without its logged row."""
+    max_wait_s: float = Field(1.0, gt=0)
+    """Longest an answer waits for its append under `wait`."""
+    sample_rate: float = Field(1.0, gt=0, le=1)
+    """Share of answered rows logged (1: all). Exported in /metrics; a report by
+    id of an unsampled row says so in its 404."""
+
+
 class SecuritySettings(BaseModel):
     admin_token: SecretStr | None = None
     """Bearer token for /admin routes; admin routes are refused while unset."""
@@ -143,6 +174,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    prediction_log: PredictionLogSettings = PredictionLogSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     security: SecuritySettings = SecuritySettings()
     deployment: DeploymentSettings = DeploymentSettings()
@@ -182,6 +214,10 @@ class Settings(BaseSettings):
         return self.bentoml_home / "models"
 
     @property
+    def prediction_log_dir(self) -> Path:
+        return self.prediction_log.dir or self.data_dir / "prediction-log"
+
+    @property
     def regression_dir(self) -> Path:
         return self.data_dir / "regression"
 
@@ -196,4 +232,9 @@ class Settings(BaseSettings):
     @property
     def drift_target(self) -> DriftTarget:
         """Where scheduled drift runs read and write."""
-        return DriftTarget(self.database_url, self.drift_dir, self.evidently_workspace)
+        return DriftTarget(
+            self.database_url,
+            self.drift_dir,
+            self.evidently_workspace,
+            self.prediction_log_dir,
+        )

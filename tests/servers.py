@@ -58,7 +58,13 @@ def start_service(
 
 
 def running(
-    data_dir: Path, pack_dir: Path, **overrides: str
+    data_dir: Path, pack_dir: Path, *, ready_timeout_s: float = 90, **overrides: str
 ) -> AbstractContextManager[ServiceProcess]:
     """A started service, stopped (and checked to stop cleanly) on exit."""
-    return process.running(data_dir, pack_dir, **{**TEST_DEFAULTS, **overrides})
+    return process.running(
+        data_dir,
+        pack_dir,
+        port=None,
+        ready_timeout_s=ready_timeout_s,
+        **{**TEST_DEFAULTS, **overrides},
+    )
