@@ -9,6 +9,7 @@
     served_state        per deployment: the served pack (model-store tag) and policy
     categories          the managed list of report categories
     review_items        logged answers waiting for a person's answer
+    leases              which process runs a once-per-window job (see feedback.leases)
 
 Logged predictions are not here: they live in the prediction log's segments
 (`feedback.prediction_log`). A report by prediction id copies what it needs of
@@ -26,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -334,3 +336,19 @@ class ReviewItem(Base):
     answered_at: Mapped[datetime | None] = mapped_column(default=None)
     report_id: Mapped[str | None] = mapped_column(ForeignKey("reports.id"))
     """The confirmed report the answer was filed as."""
+
+
+class Lease(Base):
+    """One row per job name: who may run it now, and up to when its work is done."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    """The process holding (or last holding) the lease: host, pid and a nonce."""
+    token: Mapped[int] = mapped_column(BigInteger)
+    """Fencing token: grows by one each time the lease changes hands."""
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    done_until: Mapped[datetime | None] = mapped_column(default=None)
+    """End of the last window whose run completed (None before the first)."""

@@ -47,7 +47,21 @@ def drift(
     workspace: Annotated[Path, typer.Option(help="Evidently workspace directory")],
     window_rows: Annotated[int, typer.Option(min=1)] = 5000,
     min_window_rows: Annotated[int, typer.Option(min=1)] = 200,
-    drift_share: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    alpha: Annotated[
+        float,
+        typer.Option(
+            min=1e-9,
+            max=0.999999,
+            help="Family-wise false-alarm rate per window (Bonferroni over tests)",
+        ),
+    ] = 0.05,
+    categorical_feature: Annotated[
+        list[str] | None,
+        typer.Option(help="Feature compared as categories (repeatable)"),
+    ] = None,
+    test_outputs: Annotated[
+        bool, typer.Option(help="Also test the model's outputs on both sides")
+    ] = True,
     all_versions: Annotated[
         bool, typer.Option(help="Use logged rows of every model version")
     ] = False,
@@ -78,10 +92,11 @@ def drift(
 ) -> None:
     """One drift run over the latest logged predictions (for cron, or spawned by
     the service so that Evidently's CPU and memory stay out of its workers)."""
+    from monitoring.detector import DetectorConfig
     from monitoring.drift_job import DriftJob
     from monitoring.retraining import RetrainPolicy, RetrainTrigger
     from packs.format import REFERENCE_FILE
-    from packs.loader import load_table, read_metadata
+    from packs.loader import ModelPack, load_table, read_metadata
 
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
@@ -110,7 +125,6 @@ def drift(
         recorder = DriftMetrics(labels=meta.labels, features=meta.feature_names)
     trigger = RetrainTrigger(
         RetrainPolicy(
-            drift_share_threshold=drift_share,
             consecutive_windows=consecutive_windows,
             cooldown_s=cooldown_s,
             report_rate_per_1000=report_rate_per_1000,
@@ -122,10 +136,15 @@ def drift(
         # One process per cron run: the streak and cooldown live in a file.
         state_path=out / "retrain_trigger_state.json",
     )
+    loaded = ModelPack.load(pack, providers=["CPUExecutionProvider"])
     job = DriftJob(
         read_window, reference, recorder,
         window_rows=window_rows, min_window_rows=min_window_rows,
-        drift_share=drift_share, out_dir=out, workspace_dir=workspace,
+        detector=DetectorConfig(alpha=alpha), out_dir=out, workspace_dir=workspace,
+        model=(lambda: loaded.predict_proba) if test_outputs else None,
+        categorical_features=categorical_feature or (),
+        # One process per cron run: where the last judged window ended, in a file.
+        cursor_path=out / "drift_cursor.json",
         model_version=meta.version, trigger=trigger,
         feature_names=meta.feature_names, labels=meta.labels, project_name=meta.name,
         read_report_counts=(

@@ -175,6 +175,12 @@ class ServiceMetrics:
             "1 for the guardrail policy version a live worker serves, 0 after a swap.",
             ["version"], namespace=ns, registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
+        self._follow_failing = Gauge(
+            "served_state_follow_failing",
+            "1 while a worker cannot load the pack or policy its deployment's row "
+            "names (it keeps serving the old one), else 0.",
+            namespace=ns, registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
         self._priors = _Bounded(
             Gauge("estimated_prior",
                   "Current deployment prior estimate per label (online EM).",
@@ -297,6 +303,9 @@ class ServiceMetrics:
                 self._policy_gauge.labels(self._policy_info).set(0)
             self._policy_gauge.labels(version).set(1)
             self._policy_info = version
+
+    def set_follow_failing(self, failing: bool) -> None:
+        self._follow_failing.set(1 if failing else 0)
 
     def set_estimated_priors(self, priors: Mapping[str, float]) -> None:
         for label, value in priors.items():

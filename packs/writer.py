@@ -1,8 +1,11 @@
 """Turn an ONNX classifier plus a labelled sample of its data into a model pack.
 
 Shared by the default penguin builder and the bring-your-own packer, so both write
-exactly the same format: training priors and feature bounds come from the training
-part, the temperature is fitted on the validation part, metrics on the test part.
+exactly the same format: training priors and the drift reference come from the fit
+part, feature bounds from the whole training sample (a feature with one value there
+is listed as constant, not given a range of width 0), the temperature is fitted on
+the validation part, metrics on the test part; the pack's own policy is written
+beside them.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +25,12 @@ from packs.calibration import (
     fit_temperature,
     log_loss,
 )
+from packs.errors import PackerInputInvalid
 from packs.format import (
     LABEL_COLUMN,
     METADATA_FILE,
     MODEL_FILE,
+    POLICY_FILE,
     REFERENCE_FILE,
     TEST_FILE,
     FeatureBounds,
@@ -35,41 +40,21 @@ from packs.format import (
     PackMetadata,
     TemperatureFit,
 )
+from packs.label_order import check_label_order, require_label_order
 from packs.loader import ModelPack, metadata_json
+from packs.policy_template import generic_policy
+from packs.splits import Splits, split_frame
 
 QUANTILES = (0.01, 0.05, 0.5, 0.95, 0.99)
 REFERENCE_ROWS = 5000
 
-
-@dataclass(frozen=True)
-class Splits:
-    """Labelled frames with the feature columns and `label` (extra columns kept)."""
-
-    train: pd.DataFrame
-    validation: pd.DataFrame
-    test: pd.DataFrame
+__all__ = ["Splits", "split_frame", "write_pack"]
 
 
-def split_frame(
-    frame: pd.DataFrame, *, validation_fraction: float, test_fraction: float, seed: int
-) -> Splits:
-    """Stratified train/validation/test split by `label`."""
-    from sklearn.model_selection import train_test_split
-
-    rest, test = train_test_split(
-        frame, test_size=test_fraction, stratify=frame[LABEL_COLUMN], random_state=seed
-    )
-    val_share = validation_fraction / (1 - test_fraction)
-    train, val = train_test_split(
-        rest, test_size=val_share, stratify=rest[LABEL_COLUMN], random_state=seed
-    )
-    return Splits(*(f.reset_index(drop=True) for f in (train, val, test)))
-
-
-def feature_bounds(train: pd.DataFrame, names: list[str]) -> dict[str, FeatureBounds]:
+def feature_bounds(sample: pd.DataFrame, names: list[str]) -> dict[str, FeatureBounds]:
     out = {}
     for name in names:
-        col = train[name].astype(float)
+        col = sample[name].astype(float)
         out[name] = FeatureBounds(
             min=float(col.min()),
             max=float(col.max()),
@@ -78,11 +63,18 @@ def feature_bounds(train: pd.DataFrame, names: list[str]) -> dict[str, FeatureBo
     return out
 
 
+def constant_features(bounds: dict[str, FeatureBounds]) -> list[str]:
+    return [name for name, b in bounds.items() if b.min == b.max]
+
+
 def training_priors(train: pd.DataFrame, labels: list[str]) -> dict[str, float]:
     counts = train[LABEL_COLUMN].value_counts()
     unknown = set(counts.index) - set(labels)
     if unknown:
-        raise ValueError(f"data has labels the model does not know: {sorted(unknown)}")
+        raise PackerInputInvalid(
+            f"the data has labels the pack does not list: {sorted(unknown)}; "
+            f"labels: {labels}"
+        )
     total = float(counts.sum())
     return {label: float(counts.get(label, 0)) / total for label in labels}
 
@@ -102,13 +94,23 @@ def write_pack(
     tensor_shape: list[int] | None = None,
     min_validation_rows: int = 50,
     context_column: str | None = None,
+    output_source: str | None = None,
+    policy_text: str | None = None,
+    check_labels: bool = False,
+    echo: Callable[[str], object] = lambda line: None,
 ) -> PackMetadata:
-    """Write a complete, validated pack to `out_dir` (replaced atomically)."""
+    """Write a complete, validated pack to `out_dir` (replaced atomically).
+
+    `policy_text`: the pack's policy (default: the generic one for its labels).
+    `check_labels`: refuse a pack whose held-out accuracy is below the majority
+    rate (the labels are then almost surely in the wrong order)."""
     names = [f.name for f in features]
     missing = [c for c in [*names, LABEL_COLUMN] if c not in splits.train.columns]
     if missing:
-        raise ValueError(f"data lacks columns {missing}")
+        raise PackerInputInvalid(f"the data lacks columns {missing}")
     version = "sha256-" + hashlib.sha256(model_bytes).hexdigest()[:12]
+    bounds = feature_bounds(splits.training_sample(), names)
+    constant = constant_features(bounds)
     draft = PackMetadata(
         name=name,
         version=version,
@@ -119,12 +121,16 @@ def write_pack(
             features=features,
             tensor_shape=tensor_shape,
         ),
-        output=OutputSpec(onnx_name=onnx_output, labels=labels),
+        output=OutputSpec(onnx_name=onnx_output, labels=labels, source=output_source),
         training_priors=training_priors(splits.train, labels),
-        feature_bounds=feature_bounds(splits.train, names),
+        feature_bounds=bounds,
         temperature=TemperatureFit(temperature=1.0, validation_rows=0, fitted=False),
         context_column=context_column,
+        split=splits.described(),
+        constant_features=constant,
     )
+    for part in ("validation", "test"):
+        training_priors(getattr(splits, part), labels)
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".pack-", dir=Path(out_dir).parent))
     try:
@@ -137,13 +143,23 @@ def write_pack(
             x = frame[names].to_numpy(dtype=np.float32)
             return pack.predict_proba(x), frame[LABEL_COLUMN].map(index).to_numpy()
 
+        echo(f"running the model on {len(splits.validation)} validation rows")
         val_p, val_y = probs_and_y(splits.validation)
-        temp = fit_temperature(val_p, val_y, min_validation_rows=min_validation_rows)
+        echo(f"running the model on {len(splits.test)} test rows")
         test_p, test_y = probs_and_y(splits.test)
+        held_out = check_label_order(
+            np.concatenate([val_p, test_p]), np.concatenate([val_y, test_y]), labels
+        )
+        if check_labels:
+            require_label_order(held_out, labels)
+        echo("fitting the temperature on the validation rows")
+        temp = fit_temperature(val_p, val_y, min_validation_rows=min_validation_rows)
         cal_p = apply_temperature(test_p, temp.temperature)
+        majority = np.bincount(test_y, minlength=len(labels)).max() / len(test_y)
         metrics = {
             "test_rows": float(len(test_y)),
             "test_accuracy": float((test_p.argmax(1) == test_y).mean()),
+            "test_majority_rate": float(majority),
             "test_log_loss": log_loss(test_p, test_y),
             "test_ece": expected_calibration_error(test_p, test_y),
             "test_log_loss_calibrated": log_loss(cal_p, test_y),
@@ -156,6 +172,18 @@ def write_pack(
             }
         )
         (staging / METADATA_FILE).write_text(metadata_json(meta))
+        (staging / POLICY_FILE).write_text(
+            policy_text
+            or generic_policy(
+                name=name,
+                version=version,
+                labels=labels,
+                features=names,
+                constant_features=constant,
+            ),
+            encoding="utf-8",
+        )
+        echo(f"writing the reference ({min(len(splits.train), REFERENCE_ROWS)} rows)")
         reference = splits.train.head(REFERENCE_ROWS).copy()
         ref_p = pack.predict_proba(reference[names].to_numpy(dtype=np.float32))
         reference["predicted_label"] = [labels[i] for i in ref_p.argmax(1)]

@@ -146,37 +146,83 @@ def store_pack(
     typer.echo(stored.tag)
 
 
-@app.command()
+@app.command(context_settings={"max_content_width": 120})
 def pack(
-    model: Path = typer.Argument(..., exists=True, help="ONNX classifier file."),
+    model: Path = typer.Argument(..., help="ONNX classifier file, as exported."),
     data: Path = typer.Argument(
-        ..., exists=True, help="CSV or Parquet sample with a label column."
+        ..., help="CSV or Parquet training sample with a label column."
     ),
     out: Path = typer.Option(..., help="Pack directory to write."),
-    labels: str = typer.Option(
-        ..., help="Comma-separated labels in output column order."
-    ),
     name: str = typer.Option(..., help="Pack name."),
+    labels: str = typer.Option(
+        None,
+        help="Comma-separated label-column values in output column order "
+        "(default: the model's own class list, else the sorted values).",
+    ),
     label_column: str = typer.Option("label", help="Column holding the true label."),
+    features: str = typer.Option(
+        None, help="Comma-separated feature columns (default: all but the label)."
+    ),
     input_name: str = typer.Option(None, help="ONNX input (default: the only one)."),
     output_name: str = typer.Option(
-        None, help="ONNX probability output (default: detected)."
+        None, help="ONNX probability output (default: detected; ZipMap unwrapped)."
     ),
+    logits: bool = typer.Option(
+        False, "--logits", help="The output holds logits: apply a softmax."
+    ),
+    validation: Path = typer.Option(
+        None, help="Validation rows file (with --test; default: split the sample)."
+    ),
+    test: Path = typer.Option(
+        None, help="Held-out test rows file (with --validation)."
+    ),
+    seed: int = typer.Option(0, help="Seed of the stratified split."),
 ) -> None:
-    """Pack any ONNX classifier that outputs class probabilities."""
-    from packs.byo import pack_onnx
+    """Pack an ONNX classifier as exported (skl2onnx defaults, a probability
+    tensor, or logits), with a generic policy for its labels."""
+    import time
 
-    meta = pack_onnx(
-        model,
-        data,
-        out,
-        labels=[s.strip() for s in labels.split(",")],
-        name=name,
-        label_column=label_column,
-        input_name=input_name,
-        output_name=output_name,
-    )
+    from packs.byo import pack_onnx
+    from packs.errors import PackerInputInvalid
+
+    started = time.perf_counter()
+
+    def progress(line: str) -> None:
+        typer.echo(f"[{time.perf_counter() - started:5.1f} s] {line}", err=True)
+
+    def split(text: str | None) -> list[str] | None:
+        return None if text is None else [s.strip() for s in text.split(",")]
+
+    try:
+        for path in (model, data, validation, test):
+            if path is not None and not path.is_file():
+                raise PackerInputInvalid(f"no such file: {path}")
+        meta = pack_onnx(
+            model,
+            data,
+            out,
+            labels=split(labels),
+            name=name,
+            label_column=label_column,
+            features=split(features),
+            input_name=input_name,
+            output_name=output_name,
+            logits=logits,
+            validation_path=validation,
+            test_path=test,
+            seed=seed,
+            echo=progress,
+        )
+    except PackerInputInvalid as exc:
+        typer.echo(f"cannot pack: {exc.message}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(meta.model_dump_json(indent=2))
+    m = meta.metrics
+    progress(
+        f"wrote {meta.name} {meta.version} to {out}: test accuracy "
+        f"{m['test_accuracy']:.3f} (majority {m['test_majority_rate']:.3f}) on "
+        f"{int(m['test_rows'])} rows; serve it with FLYWHEEL_PACK_DIR={out}"
+    )
 
 
 @app.command()

@@ -189,6 +189,13 @@ class DataPlane:
             "provider": served.pack.provider,
             "guardrail_stages": served.pipeline.stage_names(),
             "contexts": served.policy.contexts,
+            # What the deployment's row names but this worker could not load
+            # (it keeps serving the versions above); null when in step.
+            "follow_failure": (
+                failure.to_dict()
+                if (failure := self.served.follow_failure) is not None
+                else None
+            ),
         }
 
     def prior_estimate(self) -> dict[str, Any]:

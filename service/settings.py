@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from feedback.log_stream import LogStreamSettings
 from monitoring.drift_schedule import DriftTarget
 from monitoring.settings import MonitoringSettings
 
@@ -86,6 +87,17 @@ class DeploymentSettings(BaseModel):
     pack_tag: str | None = None
     """Start from this pack in BentoML's model store (`name:version` or
     `name:latest`) instead of `pack_dir`; a built bento names the pack it carries."""
+
+
+class LeaseSettings(BaseModel):
+    """Once-per-window jobs (the scheduled drift run and its retraining trigger)
+    shared by every replica on one store, through a lease row per job."""
+
+    ttl_s: float = Field(30.0, gt=0)
+    """A lease not renewed for this long is free: how soon another replica takes
+    over a job whose holder died. Renewed every third of it while the job runs."""
+    poll_s: float = Field(5.0, gt=0)
+    """How often each replica checks whether the current window's run is due."""
 
 
 class PredictionLogSettings(BaseModel):
@@ -164,6 +176,8 @@ class Settings(BaseSettings):
     security: SecuritySettings = SecuritySettings()
     deployment: DeploymentSettings = DeploymentSettings()
     ui: UISettings = UISettings()
+    leases: LeaseSettings = LeaseSettings()
+    log_stream: LogStreamSettings = LogStreamSettings()
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> Settings:

@@ -62,6 +62,8 @@ class MetricsSink(Protocol):
 
     def set_policy_version(self, version: str) -> None: ...
 
+    def set_follow_failing(self, failing: bool) -> None: ...
+
     def set_estimated_priors(self, priors: Mapping[str, float]) -> None: ...
 
     def set_log_queue_rows(self, rows: int) -> None: ...
@@ -114,6 +116,9 @@ class NullMetrics:
         pass
 
     def set_policy_version(self, version: str) -> None:
+        pass
+
+    def set_follow_failing(self, failing: bool) -> None:
         pass
 
     def set_estimated_priors(self, priors: Mapping[str, float]) -> None:

@@ -16,6 +16,7 @@ from feedback.db import SessionFactory, make_engine, migrate, session_factory
 from feedback.log_reader import PredictionLogReader
 from feedback.prediction_log import PredictionLog, WriterOptions
 from feedback.promotion import Promoter, record_served
+from feedback.windowed_job import OncePerWindow
 from guardrails.registry import ABSTAIN_REASONS, STAGE_NAMES
 from monitoring.drift_schedule import DriftSchedule
 from monitoring.metrics import ServiceMetrics
@@ -31,6 +32,9 @@ from service.sinks import MetricsSink, NullMetrics, NullPredictionLog, Predictio
 from service.worker import Worker
 
 log = logging.getLogger(__name__)
+
+#: Lease name of the scheduled drift run (the retraining trigger runs inside it).
+DRIFT_JOB = "drift"
 
 
 def build_metrics(
@@ -122,6 +126,8 @@ def build_worker(
         settings.prediction_log_dir, sample_rate=log_settings.sample_rate
     )
     served.subscribe(lambda now: _export_versions(metrics, now))
+    served.on_follow(lambda failure: metrics.set_follow_failing(failure is not None))
+    metrics.set_follow_failing(False)
     dataplane = DataPlane(
         settings,
         served,
@@ -148,13 +154,10 @@ def build_worker(
     ).start()
     closers.insert(0, jobs.stop)
     if schedule_drift:
-        drift = DriftSchedule(
-            settings.monitoring, settings.drift_target, lambda: served.pack_dir
-        )
-        drift.start()
-        closers.insert(0, drift.stop)
         sampling = ReviewSampling(settings.feedback, sessions, log_reader).start()
         closers.insert(0, sampling.stop)
+    if schedule_drift and settings.monitoring.drift_interval_s > 0:
+        closers[:0] = _schedule_drift(settings, sessions, served)
     _record_served(sessions, served.current)
     return Worker(
         settings=settings,
@@ -165,6 +168,26 @@ def build_worker(
         sessions=sessions,
         closers=[*closers, engine.dispose],
     )
+
+
+def _schedule_drift(
+    settings: Settings, sessions: SessionFactory, served: ServedState
+) -> list[Callable[[], object]]:
+    """Drift runs once per interval across every replica on this store (a lease
+    per window); returns the closers, in order."""
+    drift = DriftSchedule(
+        settings.monitoring, settings.drift_target, lambda: served.pack_dir
+    )
+    interval_s = settings.monitoring.drift_interval_s
+    window = OncePerWindow(
+        sessions,
+        DRIFT_JOB,
+        interval_s=interval_s,
+        ttl_s=settings.leases.ttl_s,
+        poll_s=min(settings.leases.poll_s, interval_s),
+    )
+    window.start(drift.run_once, on_lost=drift.cancel_run)
+    return [drift.stop, window.stop]
 
 
 def _export_versions(metrics: MetricsSink, served: Served) -> None:

@@ -31,6 +31,7 @@ TABLES = {
     "served_state",
     "categories",
     "review_items",
+    "leases",
     VERSION_TABLE,
 }
 

@@ -82,6 +82,7 @@ def test_drift_command_reads_the_log_and_records_everything(
         "drift", "--db", db, "--log-dir", str(log_dir_of(db)),
         "--pack", str(default_pack), "--out", str(out),
         "--workspace", str(workspace), "--consecutive-windows", "1",
+        "--min-window-rows", "100", "--alpha", "0.01",
         "--fail-on-drift", "--metrics",
         env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)},
     )  # fmt: skip
@@ -89,6 +90,11 @@ def test_drift_command_reads_the_log_and_records_everything(
     assert done.returncode == 3, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["dataset_drift"] is True and result["window_rows"] == 600
+    # The non-default alpha reached the verdict: 8 tests at 0.01 / 8 each.
+    assert result["alpha"] == 0.01
+    assert result["per_test_alpha"] == pytest.approx(0.01 / 8)
+    assert set(result["outputs"]) >= {"proba_Gentoo", "predicted_label"}
+    assert "bill_length_mm" in result["summary"]
     assert Path(result["html_path"]).is_file()
     assert list(workspace.glob(f"*/snapshots/{result['snapshot_id']}.json"))
     assert [(r.reason, r.model_version) for r in open_requests(db)] == [
@@ -100,6 +106,19 @@ def test_drift_command_reads_the_log_and_records_everything(
     assert registry.get_sample_value("flywheel_drift_detected") == 1
     reason = {"reason": "drift"}
     assert registry.get_sample_value("flywheel_retraining_requests_total", reason) == 1
+    feature = {"feature": "bill_length_mm"}
+    assert registry.get_sample_value("flywheel_drift_feature_drifted", feature) == 1
+
+    # The next run finds no row it has not judged yet: skipped, no second request.
+    again = run_cli(
+        "drift", "--db", db, "--pack", str(default_pack), "--out", str(out),
+        "--workspace", str(workspace), "--consecutive-windows", "1",
+        "--min-window-rows", "100",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = json.loads(again.stdout)
+    assert second["skipped"] is True and second["window_rows"] == 0
+    assert len(open_requests(db)) == 1
 
 
 def open_requests(db_url: str) -> list[Any]:
@@ -149,13 +168,14 @@ def test_ui_command_serves_dashboard_panels_with_data(
     pack_meta: PackMetadata,
     drifted_window: pd.DataFrame,
 ) -> None:
+    from monitoring.detector import DetectorConfig
     from monitoring.drift_job import DriftJob
     from monitoring.drift_metrics import NullDriftMetrics
 
     workspace = tmp_path / "evidently"
     DriftJob(
         lambda rows: drifted_window.tail(rows), reference, NullDriftMetrics(),
-        window_rows=1000, min_window_rows=100, drift_share=0.5,
+        window_rows=1000, min_window_rows=100, detector=DetectorConfig(alpha=0.05),
         out_dir=tmp_path / "html", workspace_dir=workspace,
         model_version=pack_meta.version, feature_names=pack_meta.feature_names,
         labels=pack_meta.labels, project_name=pack_meta.name,
