@@ -81,9 +81,13 @@ def check_store(url: str, *, migrate: bool, connect_timeout_s: int = 5) -> None:
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except sa_exc.DBAPIError as exc:
-            raise StoreNotReady(
-                f"cannot reach database {shown}: {_reason(exc)}"
-            ) from None
+            unreadable = engine.dialect.name == "sqlite" and not isinstance(
+                exc, sa_exc.OperationalError
+            )
+            problem = (
+                "is not a readable SQLite file" if unreadable else "is unreachable"
+            )
+            raise StoreNotReady(f"database {shown} {problem}: {_reason(exc)}") from None
         if engine.dialect.name == "sqlite":
             _quick_check(engine, shown)
         try:
