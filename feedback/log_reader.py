@@ -154,10 +154,10 @@ class PredictionLogReader:
             return None
         parquet = pq.ParquetFile(f.path, metadata=footer)
         for g in groups:
-            ids = parquet.read_row_group(g, columns=["id"]).column(0)
-            at = pc.index(ids, prediction_id).as_py()
+            group = parquet.read_row_group(g)
+            at = pc.index(group.column(0), prediction_id).as_py()
             if at >= 0:
-                return parquet.read_row_group(g).slice(at, 1)
+                return group.slice(at, 1)
         return None
 
     # --- by time --------------------------------------------------------------------
@@ -183,11 +183,13 @@ class PredictionLogReader:
                     index = self._wals[f.path] = _WalIndex(f.path)
                 index.refresh()
                 table = index.tail.table()
-        else:
-            table = pq.read_table(f.path)
-        if table is None or columns is None:
-            return table
-        return table.select([c for c in columns if c in table.column_names])
+            if table is None or columns is None:
+                return table
+            return table.select([c for c in columns if c in table.column_names])
+        if columns is not None:
+            names = self._footer(f.path).schema.to_arrow_schema().names
+            columns = [c for c in columns if c in names]
+        return pq.read_table(f.path, columns=columns)
 
     def rows_since(
         self, since: datetime, *, columns: list[str] | None = None
@@ -262,7 +264,7 @@ class PredictionLogReader:
                 and (f.end_ms is not None and f.end_ms + 2_000 < oldest_kept)
             ):
                 break
-            for table in self._tables([f], None):
+            for table in self._tables([f], _WINDOW_COLUMNS):
                 if model_version is not None:
                     table = table.filter(
                         pc.equal(table["model_version"], model_version)
@@ -272,14 +274,14 @@ class PredictionLogReader:
                 parts.append(feature_table(table, feature_names))
                 rows += table.num_rows
                 if rows >= limit_rows:
-                    newest = _sorted(_concat(parts)).slice(max(rows - limit_rows, 0))
+                    newest = _merged(parts).slice(max(rows - limit_rows, 0))
                     parts, rows = [newest], newest.num_rows
                     oldest_kept = (
                         int(newest["created_at"][0].value) // 1000 if rows else None
                     )
         if not parts:
             parts = [feature_table(_EMPTY, feature_names)]
-        table = _sorted(_concat(parts))
+        table = _merged(parts)
         return table.slice(max(table.num_rows - limit_rows, 0))
 
     # --- retention ------------------------------------------------------------------
@@ -346,6 +348,17 @@ def _concat(parts: list[pa.Table]) -> pa.Table:
     if len(parts) == 1:
         return parts[0]
     return pa.concat_tables(parts, promote_options="permissive")
+
+
+#: What a drift window reads of each segment.
+_WINDOW_COLUMNS = ["created_at", "model_version", "label", INPUTS]
+
+
+def _merged(parts: list[pa.Table]) -> pa.Table:
+    """Segment tables as one, oldest first: in order of their first row, then
+    sorted only if segments of several writers overlap in time."""
+    parts = sorted(parts, key=lambda t: t["created_at"][0].value if t.num_rows else 0)
+    return _sorted(_concat(parts))
 
 
 def _sorted(table: pa.Table) -> pa.Table:
@@ -444,7 +457,11 @@ def window_frame(table: pa.Table, names: Sequence[str]) -> pd.DataFrame:
         )
     labels = np.empty(n, dtype=object)
     if n:
-        labels[:] = table["label"].to_numpy(zero_copy_only=False)
+        # One Python string per distinct label, not per row.
+        encoded = pc.dictionary_encode(table["label"]).combine_chunks()
+        names = np.array(encoded.dictionary.to_pylist() + [None], dtype=object)
+        codes = encoded.indices.fill_null(len(names) - 1)
+        labels[:] = names[codes.to_numpy(zero_copy_only=False)]
     data["predicted_label"] = labels
     created = table["created_at"]
     data["created_at"] = pd.to_datetime(

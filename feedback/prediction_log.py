@@ -210,7 +210,7 @@ class PredictionLog:
     def _segment_for(self, schema: pa.Schema, batch: LogBatch) -> _Segment:
         segment = self._segment
         if segment is not None and (
-            segment.schema != schema
+            segment.schema is not schema  # schemas are cached: one object each
             or segment.size >= self.options.rotate_bytes
             or time.monotonic() - segment.opened >= self.options.rotate_age_s
         ):
