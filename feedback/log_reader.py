@@ -459,9 +459,9 @@ def window_frame(table: pa.Table, names: Sequence[str]) -> pd.DataFrame:
     if n:
         # One Python string per distinct label, not per row.
         encoded = pc.dictionary_encode(table["label"]).combine_chunks()
-        names = np.array(encoded.dictionary.to_pylist() + [None], dtype=object)
-        codes = encoded.indices.fill_null(len(names) - 1)
-        labels[:] = names[codes.to_numpy(zero_copy_only=False)]
+        distinct = np.array([*encoded.dictionary.to_pylist(), None], dtype=object)
+        codes = encoded.indices.fill_null(len(distinct) - 1)
+        labels[:] = distinct[codes.to_numpy(zero_copy_only=False)]
     data["predicted_label"] = labels
     created = table["created_at"]
     data["created_at"] = pd.to_datetime(

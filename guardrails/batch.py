@@ -21,6 +21,7 @@ import numpy as np
 if TYPE_CHECKING:
     from guardrails.online_priors import OnlinePriorEstimator
     from guardrails.policy import Policy
+    from packs.calibration_scores import CalibrationSet
     from packs.format import PackMetadata
 
 Trace = dict[str, Any]
@@ -59,6 +60,8 @@ class StageSetup:
     meta: PackMetadata
     prior_estimator: OnlinePriorEstimator | None = None
     """The online prior estimate the priors stage uses and feeds (None: off)."""
+    calibration: CalibrationSet | None = None
+    """The pack's held-out rows for conformal sets (None: the pack has none)."""
 
     @property
     def labels(self) -> list[str]:
@@ -83,6 +86,8 @@ class Batch:
         "labels",
         "model_probabilities",
         "n",
+        "prediction_sets",
+        "prior_weights",
     )
 
     def __init__(
@@ -106,6 +111,10 @@ class Batch:
         """(k,) bool set by the blacklist stage; None means every label allowed."""
         self.choice: np.ndarray | None = None
         """(n,) index of the answered label, set by the decision stage."""
+        self.prior_weights: np.ndarray | None = None
+        """(k,) pi_deploy / pi_train the priors stage applied; None: none."""
+        self.prediction_sets: np.ndarray | None = None
+        """(n, k) bool set by the conformal stage; None when it is off."""
 
     @property
     def probabilities(self) -> np.ndarray:

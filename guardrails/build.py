@@ -42,7 +42,8 @@ def build_pipeline(
             reference_probabilities(pack) if online.anchor_on_reference else None
         )
         estimator = OnlinePriorEstimator.from_policy(policy, pack.metadata, reference)
-    return GuardrailPipeline(policy, pack.metadata, estimator)
+    calibration = pack.calibration() if policy.conformal.enabled else None
+    return GuardrailPipeline(policy, pack.metadata, estimator, calibration)
 
 
 def policy_for(policy: Policy, mode: Mode) -> Policy:

@@ -4,6 +4,7 @@
         --policy policies/default.yaml
     python -m guardrails.cli bench --pack data/packs/penguins \
         --policy policies/default.yaml
+    python -m guardrails.cli coverage --splits 200
 """
 
 from __future__ import annotations
@@ -57,6 +58,32 @@ def bench(
         pack, Policy.load(policy), min_time_s=min_time_s, provider=provider
     )
     typer.echo(to_markdown(used, timings))
+
+
+@app.command()
+def coverage(
+    datasets: str = typer.Option(
+        "penguins,iris,wine,digits,breast_cancer", help="Comma-separated datasets."
+    ),
+    splits: int = typer.Option(200, min=1, help="Calibration/test splits each."),
+    seed: int = typer.Option(0, help="Seed of the splits and the shifts."),
+    out: Path | None = typer.Option(None, help="Also write the table here."),
+) -> None:
+    """Coverage and set size of the conformal sets, with and without label
+    shift, next to naive cumulative-probability sets."""
+    from guardrails.coverage import evaluate as run
+    from guardrails.coverage import to_markdown
+    from guardrails.heldout_data import DATASETS
+
+    names = [d.strip() for d in datasets.split(",") if d.strip()]
+    unknown = sorted(set(names) - set(DATASETS))
+    if unknown:
+        typer.echo(f"coverage: unknown {unknown}; datasets: {list(DATASETS)}", err=True)
+        raise typer.Exit(2)
+    text = to_markdown(run(names, splits=splits, seed=seed))
+    typer.echo(text)
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from guardrails.errors import FeaturesInvalid, ModelOutputInvalid
 from guardrails.online_priors import OnlinePriorEstimator
 from guardrails.policy import Policy
 from guardrails.registry import ABSTAIN_REASONS, REASON_CODES, build_stages
+from packs.calibration_scores import CalibrationSet
 from packs.format import PackMetadata
 
 __all__ = ["GuardedBatch", "GuardrailPipeline", "Pending", "RequestContext"]
@@ -54,10 +55,20 @@ class GuardedBatch:
     answered."""
     trace_columns: list[TraceColumn]
     """One per stage, in order: what each stage did, per row (see `traces`)."""
+    prediction_sets: np.ndarray | None = None
+    """(n, k) bool conformal sets (label j in row i's set); None when the
+    conformal stage is off or the pack has no calibration set."""
 
     @property
     def n(self) -> int:
         return len(self.labels)
+
+    def prediction_set_lists(self, labels: list[str]) -> list[list[str]] | None:
+        """Each row's prediction set as label names, in label order."""
+        if self.prediction_sets is None:
+            return None
+        names = np.array(labels, dtype=object)
+        return [names[row].tolist() for row in self.prediction_sets]
 
     @cached_property
     def traces(self) -> list[list[Trace]]:
@@ -108,6 +119,7 @@ class GuardrailPipeline:
         policy: Policy,
         meta: PackMetadata,
         prior_estimator: OnlinePriorEstimator | None = None,
+        calibration: CalibrationSet | None = None,
     ):
         policy.check_against(meta)
         self.policy = policy
@@ -115,7 +127,9 @@ class GuardrailPipeline:
         self.labels = list(meta.labels)
         self.prior_estimator = prior_estimator
         """The online prior estimate this pipeline feeds (None: off)."""
-        self.stages = build_stages(StageSetup(policy, meta, prior_estimator))
+        self.stages = build_stages(
+            StageSetup(policy, meta, prior_estimator, calibration)
+        )
         self._before_model = sum(1 for s in self.stages if s.before_model)
         self._label_names = np.array([*self.labels, None], dtype=object)
         self._cost = cost_matrix(policy.decision.cost_matrix, self.labels)
@@ -161,6 +175,7 @@ class GuardrailPipeline:
             abstained=abstained,
             reasons=_REASON_NAMES[batch.abstain_code].tolist(),
             trace_columns=traces,
+            prediction_sets=batch.prediction_sets,
         )
 
     def run(

@@ -174,6 +174,49 @@ class OutputBoundsPolicy(_Section):
     """Abstain (`high_entropy`) when the distribution's entropy is above this."""
 
 
+class ConformalPolicy(_Section):
+    enabled: bool = False
+    """Give every answer a `prediction_set`: the labels that, together, hold the
+    true one with probability at least 1 - alpha (split-conformal, calibrated on
+    the pack's validation split; a pack without one gets no sets)."""
+    mode: Literal["report", "abstain"] = "report"
+    """`report`: sets shown, nothing abstains; `abstain`: rows whose set is larger
+    than `max_set_size` (`large_prediction_set`) or, with `abstain_on_empty`, empty
+    (`empty_prediction_set`) abstain."""
+    score: Literal["lac", "aps", "raps"] = "lac"
+    """Conformity score: `lac` (1 - p, smallest sets), `aps` (cumulative
+    probability, sets adapt to how hard the row is), `raps` (aps penalising long
+    sets by `raps_lambda` per label beyond `raps_k_reg`)."""
+    alpha: float = Field(default=0.1, gt=0, lt=1)
+    """Target miscoverage: sets miss the true label at most this often."""
+    max_set_size: int | None = Field(default=None, ge=1)
+    """In `abstain` mode, abstain when the set has more labels than this."""
+    abstain_on_empty: bool = False
+    """In `abstain` mode, abstain when the set is empty (no label fits)."""
+    weighted: bool = True
+    """Under a deployment prior (explicit, context or online estimate) reweight the
+    calibration rows by pi_deploy/pi_cal so coverage holds for that label mix."""
+    raps_lambda: float = Field(default=0.01, ge=0, allow_inf_nan=False)
+    """`raps` penalty per label beyond `raps_k_reg`."""
+    raps_k_reg: int = Field(default=1, ge=0)
+    """`raps`: this many top labels are not penalised."""
+    cached_priors: int = Field(default=64, ge=1)
+    """Thresholds are computed once per deployment prior; at most this many kept."""
+
+    @model_validator(mode="after")
+    def _abstain_needs_a_rule(self) -> ConformalPolicy:
+        if (
+            self.enabled
+            and self.mode == "abstain"
+            and self.max_set_size is None
+            and not self.abstain_on_empty
+        ):
+            raise ValueError(
+                "mode 'abstain' needs max_set_size or abstain_on_empty: true"
+            )
+        return self
+
+
 class DecisionPolicy(_Section):
     cost_matrix: dict[str, dict[str, Weight]] | None = None
     """`{true_label: {predicted_label: cost}}`: answer the label with the lowest
@@ -195,6 +238,7 @@ class Policy(_Section):
     temperature: TemperaturePolicy = TemperaturePolicy()
     priors: PriorsPolicy = PriorsPolicy()
     blacklist: BlacklistPolicy = BlacklistPolicy()
+    conformal: ConformalPolicy = ConformalPolicy()
     output_bounds: OutputBoundsPolicy = OutputBoundsPolicy()
     decision: DecisionPolicy = DecisionPolicy()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from guardrails.batch import Stage, StageSetup
 from guardrails.blacklist import BlacklistStage
+from guardrails.conformal import ConformalStage
 from guardrails.decision import DecisionStage
 from guardrails.input_bounds import InputBoundsStage
 from guardrails.output_bounds import OutputBoundsStage
@@ -21,6 +22,7 @@ STAGE_TYPES: tuple[type[Stage], ...] = (
     TemperatureStage,
     PriorsStage,
     BlacklistStage,
+    ConformalStage,
     OutputBoundsStage,
     DecisionStage,
 )

@@ -28,7 +28,9 @@ from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+from common.cli import new_app, run, step
+
+app = new_app(__doc__)
 log = logging.getLogger("monitoring.cli")
 
 DRIFT_EXIT = 3
@@ -154,7 +156,8 @@ def drift(
         ),
     )  # fmt: skip
     try:
-        result = job.run_once()
+        with step(f"drift run over up to {window_rows} logged rows"):
+            result = job.run_once()
     finally:
         engine.dispose()
     typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -299,4 +302,4 @@ def _run_foreground(commands: list[list[str]]) -> int:
 
 
 if __name__ == "__main__":
-    app()
+    run(app)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from packs.calibration_scores import CalibrationSet, read_calibration
 from packs.errors import (
     GpuRequired,
     PackFileMissing,
@@ -117,6 +118,10 @@ class ModelPack:
             [self.metadata.output.onnx_name], {spec.onnx_name: x}
         )
         return np.asarray(probs, dtype=np.float64)
+
+    def calibration(self) -> CalibrationSet | None:
+        """The validation rows kept for conformal sets; None if the pack has none."""
+        return read_calibration(self.path, self.metadata.labels)
 
     def reference_path(self) -> Path:
         return self.path / REFERENCE_FILE

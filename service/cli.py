@@ -1,14 +1,18 @@
 """The project's command line: `python -m service.cli --help`.
 
-    serve        build the default pack if missing, then `bentoml serve` on 127.0.0.1
-    build-pack   build the default penguin pack (deterministic, offline)
-    pack         bring your own ONNX classifier: write a pack from it and its data
-Other packages add their commands as sub-apps (guardrails, feedback, monitoring).
+serve        build the default pack if missing, then `bentoml serve` on 127.0.0.1
+build-pack   build the default penguin pack (deterministic, offline)
+store-pack   copy a pack into BentoML's model store (what `make bento` carries)
+pack         bring your own ONNX classifier: write a pack from it and its data
+retrain      retrain on corrected reports, run the gate, optionally promote
+demo         the whole flywheel against a real service
+feedback     the store: migrate, regress (the gate), purge (= feedback.cli)
+monitoring   drift runs, Prometheus, Evidently's UI (= monitoring.cli)
+guardrails   offline evaluation of the guardrail pipeline (= guardrails.cli)
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -16,9 +20,16 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
+from common.cli import new_app, run, step
+from feedback.cli import app as feedback_app
+from guardrails.cli import app as guardrails_app
+from monitoring.cli import app as monitoring_app
 from service.settings import PROJECT_ROOT, Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = new_app(__doc__)
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(monitoring_app, name="monitoring")
+app.add_typer(guardrails_app, name="guardrails")
 
 
 def tool_env(settings: Settings) -> dict[str, str]:
@@ -223,6 +234,14 @@ def pack(
         f"{m['test_accuracy']:.3f} (majority {m['test_majority_rate']:.3f}) on "
         f"{int(m['test_rows'])} rows; serve it with FLYWHEEL_PACK_DIR={out}"
     )
+    from packs.writer import reference_size_warning
+
+    window = load_settings().monitoring.drift_window_rows
+    warning = meta.reference and reference_size_warning(
+        meta.reference.distinct_rows, window
+    )
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()
@@ -259,21 +278,23 @@ def retrain(
         store = PackStore.at(settings.model_store_dir)
         served = ServedState(settings, sessions=sessions, store=store)
         with sessions() as session:
-            meta, used = retrain_default_pack(session, out)
+            with step("retraining on the training data and corrected reports"):
+                meta, used = retrain_default_pack(session, out)
             stored = store.add(out)
             typer.echo(
                 f"candidate {meta.version} from {used} corrected report(s): {out} "
                 f"(model store: {stored.tag})"
             )
-            judgement = judge_candidate(
-                session,
-                candidate_dir=stored.path,
-                baseline_dir=served.pack_dir,
-                policy_path=served.policy_path,
-                max_newly_broken=settings.feedback.gate_max_newly_broken,
-                max_metric_drop=settings.feedback.gate_max_metric_drop,
-                out_dir=settings.regression_dir,
-            )
+            with step("replaying the regression cases and the test set (the gate)"):
+                judgement = judge_candidate(
+                    session,
+                    candidate_dir=stored.path,
+                    baseline_dir=served.pack_dir,
+                    policy_path=served.policy_path,
+                    max_newly_broken=settings.feedback.gate_max_newly_broken,
+                    max_metric_drop=settings.feedback.gate_max_metric_drop,
+                    out_dir=settings.regression_dir,
+                )
             typer.echo(judgement.to_text())
             if not judgement.decision.passed:
                 raise typer.Exit(1)
@@ -291,21 +312,24 @@ def retrain(
 @app.command()
 def demo(
     port: int = typer.Option(0, help="Port on 127.0.0.1 (0: a free one)."),
+    ui_port: int = typer.Option(8000, help="Evidently UI port the summary names."),
     keep_running: bool = typer.Option(False, help="Leave the service up at the end."),
 ) -> None:
     """The whole flywheel on the default pack: drift -> retraining request ->
     report -> retrain -> gate -> promote, against a real service in data/demo."""
     from service.demo import run_demo
 
-    run_demo(Settings(), port=port or None, keep_running=keep_running, echo=typer.echo)
+    run_demo(
+        load_settings(),
+        port=port or None,
+        ui_port=ui_port,
+        keep_running=keep_running,
+        echo=typer.echo,
+    )
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    app()
+    run(app)
 
 
 if __name__ == "__main__":

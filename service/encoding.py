@@ -4,6 +4,7 @@
 `columns`: one list per field and one per label, and the trace per stage as one
 entry for all rows but those it lists (`ColumnsPredictResponse`); no per-row
 objects, so orjson writes the numpy columns directly.
+Both carry `prediction_set` (label names; null when the conformal stage is off).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def rows_answer(
     probabilities = batch.probabilities.tolist()
     abstained = batch.abstained.tolist()
     traces = batch.traces
+    as_lists = batch.prediction_set_lists(list(labels))
+    sets: list[list[str] | None] = (
+        [None] * len(ids) if as_lists is None else [*as_lists]
+    )
     return {
         "predictions": [
             {
@@ -34,6 +39,7 @@ def rows_answer(
                 "abstained": abstained[i],
                 "reason": batch.reasons[i],
                 "probabilities": dict(zip(labels, probabilities[i], strict=True)),
+                "prediction_set": sets[i],
                 "model_version": model_version,
                 "policy_version": policy_version,
                 "trace": traces[i],
@@ -60,6 +66,7 @@ def columns_answer(
             "abstained": batch.abstained,
             "reason": batch.reasons,
             "probabilities": dict(zip(labels, by_label, strict=True)),
+            "prediction_set": batch.prediction_set_lists(list(labels)),
         },
         "trace": [column.to_dict() for column in batch.trace_columns],
     }

@@ -67,6 +67,11 @@ class Prediction(BaseModel):
     abstained: bool
     reason: str | None = Field(description="Why the guardrails abstained.")
     probabilities: dict[str, float]
+    prediction_set: list[str] | None = Field(
+        None,
+        description="Labels that hold the true one with probability >= 1 - alpha "
+        "(conformal, see the policy's `conformal` section); null when it is off.",
+    )
     model_version: str
     policy_version: str
     trace: list[dict[str, Any]] = Field(
@@ -85,6 +90,9 @@ class PredictionColumns(BaseModel):
     reason: list[str | None]
     probabilities: dict[str, list[float]] = Field(
         description="One list per label, aligned with the other columns."
+    )
+    prediction_set: list[list[str]] | None = Field(
+        None, description="Each row's conformal prediction set; null when off."
     )
 
 

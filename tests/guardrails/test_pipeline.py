@@ -21,6 +21,7 @@ from guardrails.errors import (
 from guardrails.pipeline import GuardrailPipeline, RequestContext
 from guardrails.policy import Policy
 from guardrails.registry import ABSTAIN_REASONS, REASON_CODES, STAGE_NAMES, STAGE_TYPES
+from packs.calibration_scores import CalibrationSet
 from packs.loader import ModelPack
 from tests.guardrails.helpers import fixed, inside, make_meta, make_policy
 
@@ -30,6 +31,7 @@ STAGES = [
     "temperature",
     "priors",
     "blacklist",
+    "conformal",
     "output_bounds",
     "decision",
 ]
@@ -152,9 +154,9 @@ def test_output_bounds_abstain_with_the_reason(
     )
     out = _run(policy, [probs])
     assert out.reasons == [reason] and out.abstained[0] == (reason is not None)
-    assert out.traces[0][4]["acted"] == (reason is not None)
+    assert out.traces[0][5]["acted"] == (reason is not None)
     if reason:
-        assert out.traces[0][4]["reason"] == reason
+        assert out.traces[0][5]["reason"] == reason
         np.testing.assert_allclose(out.probabilities[0], probs)
 
 
@@ -165,7 +167,7 @@ def test_low_confidence_uses_the_best_allowed_label() -> None:
     )
     out = _run(policy, [[0.3, 0.1, 0.6]])
     assert out.reasons == ["low_confidence"]
-    assert out.traces[0][4]["top_probability"] == 0.3
+    assert out.traces[0][5]["top_probability"] == 0.3
 
 
 def test_first_abstention_reason_wins() -> None:
@@ -178,7 +180,7 @@ def test_first_abstention_reason_wins() -> None:
         features, fixed(p), RequestContext()
     )
     assert out.reasons == ["out_of_bounds"]
-    assert out.traces[0][4]["reason"] == "low_confidence"
+    assert out.traces[0][5]["reason"] == "low_confidence"
 
 
 @pytest.mark.parametrize(
@@ -283,6 +285,19 @@ def test_abstention_reasons_come_from_the_stages_that_give_them() -> None:
     seen |= set(
         pipeline.run(far, fixed(np.array([[0.8, 0.1, 0.1]])), RequestContext()).reasons
     )
+    # Calibration rows as unsure as the request: its set holds every label.
+    unsure = CalibrationSet(np.tile([0.4, 0.3, 0.3], (60, 1)), np.arange(60) % 3)
+    # Calibration rows confidently right: an even row fits no label.
+    sure = CalibrationSet(np.tile([0.9, 0.05, 0.05], (60, 1)), np.zeros(60, int))
+    for conformal, calibration, probs in [
+        ({"max_set_size": 1}, unsure, [0.4, 0.3, 0.3]),
+        ({"abstain_on_empty": True}, sure, [0.34, 0.33, 0.33]),
+    ]:
+        section = {"enabled": True, "mode": "abstain", **conformal}
+        policy = make_policy(conformal=section)
+        pipeline = GuardrailPipeline(policy, make_meta(), calibration=calibration)
+        out = pipeline.run(inside(1), fixed(np.array([probs])), RequestContext())
+        seen |= set(out.reasons)
     assert seen - {None} == given
 
 

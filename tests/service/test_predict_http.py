@@ -41,6 +41,8 @@ def test_single_instance_gets_a_label_and_a_distribution(
     assert p["model_version"].startswith("sha256-")
     assert p["policy_version"]
     assert next(s["stage"] for s in p["trace"]) == "input_bounds"
+    # The default policy turns conformal sets on in report mode.
+    assert p["prediction_set"] == ["Adelie"]
 
 
 def test_batch_rows_lists_and_columns_agree(running_service: ServiceProcess) -> None:
@@ -79,6 +81,8 @@ def test_columns_in_columns_out_with_the_trace_per_stage(
     assert got["reason"] == [None, None, None]
     for label, values in got["probabilities"].items():
         assert values == [p["probabilities"][label] for p in rows]
+    assert got["prediction_set"] == [p["prediction_set"] for p in rows]
+    assert got["prediction_set"][0] == ["Adelie"]
     stages = [t["stage"] for t in answer["trace"]]
     assert stages == [t["stage"] for t in rows[0]["trace"]]
     # Each row's trace, rebuilt from the columns, is the one the row form gives.
