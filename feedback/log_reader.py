@@ -93,6 +93,7 @@ class PredictionLogReader:
         """What the writers keep (named in a not-found error)."""
         self._lock = threading.Lock()
         self._footers: dict[Path, pq.FileMetaData] = {}
+        self._ranges: dict[Path, list[tuple[str, str]]] = {}
         self._wals: dict[Path, _WalIndex] = {}
 
     # --- by id ----------------------------------------------------------------------
@@ -142,19 +143,33 @@ class PredictionLogReader:
             footer = self._footers[path] = pq.read_metadata(path)
         return footer
 
+    def _id_ranges(self, path: Path) -> list[tuple[str, str]]:
+        """(min, max) id of each row group (cached with the footer)."""
+        ranges = self._ranges.get(path)
+        if ranges is None:
+            footer = self._footer(path)
+            ranges = []
+            for g in range(footer.num_row_groups):
+                stats = footer.row_group(g).column(0).statistics
+                known = stats is not None and stats.has_min_max
+                ranges.append((stats.min, stats.max) if known else ("", "~"))
+            self._ranges[path] = ranges
+        return ranges
+
     def _find_in_segment(self, f: SegmentFile, prediction_id: str) -> pa.Table | None:
         footer = self._footer(f.path)
-        groups = []
-        for g in range(footer.num_row_groups):
-            stats = footer.row_group(g).column(0).statistics
-            unknown = stats is None or not stats.has_min_max
-            if unknown or stats.min <= prediction_id <= stats.max:
-                groups.append(g)
+        groups = [
+            g
+            for g, (low, high) in enumerate(self._id_ranges(f.path))
+            if low <= prediction_id <= high
+        ]
         if not groups:
             return None
         parquet = pq.ParquetFile(f.path, metadata=footer)
         for g in groups:
-            group = parquet.read_row_group(g)
+            # One thread: a lookup reads one small row group, and threads only
+            # contend with the request threads for the cores.
+            group = parquet.read_row_group(g, use_threads=False)
             at = pc.index(group.column(0), prediction_id).as_py()
             if at >= 0:
                 return group.slice(at, 1)
@@ -323,6 +338,7 @@ class PredictionLogReader:
         except FileNotFoundError:
             return 0
         self._footers.pop(f.path, None)
+        self._ranges.pop(f.path, None)
         return rows
 
 

@@ -68,7 +68,7 @@ class WriterOptions:
     max_wait_s: float = 1.0
     sample_rate: float = 1.0
     compact: bool = True
-    row_group_rows: int = 16_384
+    row_group_rows: int = 1024
     orphan_check_s: float = 30.0
 
 
@@ -458,7 +458,7 @@ def compact_segment(wal: Path, *, row_group_rows: int) -> Path | None:
     writer = wal.name.split("_", 2)[2].removesuffix(".arrows")
     target = wal.with_name(segment_name(start_ms, end_ms, writer))
     tmp = wal.with_name(f".tmp-{target.name}")
-    pq.write_table(table, tmp, row_group_size=row_group_rows, compression="zstd")
+    pq.write_table(table, tmp, row_group_size=row_group_rows, compression="snappy")
     os.replace(tmp, target)
     wal.unlink(missing_ok=True)
     return target

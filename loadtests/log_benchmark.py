@@ -18,8 +18,11 @@ temporary data directory and measures, printing one JSON line per figure:
                    (`parse_column_request`) and answered with logging on: rows/s
     window_1m      1,000,000 rows appended as 1,000-row segments' batches, then
                    `read_prediction_window(limit_rows=1_000_000)`: seconds
+                   (wall and CPU seconds: on a loaded shared machine the
+                   difference is time spent waiting for a core)
     lookup         `--lookup-rows` rows written directly as compacted segments (not
-                   through the service), then lookups by id of random logged ids
+                   through the service; 100,000 rows/s of traffic, 500,000-row
+                   segments), then lookups by id of random logged ids
                    (the newest segment open as a write-ahead file): p50/p99 ms
 
 Throughput here excludes HTTP; it is what the log costs the request path.
@@ -37,6 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -220,15 +224,21 @@ def columns(worker: Any, seconds: float) -> dict[str, Any]:
 # --- generated segments: window and lookup -----------------------------------------
 
 
-def _synthetic_batch(n: int, created_at: datetime) -> Any:
-    from feedback.log_batch import LogBatch
-
+def _ids_at(n: int, created_at: datetime) -> list[str]:
+    """`n` prediction ids of `created_at`'s millisecond (as the service makes)."""
     millis = int(created_at.timestamp() * 1000)
     raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
     raw[:, :6] = np.frombuffer(millis.to_bytes(6, "big"), dtype=np.uint8)
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x70
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
-    ids = np.array([raw.tobytes().hex()]).view("U32").tolist()
+    return np.array([raw.tobytes().hex()]).view("U32").tolist()  # type: ignore[no-any-return]
+
+
+def _synthetic_batch(n: int, created_at: datetime) -> Any:
+    from feedback.log_batch import LogBatch
+
+    millis = int(created_at.timestamp() * 1000)
+    ids = _ids_at(n, created_at)
     rng = np.random.default_rng(millis % 2**32)
     probabilities = rng.dirichlet([1, 1, 1], size=n).astype(np.float32)
     labels = np.array(["Adelie", "Chinstrap", "Gentoo"], dtype=object)[
@@ -261,10 +271,14 @@ def _write_segments(
     import pyarrow.parquet as pq
 
     from feedback.log_segments import schema_for, segment_name, to_record_batch
-    from feedback.prediction_log import PredictionLog
+    from feedback.prediction_log import PredictionLog, WriterOptions
+
+    template = _synthetic_batch(batch_rows, datetime.now(UTC))
+    group_rows = WriterOptions().row_group_rows
 
     start = datetime.now(UTC) - timedelta(days=1)
-    step = timedelta(milliseconds=1)
+    # 100,000 rows/s of traffic: a batch every batch_rows / 100 ms.
+    step = timedelta(milliseconds=batch_rows / 100)
     sample_ids: list[str] = []
     t = start
     schema = None
@@ -272,7 +286,8 @@ def _write_segments(
         parts = []
         first = t
         for _ in range(0, per_segment, batch_rows):
-            batch = _synthetic_batch(batch_rows, t)
+            # Values repeat from batch to batch; ids and times are new.
+            batch = replace(template, ids=_ids_at(batch_rows, t), created_at=t)
             schema = schema or schema_for(batch)
             parts.append(to_record_batch(batch, schema))
             sample_ids.append(batch.ids[s % batch_rows])
@@ -281,7 +296,10 @@ def _write_segments(
         name = segment_name(
             int(first.timestamp() * 1000), int(t.timestamp() * 1000), f"bench.{s}"
         )
-        pq.write_table(table, log_dir / name, row_group_size=16_384, compression="zstd")
+        # As the writer's compaction writes them.
+        pq.write_table(
+            table, log_dir / name, row_group_size=group_rows, compression="snappy"
+        )
     log = PredictionLog(log_dir)
     for _ in range(0, open_rows, batch_rows):
         batch = _synthetic_batch(batch_rows, datetime.now(UTC))
@@ -300,10 +318,14 @@ def window_1m(work: Path) -> dict[str, Any]:
         log_dir, 1_000_000, per_segment=250_000, batch_rows=1000, open_rows=0
     )
     reader = PredictionLogReader(log_dir)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     frame = read_prediction_window(reader, limit_rows=1_000_000)
     seconds = time.perf_counter() - started
-    return {"rows": len(frame), "seconds": seconds}
+    return {
+        "rows": len(frame),
+        "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu,
+    }
 
 
 def lookup(work: Path, rows: int, lookups: int = 1000) -> dict[str, Any]:
@@ -318,20 +340,23 @@ def lookup(work: Path, rows: int, lookups: int = 1000) -> dict[str, Any]:
     setup_s = time.perf_counter() - started
     reader = PredictionLogReader(log_dir)
     chosen = random.Random(11).choices(ids, k=lookups)
-    times = []
+    times, cpu = [], []
     for pid in chosen:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         found = reader.get(pid)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
         if found is None:
             raise RuntimeError(f"logged id {pid} not found")
     times.sort()
+    cpu.sort()
     return {
         "rows_logged": rows + 100_000,
         "lookups": lookups,
         "p50_ms": times[len(times) // 2] * 1000,
         "p99_ms": times[int(len(times) * 0.99)] * 1000,
-        "first_ms": None,
+        "cpu_p50_ms": cpu[len(cpu) // 2] * 1000,
+        "cpu_p99_ms": cpu[int(len(cpu) * 0.99)] * 1000,
         "setup_s": setup_s,
     }
 
