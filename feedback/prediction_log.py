@@ -92,9 +92,10 @@ class _Segment:
         # end-of-stream marker: each is written whole by one call.
         self._write(schema.serialize())
 
-    def append(self, batch: pa.RecordBatch) -> None:
-        self._write(batch.serialize())
-        self.rows += batch.num_rows
+    def append(self, message: pa.Buffer, rows: int) -> None:
+        """Write one serialized record batch (`RecordBatch.serialize()`)."""
+        self._write(message)
+        self.rows += rows
         self.synced = False
 
     def _write(self, data: pa.Buffer | bytes) -> None:
@@ -161,10 +162,20 @@ class PredictionLog:
         n = len(batch)
         if n == 0:
             return True
+        # The message is built outside the lock: only the write is serialised.
+        schema = schema_for(batch)
+        record = to_record_batch(batch, schema)
+        if self.options.sample_rate < 1:
+            keep = self._rng.random(n) < self.options.sample_rate
+            self._sampled_out += int((~keep).sum())
+            if not keep.any():
+                return True
+            record = record.filter(pa.array(keep))
+        message = record.serialize()
         if not self._acquire():
             self._refuse(n, "storage is busy with an earlier append")
         try:
-            self._append_locked(batch)
+            self._append_locked(batch, schema, message, record.num_rows)
         finally:
             self._lock.release()
         return True
@@ -174,22 +185,16 @@ class PredictionLog:
             return self._lock.acquire(blocking=False)
         return self._lock.acquire(timeout=self.options.max_wait_s)
 
-    def _append_locked(self, batch: LogBatch) -> None:
+    def _append_locked(
+        self, batch: LogBatch, schema: pa.Schema, message: pa.Buffer, rows: int
+    ) -> None:
         if self._closing:
             self._refuse(len(batch), "the log is closing")
-        schema = schema_for(batch)
-        record = to_record_batch(batch, schema)
-        if self.options.sample_rate < 1:
-            keep = self._rng.random(len(batch)) < self.options.sample_rate
-            self._sampled_out += int((~keep).sum())
-            if not keep.any():
-                return
-            record = record.filter(pa.array(keep))
         deadline = time.monotonic() + self.options.max_wait_s
         while True:
             try:
                 segment = self._segment_for(schema, batch)
-                segment.append(record)
+                segment.append(message, rows)
                 if self.options.fsync_interval_s == 0:
                     os.fsync(segment.fd)
                     segment.synced = True
@@ -205,7 +210,7 @@ class PredictionLog:
                 ):
                     self._refuse(len(batch), f"appending failed ({exc.strerror})")
                 time.sleep(0.05)
-        self._written += record.num_rows
+        self._written += rows
 
     def _segment_for(self, schema: pa.Schema, batch: LogBatch) -> _Segment:
         segment = self._segment

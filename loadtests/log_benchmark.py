@@ -104,16 +104,25 @@ def _request(body: dict[str, Any]) -> Any:
 
 def batch_load(worker: Any, seconds: float, clients: int = 8) -> dict[str, Any]:
     """`clients` threads, each with its own event loop, sending 1,000-row requests."""
+    from feedback.errors import PredictionLogUnavailable
+
     request = _request({"instances": _rows(1000, seed=3)})
     answered: list[str] = []
+    refused = 0
     lock = threading.Lock()
     stop = time.monotonic() + seconds
 
     def client() -> None:
+        nonlocal refused
         loop = asyncio.new_event_loop()
         try:
             while time.monotonic() < stop:
-                answer = loop.run_until_complete(worker.dataplane.predict(request))
+                try:
+                    answer = loop.run_until_complete(worker.dataplane.predict(request))
+                except PredictionLogUnavailable:  # a 503: not answered, not lost
+                    with lock:
+                        refused += 1
+                    continue
                 ids = [p["prediction_id"] for p in answer["predictions"]]
                 with lock:
                     answered.extend(ids)
@@ -135,6 +144,7 @@ def batch_load(worker: Any, seconds: float, clients: int = 8) -> dict[str, Any]:
         "answered_rows": len(answered),
         "logged_rows": len(logged_ids & set(answered)),
         "dropped_rows": len(set(answered) - logged_ids),
+        "refused_requests_503": refused,
         "rows_per_s": len(answered) / elapsed,
         "ids": answered,
     }
