@@ -234,6 +234,14 @@ def pack(
         f"{m['test_accuracy']:.3f} (majority {m['test_majority_rate']:.3f}) on "
         f"{int(m['test_rows'])} rows; serve it with FLYWHEEL_PACK_DIR={out}"
     )
+    from packs.writer import reference_size_warning
+
+    window = load_settings().monitoring.drift_window_rows
+    warning = meta.reference and reference_size_warning(
+        meta.reference.distinct_rows, window
+    )
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()
