@@ -40,6 +40,9 @@ DEMO_SETTINGS = {
     "FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS": "100",
     "FLYWHEEL_MONITORING__RETRAIN_CONSECUTIVE_WINDOWS": "2",
     "FLYWHEEL_SERVING__RELOAD_POLL_S": "0.5",
+    # The promotion replays the gate inside its request; a busy machine can take
+    # longer than BentoML's default 30 s for it.
+    "FLYWHEEL_SERVING__REQUEST_TIMEOUT_S": "300",
 }
 
 
@@ -170,13 +173,16 @@ def _flywheel(
     drift = next((r["details"] for r in requests if r["reason"] == "drift"), None)
     if drift is not None:
         echo(
-            f"   drifted features: {', '.join(drift['drifted_features'])}; "
-            f"drift share {drift['drift_share']:.2f} >= threshold "
-            f"{drift['drift_share_threshold']} on {drift['consecutive_windows']} "
-            f"consecutive windows of {drift['window_rows']} logged rows "
-            f"(window at most {DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_WINDOW_ROWS']}"
-            f", at least {DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS']})"
+            f"   drifted features: {', '.join(drift.get('drifted_features', []))}; "
+            f"drift share {drift.get('drift_share')} on "
+            f"{drift.get('consecutive_windows')} consecutive windows of "
+            f"{drift.get('window_rows')} logged rows (window at most "
+            f"{DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_WINDOW_ROWS']}, at least "
+            f"{DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS']} rows; "
+            f"{DEMO_SETTINGS['FLYWHEEL_MONITORING__RETRAIN_CONSECUTIVE_WINDOWS']} "
+            "drifted windows open a request)"
         )
+        echo(f"   {drift.get('summary', '')}")
     wrong = client.post("/predict", json={"instances": [MISTAKEN_ADELIE]}).json()[
         "predictions"
     ][0]
@@ -199,7 +205,7 @@ def _flywheel(
         "calm_drift_detected": calm,
         "drift_detected": metric(text, "flywheel_drift_detected"),
         "retraining_requests": len(requests),
-        "drifted_features": drift["drifted_features"] if drift else [],
+        "drifted_features": drift.get("drifted_features", []) if drift else [],
         "reported_label": wrong["label"],
         "snapshots": len(list((data / "state" / "evidently").rglob("*.json"))),
     }
