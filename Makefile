@@ -24,9 +24,11 @@ install: $(STAMP)
 serve: install
 	$(BIN)/python -m service.cli serve --port $(PORT)
 
-# Prometheus' promtool (Debian package) is needed by the alert-rule tests.
+# Prometheus' promtool (Debian package) is needed by the alert-rule tests, and
+# Debian's Chromium by the admin-page browser tests (Playwright drives it).
 test-deps:
 	bash monitoring/install_prometheus.sh
+	sh tests/install_browser.sh
 
 test: install test-deps
 	$(BIN)/python -m pytest

@@ -102,7 +102,7 @@ def run_demo(
         data / "packs" / "served",
     )
     token = secrets.token_hex(16)
-    env = {**DEMO_SETTINGS, "FLYWHEEL_SECURITY__ADMIN_TOKEN": token}
+    env: dict[str, Any] = {**DEMO_SETTINGS, "FLYWHEEL_SECURITY__ADMIN_TOKEN": token}
     summary: dict[str, Any] = {}
     with running(data / "state", pack, port=port, **env) as svc:
         echo(f"service up at {svc.url} (data in {data / 'state'})")

@@ -6,6 +6,8 @@ Also: `/docs` is served with local Swagger UI assets only."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -23,9 +25,14 @@ def login_form(c: httpx.Client) -> str:
     return match.group(1)
 
 
-def logged_in(svc: ServiceProcess) -> tuple[httpx.Client, str]:
+@contextmanager
+def logged_in(svc: ServiceProcess) -> Iterator[tuple[httpx.Client, str]]:
     """A client holding a session, and the CSRF token of its forms."""
-    c = svc.client()
+    with svc.client() as c:
+        yield c, session_csrf(c)
+
+
+def session_csrf(c: httpx.Client) -> str:
     csrf = login_form(c)
     r = c.post(
         "/admin/ui/login",
@@ -36,7 +43,7 @@ def logged_in(svc: ServiceProcess) -> tuple[httpx.Client, str]:
     assert page.status_code == 200
     match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     assert match is not None
-    return c, match.group(1)
+    return match.group(1)
 
 
 def test_pages_without_a_session_redirect_to_login_or_refuse(
@@ -83,12 +90,11 @@ def test_session_cookie_is_httponly_strict_and_scoped(
 
 
 def test_form_with_a_bad_csrf_token_is_403(running_service: ServiceProcess) -> None:
-    c, csrf = logged_in(running_service)
-    with c:
+    with logged_in(running_service) as (c, csrf):
         r = c.post("/admin/ui/categories", data={"csrf_token": "x", "name": "a"})
         assert r.status_code == 403 and "CSRF" in r.text
-        other, other_csrf = logged_in(running_service)
-        other.close()
+        with logged_in(running_service) as (_, other_csrf):
+            pass
         r = c.post("/admin/ui/categories", data={"csrf_token": other_csrf, "name": "a"})
         assert r.status_code == 403
         ok = c.post("/admin/ui/categories", data={"csrf_token": csrf, "name": "a"})
@@ -98,8 +104,7 @@ def test_form_with_a_bad_csrf_token_is_403(running_service: ServiceProcess) -> N
 def test_bad_page_input_is_a_4xx_page_naming_the_field(
     running_service: ServiceProcess,
 ) -> None:
-    c, csrf = logged_in(running_service)
-    with c:
+    with logged_in(running_service) as (c, csrf):
         r = c.get("/admin/ui/reports?date_from=yesterday")
         assert r.status_code == 422 and "date_from" in r.text
         r = c.get("/admin/ui/reports/no-such-report")
