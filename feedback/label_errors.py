@@ -10,10 +10,38 @@ disagreements only.
 
 from __future__ import annotations
 
+import importlib
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+_CLEANLAB = "cleanlab.filter"
+_loading = threading.Lock()
+
+
+def finder_ready() -> bool:
+    """True once cleanlab is imported in this process; else starts importing it in
+    a background thread and returns False.
+
+    Importing cleanlab (and scikit-learn with it) took over 30 s on a loaded
+    machine, past the service's request timeout: a page shows the flags once the
+    import is done instead of making its request wait for it.
+    """
+    if _CLEANLAB in sys.modules:
+        return True
+    if _loading.acquire(blocking=False):
+
+        def load() -> None:
+            try:
+                importlib.import_module(_CLEANLAB)
+            finally:
+                _loading.release()
+
+        threading.Thread(target=load, name="cleanlab-import", daemon=True).start()
+    return False
 
 
 @dataclass(frozen=True)
