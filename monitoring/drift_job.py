@@ -40,6 +40,7 @@ from monitoring.drift import (
     run_drift,
 )
 from monitoring.drift_metrics import DriftMetrics, NullDriftMetrics
+from packs.writer import reference_size_warning
 
 if TYPE_CHECKING:
     from monitoring.retraining import RetrainTrigger
@@ -90,6 +91,7 @@ class DriftJob:
         self.categorical_features = list(categorical_features)
         self._cursor_path = Path(cursor_path) if cursor_path else None
         self.judged_until: datetime | None = self._load_cursor()
+        self._reference_checked: int | None = None
         self.out_dir = Path(out_dir)
         self.workspace_dir = Path(workspace_dir) if workspace_dir else None
         self._model_version = model_version
@@ -138,6 +140,7 @@ class DriftJob:
             c for c in reference.columns
             if c not in (LABEL_COLUMN, PREDICTION_COLUMN) and _is_numeric(reference[c])
         ]  # fmt: skip
+        self._check_reference(reference, features)
         window = self._unjudged(self._read_window(self.window_rows))
         result = run_drift(
             window,
@@ -171,6 +174,16 @@ class DriftJob:
             )
         log.info("drift run: %s", result.summary())
         return replace(result, html_path=str(html_path), snapshot_id=snapshot_id)
+
+    def _check_reference(self, reference: pd.DataFrame, features: list[str]) -> None:
+        """Warn (once per reference size) when the reference caps the tests."""
+        distinct = len(reference.drop_duplicates(subset=features))
+        if distinct == self._reference_checked:
+            return
+        self._reference_checked = distinct
+        warning = reference_size_warning(distinct, self.window_rows)
+        if warning:
+            log.warning("%s", warning)
 
     def _unjudged(self, window: pd.DataFrame) -> pd.DataFrame:
         """The rows logged after the last judged window."""

@@ -44,13 +44,18 @@ def service_env(data_dir: Path, pack_dir: Path, **overrides: str) -> dict[str, s
 
 
 def start_service(
-    data_dir: Path, pack_dir: Path, *, port: int | None = None, **overrides: str
+    data_dir: Path,
+    pack_dir: Path,
+    *,
+    port: int | None = None,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+    **overrides: str,
 ) -> ServiceProcess:
     return process.start_service(
         data_dir,
         pack_dir,
         port=port,
-        ready_timeout_s=READY_TIMEOUT_S,
+        ready_timeout_s=ready_timeout_s,
         **{**TEST_DEFAULTS, **overrides},
     )
 
