@@ -11,7 +11,6 @@ disagreements only.
 from __future__ import annotations
 
 import importlib
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 
 _CLEANLAB = "cleanlab.filter"
 _loading = threading.Lock()
+_loaded = threading.Event()
 
 
 def finder_ready() -> bool:
@@ -28,15 +28,17 @@ def finder_ready() -> bool:
 
     Importing cleanlab (and scikit-learn with it) took over 30 s on a loaded
     machine, past the service's request timeout: a page shows the flags once the
-    import is done instead of making its request wait for it.
+    import is done instead of making its request wait for it. (`sys.modules`
+    holds a module from the start of its import, so only the event says "done".)
     """
-    if _CLEANLAB in sys.modules:
+    if _loaded.is_set():
         return True
     if _loading.acquire(blocking=False):
 
         def load() -> None:
             try:
                 importlib.import_module(_CLEANLAB)
+                _loaded.set()
             finally:
                 _loading.release()
 
@@ -81,7 +83,11 @@ def find_label_errors(
 
     probs = predict_proba(np.array([list(c.features) for c in usable]))
     ranked = find_label_issues(
-        labels=given, pred_probs=probs, return_indices_ranked_by="self_confidence"
+        labels=given,
+        pred_probs=probs,
+        return_indices_ranked_by="self_confidence",
+        # In-process: no worker pool inside a service worker.
+        n_jobs=1,
     )
     return [
         LabelIssue(
