@@ -3,8 +3,10 @@
 One `run_once` reads `window_rows` logged predictions through `read_window`, runs
 `drift.run_drift` against the reference, saves the HTML report under `out_dir`
 (keeping the newest `keep_html_reports`), adds the snapshot to the Evidently
-workspace, sets the drift gauges and feeds the retraining trigger. `start` runs it
-every `interval_s` on a daemon thread, off the request path.
+workspace, sets the drift gauges, estimates the served accuracy without labels
+(given `estimate_accuracy`, see `monitoring.accuracy_window`) and feeds the
+retraining trigger. `start` runs it every `interval_s` on a daemon thread, off the
+request path.
 
 Run it in one process only (e.g. the first BentoML worker, or cron through
 `python -m monitoring.cli drift`): every worker running it would repeat the work
@@ -30,6 +32,7 @@ from monitoring.drift import LABEL_COLUMN, PREDICTION_COLUMN, DriftResult, run_d
 from monitoring.drift_metrics import DriftMetrics, NullDriftMetrics
 
 if TYPE_CHECKING:
+    from monitoring.accuracy_window import AccuracyReading
     from monitoring.retraining import RetrainTrigger
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ class DriftJob:
         keep_html_reports: int = 50,
         keep_snapshots: int = 1000,
         read_report_counts: Callable[[], tuple[int, int]] | None = None,
+        estimate_accuracy: Callable[[], AccuracyReading] | None = None,
     ):
         self._read_window = read_window
         self._reference = reference
@@ -77,6 +81,8 @@ class DriftJob:
         self.keep_html_reports = keep_html_reports
         self.keep_snapshots = keep_snapshots
         self._read_report_counts = read_report_counts
+        self._estimate_accuracy = estimate_accuracy
+        self.last_accuracy: AccuracyReading | None = None
         self._run_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -93,6 +99,7 @@ class DriftJob:
                 raise
             self._metrics.observe_drift(result, seconds=time.perf_counter() - started)
             self.last_result = result
+            self._observe_accuracy()
         if self._trigger is not None:
             self._trigger.observe(result)
             if self._read_report_counts is not None:
@@ -103,6 +110,19 @@ class DriftJob:
                     model_version=result.model_version,
                 )
         return result
+
+    def _observe_accuracy(self) -> None:
+        """The label-free accuracy estimate of the latest window, as gauges. It
+        fails on its own: the drift run's result stands."""
+        if self._estimate_accuracy is None:
+            return
+        try:
+            reading = self._estimate_accuracy()
+        except Exception:
+            log.exception("accuracy estimate failed")
+            return
+        self.last_accuracy = reading
+        self._metrics.observe_accuracy(reading)
 
     def _run(self) -> DriftResult:
         reference = self._reference() if callable(self._reference) else self._reference

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from monitoring.accuracy import ACCURACY_ESTIMATORS
 from monitoring.metrics import _Bounded
 
 if TYPE_CHECKING:
+    from monitoring.accuracy_window import AccuracyReading
     from monitoring.drift import DriftResult
 
 RETRAIN_REASONS = ("drift", "report_rate", "manual")
@@ -82,6 +84,21 @@ class DriftMetrics:
             "Wall time of one drift run (window read, Evidently, report, snapshot).",
             namespace=ns, registry=r, buckets=DRIFT_RUN_BUCKETS_S,
         )  # fmt: skip
+        self._estimated_accuracy = _Bounded(
+            gauge("estimated_accuracy",
+                  "Accuracy of the served answers in the last window, estimated "
+                  "without labels, by estimator (NaN: window too small).",
+                  ["estimator"]),
+            ACCURACY_ESTIMATORS,
+        )  # fmt: skip
+        self._heldout_accuracy = gauge(
+            "heldout_accuracy",
+            "Accuracy of the served model on its pack's held-out validation rows.",
+        )
+        self._accuracy_window = gauge(
+            "estimated_accuracy_window_rows",
+            "Answered rows the last accuracy estimate read.",
+        )
         self._retrain = _Bounded(
             Counter("retraining_requests", "Retraining requests opened, by reason.",
                     ["reason"], namespace=ns, registry=r),
@@ -127,6 +144,13 @@ class DriftMetrics:
     def observe_drift_failure(self) -> None:
         self._drift_runs["failed"].inc()
 
+    def observe_accuracy(self, reading: AccuracyReading) -> None:
+        """Set the accuracy gauges from one label-free estimate."""
+        self._accuracy_window.set(reading.rows)
+        self._heldout_accuracy.set(reading.heldout_accuracy)
+        for name, value in reading.estimates.items():
+            self._estimated_accuracy[name].set(value)
+
     def observe_retraining_request(self, reason: str) -> None:
         self._retrain[reason].inc()
 
@@ -141,6 +165,9 @@ class NullDriftMetrics:
         pass
 
     def observe_drift_failure(self) -> None:
+        pass
+
+    def observe_accuracy(self, reading: AccuracyReading) -> None:
         pass
 
     def observe_retraining_request(self, reason: str) -> None:
