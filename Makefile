@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
+PROMETHEUS_PORT ?= 9090
+UI_PORT ?= 8000
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed-$(shell cat requirements-bootstrap.txt requirements.lock pyproject.toml | sha256sum | cut -c1-12)
 
@@ -22,9 +24,11 @@ install: $(STAMP)
 serve: install
 	$(BIN)/python -m service.cli serve --port $(PORT)
 
-# Prometheus' promtool (Debian package) is needed by the alert-rule tests.
+# Prometheus' promtool (Debian package) is needed by the alert-rule tests, and
+# Debian's Chromium by the admin-page browser tests (Playwright drives it).
 test-deps:
 	bash monitoring/install_prometheus.sh
+	sh tests/install_browser.sh
 
 test: install test-deps
 	$(BIN)/python -m pytest
@@ -45,13 +49,14 @@ lock:
 audit: install
 	$(BIN)/pip-audit --strict --no-deps --disable-pip -r requirements.lock
 
-# Prometheus (scraping 127.0.0.1:$(PORT), with the alert rules) and Evidently's UI.
+# Prometheus on $(PROMETHEUS_PORT) (scraping 127.0.0.1:$(PORT), with the alert rules)
+# and Evidently's UI on $(UI_PORT).
 monitoring: install test-deps
-	$(BIN)/python -m monitoring.cli up --target 127.0.0.1:$(PORT) --workspace data/evidently --data data/prometheus
+	$(BIN)/python -m monitoring.cli up --target 127.0.0.1:$(PORT) --workspace data/evidently --data data/prometheus --prometheus-port $(PROMETHEUS_PORT) --ui-port $(UI_PORT)
 
 # The flywheel end to end: drift -> retraining request -> report -> retrain -> gate -> promote.
 demo: install
-	$(BIN)/python -m service.cli demo
+	$(BIN)/python -m service.cli demo --port $(PORT) --ui-port $(UI_PORT)
 
 # Full service vs bare BentoML vs raw onnxruntime, in one run (writes loadtests/RESULTS.md).
 bench: install
@@ -62,8 +67,10 @@ bench: install
 loadtest: install
 	$(BIN)/locust -f loadtests/locustfile.py --headless -u 32 -r 8 -t 60s --host http://127.0.0.1:$(PORT) --csv loadtests/results/locust --html loadtests/results/locust.html
 
-# Package the service as a bento (offline, no Docker).
+# Package the service as a bento (offline, no Docker) carrying the default pack,
+# copied first into the model store under data/bentoml.
 bento: install
+	$(BIN)/python -m service.cli store-pack
 	BENTOML_HOME=$(CURDIR)/data/bentoml BENTOML_DO_NOT_TRACK=true $(BIN)/bentoml build -f bentofile.yaml
 
 clean:

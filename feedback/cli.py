@@ -5,6 +5,8 @@ regress   replay regression cases + the test table through a candidate and the
           baseline pack, print the report, store the run, apply the gate
           (exit code 1 when the gate refuses the candidate: usable in CI)
 purge     delete logged predictions older than N days (retention)
+analysis  error analysis of a pack's version: reported errors by category,
+          confirmed cases, the latest regression run, bias / variance / mismatch
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+from common.cli import new_app, run, step
+
+app = new_app(__doc__)
 
 DB_OPTION = typer.Option(..., "--db", help="SQLAlchemy URL, e.g. sqlite:///data/f.db")
 
@@ -66,7 +70,7 @@ def regress(
     engine = make_engine(db)
     try:
         run_migrations(engine)
-        with session_factory(engine)() as session:
+        with session_factory(engine)() as session, step("replaying the gate"):
             judgement = judge_candidate(
                 session,
                 candidate_dir=candidate,
@@ -90,27 +94,60 @@ def regress(
 
 @app.command()
 def purge(
-    db: str = DB_OPTION,
+    log_dir: Path = typer.Option(..., help="Prediction-log directory."),
     days: float = typer.Option(..., min=0.0, help="Keep predictions this recent."),
 ) -> None:
-    """Delete logged predictions older than `--days` (the policy's retention)."""
+    """Delete logged predictions older than `--days` (the policy's retention),
+    a whole segment at a time."""
     from feedback import store
-    from feedback.db import make_engine, session_factory
+    from feedback.log_reader import PredictionLogReader
 
-    engine = make_engine(db)
-    try:
-        with session_factory(engine)() as session:
-            deleted = store.purge_predictions_older_than(session, days)
-    finally:
-        engine.dispose()
+    deleted = store.purge_predictions_older_than(PredictionLogReader(log_dir), days)
     typer.echo(f"deleted {deleted} logged predictions older than {days:g} days")
 
 
+@app.command()
+def analysis(
+    db: str = DB_OPTION,
+    pack: Path = typer.Option(..., exists=True, file_okay=False, help="Pack dir."),
+    policy: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="Policy YAML (default: its defaults)."
+    ),
+    model_version: str | None = typer.Option(
+        None, help="Reports and runs of this version (default: the pack's)."
+    ),
+) -> None:
+    """Print the error analysis the admin pages show, from the same functions."""
+    from feedback import analysis as errors
+    from feedback.categories import category_names
+    from feedback.db import make_engine, session_factory
+    from feedback.db import migrate as run_migrations
+    from feedback.replay import pack_predictor
+
+    predictor = pack_predictor(pack, policy)
+    meta = predictor.pack.metadata
+    version = model_version or meta.version
+    engine = make_engine(db)
+    try:
+        run_migrations(engine)
+        with session_factory(engine)() as session:
+            reports = errors.reported_errors(session, model_version=version)
+            text = errors.to_text(
+                model_version=version,
+                shares=errors.category_shares(reports, category_names(session)),
+                confusion=errors.confirmed_confusion(reports, meta.labels),
+                run=errors.latest_run(session, model_version=version),
+                table=errors.error_table(
+                    session, predictor=predictor, pack_dir=pack, meta=meta
+                ),
+            )
+    finally:
+        engine.dispose()
+    typer.echo(text)
+
+
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    app()
+    run(app, level=logging.WARNING)
 
 
 if __name__ == "__main__":

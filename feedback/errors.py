@@ -2,7 +2,7 @@
 
     common.errors.ServiceError
     ├── NotFound (404)
-    │   ├── PredictionNotFound(prediction_id)
+    │   ├── PredictionNotFound(prediction_id, sample_rate)
     │   ├── ReportNotFound(report_id)
     │   ├── ReviewItemNotFound(item_id)
     │   └── RetrainingRequestNotFound(request_id)
@@ -13,7 +13,8 @@
     │   ├── BadCategory(name, max_chars)
     │   └── ReviewItemClosed(item_id, status)
     └── Unavailable (503, Retry-After)
-        └── DatabaseUnavailable(operation)
+        ├── DatabaseUnavailable(operation)
+        └── PredictionLogUnavailable(why)
 
 `translate_db_errors()` turns connection-level SQLAlchemy errors (server down,
 pool exhausted, SQLite locked past its busy timeout) into `DatabaseUnavailable`,
@@ -43,11 +44,30 @@ T = TypeVar("T")
 class PredictionNotFound(NotFound):
     code = "prediction_not_found"
 
-    def __init__(self, prediction_id: str):
+    def __init__(self, prediction_id: str, *, sample_rate: float = 1.0):
+        sampled = (
+            f"; the log keeps a random {sample_rate:.0%} of answered rows "
+            f"(prediction_log.sample_rate={sample_rate:g}), so it may not have "
+            "been kept"
+            if sample_rate < 1
+            else ""
+        )
         super().__init__(
             f"no logged prediction has id {prediction_id!r}; it may be unknown, "
-            "expired by retention, or not logged (send the input and output instead)",
+            "expired by retention, or not logged (send the input and output instead)"
+            + sampled,
             field="prediction_id",
+        )
+
+
+class PredictionLogUnavailable(Unavailable):
+    code = "prediction_log_unavailable"
+
+    def __init__(self, why: str, *, retry_after_s: int = 1):
+        super().__init__(
+            f"the prediction log cannot take this answer now ({why}); nothing was "
+            "answered, retry later",
+            retry_after_s=retry_after_s,
         )
 
 

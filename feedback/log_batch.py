@@ -2,12 +2,8 @@
 
 A `LogBatch` holds references to arrays the request already computed (ids,
 answers, probabilities, inputs, traces), so handing it over costs the request
-nothing per row. The log's writer thread turns queued batches into one JSON array
-(`encode`) that a single INSERT unpacks in the database (`feedback.log_insert`).
-
-Each encoded row is a JSON array in this order (`ROW_FIELDS`); inputs and
-probabilities are lists in the order of `feature_names` and `label_names`, which
-the INSERT turns back into objects.
+nothing per row. The prediction log appends it as one Arrow record batch
+(`feedback.log_segments.to_record_batch`).
 """
 
 from __future__ import annotations
@@ -15,28 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from itertools import repeat
 from typing import Any
 
 import numpy as np
-import orjson
 
 from guardrails.pipeline import GuardedBatch
-
-ROW_FIELDS = (
-    "id",
-    "created_at",
-    "model_version",
-    "policy_version",
-    "context",
-    "label",
-    "abstained",
-    "reason",
-    "probabilities",
-    "inputs",
-    "trace",
-)
-_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
 @dataclass(frozen=True)
@@ -92,36 +71,6 @@ class LogBatch:
             traces=cut(self.traces),
         )
 
-    def encode(self, timestamp: str) -> bytes:
-        """The rows as one JSON array of arrays (`ROW_FIELDS` order); `timestamp`
-        is `created_at` as the database wants it (see `log_insert.insert_batches`)."""
-        n = len(self)
-
-        def per_row(values: Any) -> Any:
-            if values is None:
-                return repeat(None, n)
-            # Rows of a 2-d array are serialised by orjson without Python floats.
-            return list(values) if isinstance(values, np.ndarray) else values
-
-        abstained = self.abstained
-        if isinstance(abstained, np.ndarray):
-            abstained = abstained.tolist()
-        rows = zip(
-            self.ids,
-            repeat(timestamp, n),
-            repeat(self.model_version, n),
-            repeat(self.policy_version, n),
-            repeat(self.context, n),
-            self.labels,
-            abstained,
-            self.reasons,
-            per_row(self.probabilities),
-            per_row(self.inputs),
-            per_row(self.traces),
-            strict=False,
-        )
-        return orjson.dumps(list(rows), option=_NUMPY)
-
 
 def answered_batch(
     ids: Sequence[str],
@@ -148,17 +97,36 @@ def answered_batch(
         reasons=batch.reasons,
         probabilities=batch.probabilities,
         inputs=features if store_inputs else None,
-        traces=_acted_traces(batch),
+        traces=_acted_traces(batch, store_inputs=store_inputs),
         feature_names=feature_names,
         label_names=label_names,
     )
 
 
-def _acted_traces(batch: GuardedBatch) -> list[Any] | None:
+def _acted_traces(batch: GuardedBatch, *, store_inputs: bool) -> list[Any] | None:
     acted = batch.acted_mask()
     if not acted.any():
         return None
-    traces = batch.traces
-    if acted.all():
-        return traces
-    return [t if a else None for t, a in zip(traces, acted.tolist(), strict=True)]
+    traces: list[Any] = batch.traces
+    if not acted.all():
+        traces = [t if a else None for t, a in zip(traces, acted.tolist(), strict=True)]
+    return traces if store_inputs else [without_input_values(t) for t in traces]
+
+
+#: Trace keys whose value is an input measurement (the input-bounds stage names
+#: the value it found out of bounds): kept out of the log under store_inputs false.
+INPUT_VALUE_KEYS = frozenset({"value"})
+
+
+def without_input_values(trace: Any) -> Any:
+    """`trace` with every input measurement left out (its bounds and feature
+    names stay: they say why a row abstained without saying what was measured)."""
+    if isinstance(trace, dict):
+        return {
+            k: without_input_values(v)
+            for k, v in trace.items()
+            if k not in INPUT_VALUE_KEYS
+        }
+    if isinstance(trace, list):
+        return [without_input_values(v) for v in trace]
+    return trace

@@ -1,7 +1,6 @@
 """SQLAlchemy rows of the feedback store (schema changes go through migrations).
 
     model_versions      every pack version seen, and which one is served
-    predictions         the prediction log (write-behind, batched; see prediction_log)
     reports             bad-result reports and their triage state
     regression_cases    confirmed reports with an input: what every model must pass
     regression_runs     one candidate-vs-baseline replay, with its gate decision
@@ -10,9 +9,11 @@
     served_state        per deployment: the served pack (model-store tag) and policy
     categories          the managed list of report categories
     review_items        logged answers waiting for a person's answer
+    leases              which process runs a once-per-window job (see feedback.leases)
 
-Reports refer to predictions by id without a foreign key: predictions expire by
-retention and may be dropped by a full log queue, reports never do.
+Logged predictions are not here: they live in the prediction log's segments
+(`feedback.prediction_log`). A report by prediction id copies what it needs of
+the logged row, so it outlives the log's retention.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -145,26 +147,6 @@ class ModelVersion(Base):
     status: Mapped[str] = mapped_column(String(16), default="registered")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     promoted_at: Mapped[datetime | None] = mapped_column(default=None)
-
-
-class Prediction(Base):
-    __tablename__ = "predictions"
-    __table_args__ = (
-        Index("ix_predictions_created_at", "created_at"),
-        Index("ix_predictions_model_version_created_at", "model_version", "created_at"),
-    )
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    created_at: Mapped[datetime]
-    model_version: Mapped[str] = mapped_column(String(200))
-    policy_version: Mapped[str | None] = mapped_column(String(200))
-    context: Mapped[str | None] = mapped_column(String(200))
-    inputs: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
-    outputs: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    # Copied out of `outputs` so the drift window and filters need no JSON parsing.
-    label: Mapped[str | None] = mapped_column(String(200))
-    abstained: Mapped[bool] = mapped_column(Boolean, default=False)
-    trace: Mapped[Any | None] = mapped_column(JsonType)
 
 
 class Report(Base):
@@ -305,7 +287,7 @@ class ServedStateRow(Base):
 
 # --- the people's side: managed categories and the review queue -----------------
 
-REVIEW_REASONS = ("abstained", "low_margin", "audit")
+REVIEW_REASONS = ("abstained", "low_margin", "audit", "label_issue")
 REVIEW_STATUSES = ("pending", "answered", "skipped")
 
 
@@ -354,3 +336,19 @@ class ReviewItem(Base):
     answered_at: Mapped[datetime | None] = mapped_column(default=None)
     report_id: Mapped[str | None] = mapped_column(ForeignKey("reports.id"))
     """The confirmed report the answer was filed as."""
+
+
+class Lease(Base):
+    """One row per job name: who may run it now, and up to when its work is done."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    """The process holding (or last holding) the lease: host, pid and a nonce."""
+    token: Mapped[int] = mapped_column(BigInteger)
+    """Fencing token: grows by one each time the lease changes hands."""
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    done_until: Mapped[datetime | None] = mapped_column(default=None)
+    """End of the last window whose run completed (None before the first)."""

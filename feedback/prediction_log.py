@@ -1,123 +1,269 @@
-"""Write-behind prediction log: a bounded queue drained by one thread in batches.
+"""The prediction log's writer: every answered batch appended to this worker's
+write-ahead segment before the answer leaves.
 
-The request path only appends its `LogBatch` (the request's rows as columns) to an
-in-memory deque (`submit_batch`: a lock and an `append`, never blocking, never
-raising, nothing per row). A background thread takes queued batches up to
-`batch_rows` rows, encodes them as one JSON array and inserts them with one
-statement (`feedback.log_insert`), at least every `flush_interval_ms`.
+`submit_batch` turns a request's rows into one Arrow IPC message and hands it to
+the operating system with one `os.write` on the request path, so an answer never
+exists without its rows in the page cache: a SIGKILL of the server loses nothing
+that was answered. A machine crash can lose what was not yet fsynced: at most
+`fsync_interval_s` seconds of rows (0 fsyncs every batch before answering).
 
-When the queue is full, new rows are dropped and counted (`dropped_total`,
-`on_drop`): serving answers matter more than log completeness. When the database
-is down, a batch is retried for up to `max_retry_s`, then dropped and counted;
-the next batch tries again, so logging recovers by itself once the database is
-back. `close()` drains the queue on graceful shutdown.
+There is no queue to overflow. When an append cannot be made (a full disk, a
+failing volume) or cannot start within the bound the policy sets
+(`on_slow_storage`: `wait` up to `max_wait_s`, or `shed` at once), it raises
+`PredictionLogUnavailable`: the request is answered 503 with Retry-After rather
+than answered unlogged.
+
+Segments rotate by size and age; a background thread closes idle ones, fsyncs on
+its cadence and compacts closed segments into Parquet (also those of writers that
+died: a writer holds an advisory lock on its open segment, so a segment whose lock
+can be taken has no living writer). File names are described in
+`feedback.log_segments`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
-from sqlalchemy import Engine
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from feedback.db import LOG_WRITE
-from feedback.errors import is_transient
+from feedback.errors import PredictionLogUnavailable
 from feedback.log_batch import LogBatch
-from feedback.log_insert import insert_batches
+from feedback.log_segments import (
+    list_segments,
+    new_writer_id,
+    schema_for,
+    segment_name,
+    to_record_batch,
+    wal_name,
+)
+from feedback.log_wal import read_wal
 
 log = logging.getLogger(__name__)
 
 _WARN_EVERY_S = 30.0
+_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    """How a writer rotates, syncs and behaves when storage is slow (the fields of
+    `service.settings.PredictionLogSettings` that the writer uses)."""
+
+    fsync_interval_s: float = 1.0
+    rotate_bytes: int = 64 * 1024 * 1024
+    rotate_age_s: float = 60.0
+    on_slow_storage: Literal["wait", "shed"] = "wait"
+    max_wait_s: float = 1.0
+    sample_rate: float = 1.0
+    compact: bool = True
+    row_group_rows: int = 16_384
+    orphan_check_s: float = 30.0
+
+
+class _Segment:
+    """One open write-ahead segment: a file, its Arrow stream and its lock."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self.schema = schema
+        self.fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644
+        )
+        # Held while the segment is open: whoever can take it knows the writer
+        # is gone (see `_compact_orphans`).
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.opened = time.monotonic()
+        self.size = 0
+        self.rows = 0
+        self.synced = True
+        # A stream is its schema message, then one message per batch, then an
+        # end-of-stream marker: each is written whole by one call.
+        self._write(schema.serialize())
+
+    def append(self, batch: pa.RecordBatch) -> None:
+        self._write(batch.serialize())
+        self.rows += batch.num_rows
+        self.synced = False
+
+    def _write(self, data: pa.Buffer | bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.size += len(data)
+
+    def close(self) -> None:
+        """End the stream, sync and release the file (and its lock)."""
+        try:
+            self._write(_END_OF_STREAM)
+            os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
 
 
 class PredictionLog:
-    """Bounded write-behind queue of prediction rows with batched inserts."""
+    """Appends answered rows to this worker's segments under `log_dir`."""
 
     def __init__(
         self,
-        engine: Engine,
+        log_dir: Path,
+        options: WriterOptions | None = None,
         *,
-        max_queue_rows: int,
-        batch_rows: int,
-        flush_interval_ms: int,
-        on_drop: Callable[[int], None] | None = None,
-        on_flush: Callable[[int, float], None] | None = None,
-        max_retry_s: float = 5.0,
+        on_written: Callable[[int], None] | None = None,
+        on_refused: Callable[[int], None] | None = None,
+        writer_id: str | None = None,
     ):
-        if max_queue_rows < 1 or batch_rows < 1 or flush_interval_ms < 1:
-            raise ValueError("queue size, batch size and flush interval must be >= 1")
-        self._engine = engine.execution_options(**LOG_WRITE)
-        self._max_queue_rows = max_queue_rows
-        self._batch_rows = batch_rows
-        self._interval_s = flush_interval_ms / 1000
-        self._max_retry_s = max_retry_s
-        self._on_drop = on_drop
-        self._on_flush = on_flush
-        self._queue: deque[LogBatch] = deque()
-        self._rows = 0  # rows in the queue
-        self._cond = threading.Condition(threading.Lock())
-        self._accepted = 0  # rows ever queued
-        self._finished = 0  # queued rows since written or dropped
-        self._written = 0
-        self._dropped = 0
-        self._flush_waiters = 0
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.options = options or WriterOptions()
+        if not 0 < self.options.sample_rate <= 1:
+            raise ValueError("sample_rate must be in (0, 1]")
+        self.writer_id = writer_id or new_writer_id()
+        # Counts reach the callbacks from the background thread, once per tick:
+        # nothing but the append itself runs on the request path.
+        self._on_written = on_written
+        self._on_refused = on_refused
+        self._reported = (0, 0)
+        self._lock = threading.Lock()
+        self._segment: _Segment | None = None
+        self._sequence = 0
+        self._closed: list[Path] = []  # closed segments waiting for compaction
+        self._wake = threading.Condition(threading.Lock())
+        self._stopping = False
         self._closing = False
-        self._close_deadline = float("inf")
-        self._last_warning = 0.0
         self._thread: threading.Thread | None = None
+        self._rng = np.random.default_rng()
+        self._written = 0
+        self._refused = 0
+        self._sampled_out = 0
+        self._last_warning = 0.0
 
     # --- request path -------------------------------------------------------------
 
     def submit_batch(self, batch: LogBatch) -> bool:
-        """Queue a request's rows; rows that do not fit are dropped and counted
-        (False). Costs the same for 1 row or 10,000."""
-        try:
-            dropped = self._enqueue(batch)
-        except Exception:  # the hot path must never fail because of logging
-            log.exception("prediction log: submit failed")
-            return False
-        if dropped:
-            self._call(self._on_drop, dropped)
-        return dropped == 0
+        """Append a request's rows (sampled when `sample_rate` < 1) and return
+        once the OS has them (fsynced too when `fsync_interval_s` is 0).
 
-    def _enqueue(self, batch: LogBatch) -> int:
-        """Queue what fits of `batch`; returns the rows dropped (counted)."""
+        Raises `PredictionLogUnavailable` when they cannot be appended in time:
+        the caller must not answer the request."""
         n = len(batch)
-        with self._cond:
-            room = 0 if self._closing else self._max_queue_rows - self._rows
-            accepted = n if n <= room else max(room, 0)
-            if accepted:
-                self._queue.append(batch if accepted == n else batch.head(accepted))
-                self._rows += accepted
-                self._accepted += accepted
-                if self._rows >= self._batch_rows:
-                    self._cond.notify()
-            self._dropped += n - accepted
-        return n - accepted
+        if n == 0:
+            return True
+        if not self._acquire():
+            self._refuse(n, "storage is busy with an earlier append")
+        try:
+            self._append_locked(batch)
+        finally:
+            self._lock.release()
+        return True
+
+    def _acquire(self) -> bool:
+        if self.options.on_slow_storage == "shed":
+            return self._lock.acquire(blocking=False)
+        return self._lock.acquire(timeout=self.options.max_wait_s)
+
+    def _append_locked(self, batch: LogBatch) -> None:
+        if self._closing:
+            self._refuse(len(batch), "the log is closing")
+        schema = schema_for(batch)
+        record = to_record_batch(batch, schema)
+        if self.options.sample_rate < 1:
+            keep = self._rng.random(len(batch)) < self.options.sample_rate
+            self._sampled_out += int((~keep).sum())
+            if not keep.any():
+                return
+            record = record.filter(pa.array(keep))
+        deadline = time.monotonic() + self.options.max_wait_s
+        while True:
+            try:
+                segment = self._segment_for(schema, batch)
+                segment.append(record)
+                if self.options.fsync_interval_s == 0:
+                    os.fsync(segment.fd)
+                    segment.synced = True
+                break
+            except OSError as exc:
+                # A failed write may have left part of a message: that segment
+                # ends here, the next attempt starts a new one.
+                self._abandon_segment()
+                self._warn("append failed: %s", exc)
+                if (
+                    self.options.on_slow_storage == "shed"
+                    or time.monotonic() > deadline
+                ):
+                    self._refuse(len(batch), f"appending failed ({exc.strerror})")
+                time.sleep(0.05)
+        self._written += record.num_rows
+
+    def _segment_for(self, schema: pa.Schema, batch: LogBatch) -> _Segment:
+        segment = self._segment
+        if segment is not None and (
+            segment.schema != schema
+            or segment.size >= self.options.rotate_bytes
+            or time.monotonic() - segment.opened >= self.options.rotate_age_s
+        ):
+            self._rotate_locked()
+            segment = None
+        if segment is None:
+            start_ms = int(batch.created_at.timestamp() * 1000)
+            first_id = batch.ids[0]
+            if len(first_id) == 32:
+                start_ms = min(start_ms, int(first_id[:12], 16))
+            # A sequence number: two segments of one writer may start in one ms.
+            self._sequence += 1
+            path = self.log_dir / wal_name(
+                start_ms, f"{self.writer_id}.{self._sequence}"
+            )
+            segment = self._segment = _Segment(path, schema)
+        return segment
+
+    def _refuse(self, rows: int, why: str) -> None:
+        self._refused += rows
+        raise PredictionLogUnavailable(why)
+
+    # --- counters -----------------------------------------------------------------
 
     @property
     def queue_depth(self) -> int:
-        """Rows waiting to be written."""
-        return self._rows
-
-    @property
-    def dropped_total(self) -> int:
-        """Rows dropped since start: queue full, database down, or unwritable."""
-        return self._dropped
+        """Rows taken but not at the OS: always 0 (appends are synchronous)."""
+        return 0
 
     @property
     def written_total(self) -> int:
-        """Rows inserted since start."""
+        """Rows appended since start."""
         return self._written
+
+    @property
+    def refused_total(self) -> int:
+        """Rows of requests refused (503) because they could not be appended."""
+        return self._refused
+
+    @property
+    def sampled_out_total(self) -> int:
+        """Rows answered but not logged because of `sample_rate`."""
+        return self._sampled_out
+
+    @property
+    def dropped_total(self) -> int:
+        """Answered rows lost: none by construction (kept for the metrics)."""
+        return 0
 
     # --- lifecycle ----------------------------------------------------------------
 
     def start(self) -> PredictionLog:
-        """Start the writer thread (idempotent)."""
+        """Start the background thread: fsync cadence, idle rotation, compaction."""
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._run, name="prediction-log", daemon=True
@@ -126,145 +272,201 @@ class PredictionLog:
         return self
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Wait until every row queued before this call is written or dropped."""
-        with self._cond:
-            target = self._accepted
-            if self._finished >= target:
-                return True
-            if self._thread is None or not self._thread.is_alive():
-                return False
-            self._flush_waiters += 1
-            self._cond.notify_all()
-            try:
-                return self._cond.wait_for(lambda: self._finished >= target, timeout_s)
-            finally:
-                self._flush_waiters -= 1
+        """Sync the open segment to disk (rows are already readable without it)."""
+        if not self._lock.acquire(timeout=timeout_s):
+            return False
+        try:
+            self._sync_locked()
+        except OSError as exc:
+            self._warn("fsync failed: %s", exc)
+            return False
+        finally:
+            self._lock.release()
+        return True
+
+    def rotate(self) -> None:
+        """Close the open segment now (compacted by the background thread)."""
+        with self._lock:
+            self._rotate_locked()
+        with self._wake:
+            self._wake.notify_all()
 
     def close(self, timeout_s: float = 10.0) -> bool:
-        """Stop accepting rows, write what is queued, stop the thread.
-
-        Returns True when everything queued was written or counted as dropped
-        within `timeout_s`; rows still queued after that are counted as dropped.
-        """
-        with self._cond:
+        """Refuse new rows, close the open segment, compact and stop the thread."""
+        with self._lock:
             self._closing = True
-            self._close_deadline = time.monotonic() + timeout_s
-            self._cond.notify_all()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout_s)
-        with self._cond:
-            left = self._rows
-            self._queue.clear()
-            self._rows = 0
-            self._dropped += left
-            self._finished += left
-        if left:
-            self._call(self._on_drop, left)
-        return left == 0 and (thread is None or not thread.is_alive())
+            self._rotate_locked()
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            return not self._thread.is_alive()
+        self.compact_pending()
+        return True
 
-    # --- writer thread ------------------------------------------------------------
+    # --- background ---------------------------------------------------------------
 
     def _run(self) -> None:
+        opts = self.options
+        tick_s = min(0.5, opts.fsync_interval_s or 0.5, opts.rotate_age_s)
+        next_sync = next_orphans = time.monotonic()
         while True:
-            batches = self._next_batch()
-            if batches is None:
-                return
-            if batches:
-                self._write(batches)
-                with self._cond:
-                    self._finished += sum(map(len, batches))
-                    self._cond.notify_all()
-
-    def _next_batch(self) -> list[LogBatch] | None:
-        """Wait for a full batch, the interval, a flush or close; None means stop.
-        Takes whole queued batches until they hold at least `batch_rows` rows."""
-        deadline = time.monotonic() + self._interval_s
-        with self._cond:
-            while (
-                self._rows < self._batch_rows
-                and not self._closing
-                and not self._flush_waiters
-            ):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            if not self._queue:
-                return None if self._closing else []
-            taken: list[LogBatch] = []
-            rows = 0
-            while self._queue and rows < self._batch_rows:
-                batch = self._queue.popleft()
-                taken.append(batch)
-                rows += len(batch)
-            self._rows -= rows
-            return taken
-
-    def _write(self, batches: list[LogBatch]) -> None:
-        # One statement per shape (feature names, labels): normally just one.
-        by_shape: dict[tuple[tuple[str, ...], tuple[str, ...]], list[LogBatch]] = {}
-        for batch in batches:
-            by_shape.setdefault(batch.shape_key, []).append(batch)
-        dropped = 0
-        for group in by_shape.values():
-            dropped += self._insert_with_retry(group)
-        if dropped:
-            with self._cond:
-                self._dropped += dropped
-            self._call(self._on_drop, dropped)
-
-    def _insert_with_retry(self, batches: list[LogBatch]) -> int:
-        """Insert batches of one shape; returns how many rows were dropped."""
-        deadline = time.monotonic() + self._max_retry_s
-        delay_s = 0.05
-        while True:
+            with self._wake:
+                if not self._stopping:
+                    self._wake.wait(tick_s)
+                stopping = self._stopping
+            now = time.monotonic()
             try:
-                self._insert(batches)
-                return 0
-            except Exception as exc:
-                if not is_transient(exc):
-                    return self._insert_one_by_one(batches, exc)
-                if time.monotonic() + delay_s > min(deadline, self._close_deadline):
-                    rows = sum(map(len, batches))
-                    self._warn("database unavailable, dropped %d rows: %s", rows, exc)
-                    return rows
-                time.sleep(delay_s)
-                delay_s = min(delay_s * 2, 1.0)
+                if opts.fsync_interval_s > 0 and now >= next_sync:
+                    next_sync = now + opts.fsync_interval_s
+                    self._sync_open()
+                self._rotate_if_old()
+                self._report_counts()
+                self.compact_pending()
+                if opts.compact and now >= next_orphans:
+                    next_orphans = now + opts.orphan_check_s
+                    self._compact_orphans()
+            except Exception:
+                log.exception("prediction log: background step failed")
+            if stopping:
+                self._report_counts()
+                return
 
-    def _insert_one_by_one(self, batches: list[LogBatch], first: Exception) -> int:
-        # A bad row (duplicate id, value too long) fails the whole statement;
-        # keep the good ones rather than losing the batch.
-        self._warn("batch insert failed (%s); retrying row by row", first)
-        dropped = 0
-        for batch in batches:
-            for row in batch.rows():
+    def _report_counts(self) -> None:
+        written, refused = self._written, self._refused
+        done_written, done_refused = self._reported
+        self._reported = (written, refused)
+        for callback, delta in (
+            (self._on_written, written - done_written),
+            (self._on_refused, refused - done_refused),
+        ):
+            if callback is not None and delta:
                 try:
-                    self._insert([row])
+                    callback(delta)
                 except Exception:
-                    dropped += 1
-        return dropped
+                    log.exception("prediction log: counter callback failed")
 
-    def _insert(self, batches: list[LogBatch]) -> None:
-        started = time.perf_counter()
-        with self._engine.begin() as conn:
-            rows = insert_batches(conn, batches)
-        elapsed = time.perf_counter() - started
-        with self._cond:
-            self._written += rows
-        self._call(self._on_flush, rows, elapsed)
+    def _sync_open(self) -> None:
+        # fsync outside the append lock (on a duplicate of the descriptor, which
+        # rotation cannot close under us) so appends do not wait for the disk.
+        with self._lock:
+            segment = self._segment
+            if segment is None or segment.synced:
+                return
+            fd = os.dup(segment.fd)
+            segment.synced = True
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self._warn("fsync failed: %s", exc)
+        finally:
+            os.close(fd)
 
-    def _warn(self, message: str, *args: Any) -> None:
+    def _sync_locked(self) -> None:
+        segment = self._segment
+        if segment is not None and not segment.synced:
+            os.fsync(segment.fd)
+            segment.synced = True
+
+    def _rotate_if_old(self) -> None:
+        with self._lock:
+            segment = self._segment
+            if (
+                segment is not None
+                and time.monotonic() - segment.opened >= self.options.rotate_age_s
+            ):
+                self._rotate_locked()
+
+    def _rotate_locked(self) -> None:
+        segment, self._segment = self._segment, None
+        if segment is None:
+            return
+        try:
+            segment.close()
+        except OSError as exc:
+            self._warn("closing a segment failed: %s", exc)
+        self._closed.append(segment.path)
+
+    def _abandon_segment(self) -> None:
+        segment, self._segment = self._segment, None
+        if segment is not None:
+            with contextlib.suppress(OSError):
+                os.close(segment.fd)
+            self._closed.append(segment.path)
+
+    def compact_pending(self) -> None:
+        """Compact this writer's closed segments into Parquet (when `compact`)."""
+        if not self.options.compact:
+            return
+        with self._lock:
+            pending, self._closed = self._closed, []
+        for path in pending:
+            try:
+                compact_segment(path, row_group_rows=self.options.row_group_rows)
+            except Exception:
+                log.exception("prediction log: compacting %s failed", path.name)
+
+    def _compact_orphans(self) -> None:
+        """Compact write-ahead segments whose writer is gone (killed, crashed)."""
+        mine = self._segment.path if self._segment is not None else None
+        for f in list_segments(self.log_dir):
+            if not f.is_wal or f.path == mine or f.path in self._closed:
+                continue
+            try:
+                fd = os.open(f.path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)  # a live writer holds it
+                continue
+            try:
+                if f.path.exists():
+                    compact_segment(f.path, row_group_rows=self.options.row_group_rows)
+            except Exception:
+                log.exception(
+                    "prediction log: compacting orphan %s failed", f.path.name
+                )
+            finally:
+                os.close(fd)
+
+    def _warn(self, message: str, *args: object) -> None:
         now = time.monotonic()
         if now - self._last_warning >= _WARN_EVERY_S:
             self._last_warning = now
             log.warning("prediction log: " + message, *args)
 
-    @staticmethod
-    def _call(callback: Callable[..., None] | None, *args: Any) -> None:
-        if callback is None:
-            return
-        try:
-            callback(*args)
-        except Exception:
-            log.exception("prediction log callback failed")
+
+def compact_segment(wal: Path, *, row_group_rows: int) -> Path | None:
+    """Rewrite a closed write-ahead segment as a Parquet segment named by its
+    time range, then remove it; returns the new file (None when it held no rows).
+
+    The Parquet file appears under its final name in one rename, before the
+    write-ahead file goes: readers see the rows in one of them (and prefer the
+    Parquet file while both exist)."""
+    table = read_wal(wal)
+    if table is None or table.num_rows == 0:
+        wal.unlink(missing_ok=True)
+        return None
+    ids = table.column("id")
+    stamps = table.column("created_at").cast(pa.int64())
+    id_ms = [int(v[:12], 16) for v in (_min(ids), _max(ids)) if len(v) == 32]
+    time_ms = [_min(stamps) // 1000, _max(stamps) // 1000]
+    start_ms, end_ms = min(id_ms + time_ms), max(id_ms + time_ms)
+    writer = wal.name.split("_", 2)[2].removesuffix(".arrows")
+    target = wal.with_name(segment_name(start_ms, end_ms, writer))
+    tmp = wal.with_name(f".tmp-{target.name}")
+    pq.write_table(table, tmp, row_group_size=row_group_rows, compression="zstd")
+    os.replace(tmp, target)
+    wal.unlink(missing_ok=True)
+    return target
+
+
+def _min(column: pa.ChunkedArray) -> Any:
+    return pc.min(column).as_py()
+
+
+def _max(column: pa.ChunkedArray) -> Any:
+    return pc.max(column).as_py()

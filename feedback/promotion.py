@@ -28,7 +28,7 @@ from feedback.regression import RegressionReport, run_regression
 from feedback.replay import pack_predictor
 from packs.errors import PackError
 from packs.format import PackMetadata
-from packs.loader import ModelPack, load_table
+from packs.loader import load_table
 from packs.model_store import PackStore, StoredPack
 
 
@@ -166,7 +166,6 @@ class Promoter:
         a pack that does not store, load or fit, 409 when the gate refuses it."""
         try:
             stored = self.store.add(Path(pack_dir))
-            ModelPack.load(stored.path, providers=["CPUExecutionProvider"])
         except PackError as exc:
             raise Unprocessable(
                 f"candidate pack is not loadable: {exc.message}", field="pack_dir"

@@ -10,16 +10,15 @@ A person's answer is filed as a confirmed report with that label through the
 triage path (`store.sync_regression_case`): it becomes a regression case and a
 training row of the next retrain, exactly like a confirmed report.
 
-The prediction log is read only through `logged_rows`, so that the log's storage
-can change behind that one function.
+The prediction log is read only through `logged_rows` (over
+`feedback.log_reader.PredictionLogReader`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -33,30 +32,18 @@ from feedback.errors import (
     UnknownLabel,
     store_function,
 )
-from feedback.models import Prediction, Report, ReviewItem, utcnow
+from feedback.log_reader import LoggedPrediction, PredictionLogReader
+from feedback.models import Report, ReviewItem, utcnow
 
 REVIEWER = "review"
 
 
-@dataclass(frozen=True)
-class LoggedRow:
-    """One answered row of the prediction log, as the people's pages read it."""
-
-    id: str
-    created_at: datetime
-    model_version: str
-    policy_version: str | None
-    context: str | None
-    inputs: dict[str, Any] | None
-    outputs: dict[str, Any]
-    label: str | None
-    abstained: bool
-    trace: Any | None
+LoggedRow = LoggedPrediction
+"""One answered row of the prediction log, as the people's pages read it."""
 
 
-@store_function
 def logged_rows(
-    session: Session,
+    log: PredictionLogReader,
     *,
     since: datetime | None = None,
     ids: Sequence[str] | None = None,
@@ -65,31 +52,16 @@ def logged_rows(
     """Logged rows created after `since` (oldest first), or with these `ids`.
 
     The one reader of the prediction log for the admin pages and the review
-    sampler: re-point it when the log's storage changes.
+    sampler.
     """
-    stmt = select(Prediction)
     if ids is not None:
-        if not ids:
-            return []
-        stmt = stmt.where(Prediction.id.in_(list(ids)))
-    if since is not None:
-        stmt = stmt.where(Prediction.created_at > since)
-    stmt = stmt.order_by(Prediction.created_at, Prediction.id).limit(limit)
-    return [
-        LoggedRow(
-            id=p.id,
-            created_at=p.created_at,
-            model_version=p.model_version,
-            policy_version=p.policy_version,
-            context=p.context,
-            inputs=p.inputs,
-            outputs=p.outputs,
-            label=p.label,
-            abstained=p.abstained,
-            trace=p.trace,
-        )
-        for p in session.scalars(stmt)
-    ]
+        found = [log.get(pid) for pid in ids[:limit]]
+        rows = [r for r in found if r is not None]
+        if since is not None:
+            rows = [r for r in rows if r.created_at > since]
+        return sorted(rows, key=lambda r: (r.created_at, r.id))
+    start = since if since is not None else datetime(1970, 1, 1, tzinfo=UTC)
+    return log.predictions_since(start, limit=limit)
 
 
 def margin_of(outputs: dict[str, Any]) -> float | None:
@@ -122,6 +94,7 @@ def review_reason(
 def sample_review_items(
     session: Session,
     *,
+    log: PredictionLogReader,
     since: datetime | None,
     margin: float,
     sample_share: float,
@@ -133,7 +106,7 @@ def sample_review_items(
     Returns (items added, creation time of the last row read) so the caller can
     continue from there.
     """
-    rows = logged_rows(session, since=since, limit=limit_rows)
+    rows = logged_rows(log, since=since, limit=limit_rows)
     if not rows:
         return 0, since
     chosen: list[ReviewItem] = []
@@ -176,6 +149,40 @@ def _item(row: LoggedRow, reason: str, margin: float | None) -> ReviewItem:
         trace=row.trace,
         status="pending",
     )
+
+
+@store_function
+def queue_label_check(
+    session: Session,
+    *,
+    ref: str,
+    inputs: dict[str, Any],
+    label: str,
+    model_version: str | None,
+    context: str | None = None,
+) -> ReviewItem:
+    """Queue a row whose label looks wrong (e.g. a training row cleanlab flagged)
+    for a person to answer; `ref` names it uniquely (committed, idempotent)."""
+    begin_write(session)
+    existing = session.scalars(
+        select(ReviewItem).where(ReviewItem.prediction_id == ref)
+    ).first()
+    if existing is not None:
+        return existing
+    item = ReviewItem(
+        prediction_id=ref,
+        logged_at=utcnow(),
+        reason="label_issue",
+        model_version=model_version,
+        context=context,
+        inputs=inputs,
+        outputs={"label": label, "labelled": True},
+        label=label,
+        status="pending",
+    )
+    session.add(item)
+    session.commit()
+    return item
 
 
 @store_function

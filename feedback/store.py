@@ -3,19 +3,20 @@
 Every function takes a `Session` first and keyword-only arguments after; writing
 functions commit before they return (a 2xx then means durable), roll back on
 failure, and turn an unreachable database into `DatabaseUnavailable` (503).
-Prediction rows are written by `feedback.prediction_log`, not here.
+Logged predictions live in the prediction log (`feedback.prediction_log` writes
+it, `feedback.log_reader` reads it), not in SQL: the prediction functions here
+take its reader.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
     Select,
-    delete,
     func,
     or_,
     select,
@@ -35,9 +36,9 @@ from feedback.errors import (
     store_function,
 )
 from feedback.idempotency import IdempotencyKey
+from feedback.log_reader import LoggedPrediction, PredictionLogReader
 from feedback.models import (
     ModelVersion,
-    Prediction,
     RegressionCase,
     RegressionResult,
     RegressionRun,
@@ -59,56 +60,28 @@ def _check_label(field: str, label: str | None, labels: Sequence[str]) -> None:
 # --- predictions -----------------------------------------------------------------
 
 
-@store_function
-def get_prediction(session: Session, prediction_id: str) -> Prediction:
-    """The logged prediction with this id, or `PredictionNotFound`."""
-    row = session.get(Prediction, prediction_id)
+def get_prediction(log: PredictionLogReader, prediction_id: str) -> LoggedPrediction:
+    """The logged prediction with this id (from any worker's segments), or
+    `PredictionNotFound` (naming the sample rate when the log keeps a sample)."""
+    row = log.get(prediction_id)
     if row is None:
-        raise PredictionNotFound(prediction_id)
+        raise PredictionNotFound(prediction_id, sample_rate=log.sample_rate)
     return row
 
 
-@store_function
-def count_predictions_since(session: Session, since: datetime) -> int:
+def count_predictions_since(log: PredictionLogReader, since: datetime) -> int:
     """Logged predictions created at or after `since`."""
-    stmt = (
-        select(func.count())
-        .select_from(Prediction)
-        .where(Prediction.created_at >= since)
-    )
-    return int(session.scalar(stmt) or 0)
+    return log.count_since(since)
 
 
-@store_function
 def purge_predictions_older_than(
-    session: Session, days: float, *, batch_rows: int = 5000
+    log: PredictionLogReader, days: float | None, *, max_bytes: int | None = None
 ) -> int:
-    """Delete logged predictions older than `days` (retention); returns rows deleted.
-
-    Deletes in batches, each its own transaction, so that the prediction log's
-    inserts are never blocked for long.
-    """
-    if days < 0:
+    """Delete logged predictions older than `days` (retention, per segment) and
+    the oldest segments beyond `max_bytes`; returns rows deleted."""
+    if days is not None and days < 0:
         raise ValueError("days must be >= 0")
-    cutoff = utcnow() - timedelta(days=days)
-    total = 0
-    while True:
-        begin_write(session)
-        ids = (
-            select(Prediction.id)
-            .where(Prediction.created_at < cutoff)
-            .limit(batch_rows)
-            .scalar_subquery()
-        )
-        result = session.execute(
-            delete(Prediction).where(Prediction.id.in_(ids)),
-            execution_options={"synchronize_session": False},
-        )
-        deleted = int(result.rowcount)  # type: ignore[attr-defined]
-        session.commit()
-        total += deleted
-        if deleted < batch_rows:
-            return total
+    return log.purge(older_than_days=days, max_bytes=max_bytes)
 
 
 # --- reports -------------------------------------------------------------------------
@@ -135,6 +108,7 @@ def create_report(
     data: ReportCreate,
     labels: Sequence[str],
     idempotency: IdempotencyKey | None = None,
+    find_prediction: Callable[[str], LoggedPrediction] | None = None,
     default_model_version: str | None = None,
     default_policy_version: str | None = None,
 ) -> tuple[Report, bool]:
@@ -144,9 +118,12 @@ def create_report(
     stored under it with `created=False`, also when two requests race (the unique
     constraint decides); with another body it raises `IdempotencyConflict` (422).
     Another caller's key of the same spelling is another key.
-    Raises `PredictionNotFound` for an unknown prediction id and `UnknownLabel`
-    for an expected label the model does not have. Direct reports without a
-    model version get `default_model_version` (the one served now).
+    A report by prediction id copies what it needs of the logged row (found
+    with `find_prediction`) into the report, which then outlives the log's
+    retention. Raises `PredictionNotFound` for an unknown prediction id and
+    `UnknownLabel` for an expected label the model does not have. Direct
+    reports without a model version get `default_model_version` (the one
+    served now).
     """
     # Write lock first: on SQLite a read-then-write transaction can fail outright
     # when another writer commits in between.
@@ -156,7 +133,9 @@ def create_report(
         if existing is not None:
             return existing, False
     _check_label("expected_label", data.expected_label, labels)
-    report = _new_report(session, data, default_model_version, default_policy_version)
+    report = _new_report(
+        data, find_prediction, default_model_version, default_policy_version
+    )
     if idempotency is not None:
         report.idempotency_key = idempotency.key
         report.idempotency_scope = idempotency.scope
@@ -174,8 +153,8 @@ def create_report(
 
 
 def _new_report(
-    session: Session,
     data: ReportCreate,
+    find_prediction: Callable[[str], LoggedPrediction] | None,
     default_model_version: str | None,
     default_policy_version: str | None,
 ) -> Report:
@@ -187,9 +166,9 @@ def _new_report(
         "status": "new",
     }
     if data.prediction_id is not None:
-        pred = session.get(Prediction, data.prediction_id)
-        if pred is None:
+        if find_prediction is None:
             raise PredictionNotFound(data.prediction_id)
+        pred = find_prediction(data.prediction_id)
         return Report(
             prediction_id=pred.id,
             model_version=pred.model_version,

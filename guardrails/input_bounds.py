@@ -1,6 +1,7 @@
 """Before the model: every feature must lie in its allowed range.
 
-Ranges come from the pack's training range widened by a margin, or from the policy.
+Ranges come from the pack's training range widened by a margin, or from the policy;
+a feature that was constant in training is unchecked unless the policy bounds it.
 Both ends are inclusive and compared in the dtype of the features (float32 for the
 default pack), so a value equal to a bound passes even after the float32 cast, and
 the next representable value outside fails. NaN is always out of bounds.
@@ -26,8 +27,10 @@ def resolve_bounds(
     low = np.full(len(names), -np.inf)
     high = np.full(len(names), np.inf)
     for j, name in enumerate(names):
-        if policy.source == "training":
-            b = meta.feature_bounds[name]
+        b = meta.feature_bounds[name]
+        # A feature with one value in all of training has no range to widen: any
+        # other value would fail, so it is left open (the pack lists it).
+        if policy.source == "training" and b.max > b.min:
             margin = policy.margin_fraction * (b.max - b.min)
             low[j], high[j] = b.min - margin, b.max + margin
         override = policy.features.get(name)

@@ -99,6 +99,7 @@ def service_code(
     pack_dir: Path, work: Path, bodies: dict[str, bytes], min_time_s: float
 ) -> list[dict[str, Any]]:
     """Per-request cost of our code with no HTTP server around it."""
+    from feedback.log_reader import PredictionLogReader
     from monitoring.settings import MonitoringSettings
     from service.dataplane import DataPlane
     from service.schemas import PredictRequest
@@ -119,6 +120,7 @@ def service_code(
         settings,
         worker.served,
         prediction_log=NullPredictionLog(),
+        log_reader=PredictionLogReader(settings.prediction_log_dir),
         metrics=dataplane.metrics,
         sessions=worker.sessions,
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from feedback.audit_accuracy import AuditAccuracy
 from monitoring.accuracy import ACCURACY_ESTIMATORS, AccuracyEstimator
 
 
@@ -20,6 +21,8 @@ class AccuracyReading:
     """{estimator: estimated accuracy}; NaN when the window was too small."""
     heldout_accuracy: float
     """The pack's accuracy on its held-out (validation) rows, for comparison."""
+    audit: AuditAccuracy | None = None
+    """Accuracy measured on the answered audit sample, when the store is read."""
 
 
 class WindowAccuracy:
@@ -32,8 +35,10 @@ class WindowAccuracy:
         *,
         window_rows: int,
         min_window_rows: int,
+        read_audit: Callable[[], AuditAccuracy] | None = None,
     ):
         self._read = read_probabilities
+        self._read_audit = read_audit
         self.estimator = estimator
         self.window_rows = window_rows
         self.min_window_rows = min_window_rows
@@ -45,7 +50,8 @@ class WindowAccuracy:
             estimates = dict.fromkeys(ACCURACY_ESTIMATORS, float("nan"))
         else:
             estimates = self.estimator.estimate(probabilities, answers=answers)
-        return AccuracyReading(n, estimates, self.estimator.heldout_accuracy)
+        audit = self._read_audit() if self._read_audit is not None else None
+        return AccuracyReading(n, estimates, self.estimator.heldout_accuracy, audit)
 
 
 def window_accuracy_for_pack(
@@ -54,6 +60,7 @@ def window_accuracy_for_pack(
     *,
     window_rows: int,
     min_window_rows: int,
+    read_audit: Callable[[], AuditAccuracy] | None = None,
 ) -> WindowAccuracy | None:
     """The estimate for a pack, fitted on its calibration set as served (with the
     pack's fitted temperature); None for a pack without a calibration set."""
@@ -76,4 +83,5 @@ def window_accuracy_for_pack(
         estimator,
         window_rows=window_rows,
         min_window_rows=min_window_rows,
+        read_audit=read_audit,
     )

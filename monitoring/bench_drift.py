@@ -2,7 +2,8 @@
 
 `bench(rows)` first sets up, untimed, a fresh SQLite feedback store in a temporary
 data directory exactly as a worker does (`make_engine` + `migrate` on the default
-`sqlite:///<data_dir>/flywheel.db`) and logs `rows` predictions into it through the
+`sqlite:///<data_dir>/flywheel.db`) and logs `rows` predictions into the default
+prediction-log directory (`<data_dir>/prediction-log`) through the
 service's own writer (`PredictionLog.submit_batch`), as requests of 100 rows whose
 `LogBatch`es look like those of `feedback.log_batch.answered_batch`: float32 inputs and
 probabilities, a label (none where abstained), and a guardrail trace only on the
@@ -14,7 +15,7 @@ It then runs, in a fresh subprocess (so peak RSS is that run's own, Evidently's
 import included) with `PROMETHEUS_MULTIPROC_DIR` set as BentoML sets it, the
 drift command line the service's schedule spawns (`monitoring.drift_schedule.
 drift_command`, i.e. `monitoring.cli drift --metrics`, with `--window-rows rows` so
-that the whole log is the window). That one run reads the window from the store
+that the whole log is the window). That one run reads the window from the log
 with `feedback.log_window.read_prediction_window` (the drift command's reader),
 compares it with the pack's reference table (the served pack's
 `reference.parquet`, as the service uses: 204 rows for the default penguin pack),
@@ -70,9 +71,8 @@ SPECIES = {
 SHIFT = 0.5
 #: Share of logged rows that abstained (no label), about what the default policy gives.
 ABSTAINED_SHARE = 0.003
-#: Rows per logged request, and requests per flush of the prediction log.
+#: Rows per logged request.
 REQUEST_ROWS = 100
-REQUESTS_PER_FLUSH = 100
 #: The default policy's trace of a row it abstained on (the log keeps no trace of
 #: the rows no guardrail acted on).
 ABSTAINED_TRACE = [
@@ -163,44 +163,34 @@ def _requests(
 
 
 def fill_store(
-    database_url: str, rows: int, *, model_version: str, seed: int = 1
+    database_url: str,
+    log_dir: Path,
+    rows: int,
+    *,
+    model_version: str,
+    seed: int = 1,
 ) -> None:
-    """Migrate a fresh store and log `rows` shifted predictions into it through
-    the service's own writer (`PredictionLog.submit_batch`), as requests of
-    `REQUEST_ROWS` rows; waits until every row is written."""
+    """Migrate a fresh store and log `rows` shifted predictions into `log_dir`
+    through the service's own writer (`PredictionLog.submit_batch`), as requests
+    of `REQUEST_ROWS` rows; closes the writer (segments compacted)."""
     from feedback.db import make_engine, migrate
     from feedback.prediction_log import PredictionLog
 
     engine = make_engine(database_url)
     try:
         migrate(engine)
-        window = synthetic_rows(rows, seed=seed, shift=SHIFT)
-        rng = np.random.default_rng(seed + 1)
-        per_flush = REQUEST_ROWS * REQUESTS_PER_FLUSH
-        writer = PredictionLog(
-            engine,
-            max_queue_rows=2 * per_flush,
-            batch_rows=per_flush,
-            flush_interval_ms=50,
-        ).start()
-        try:
-            for i, batch in enumerate(
-                _requests(window, model_version=model_version, rng=rng)
-            ):
-                # Wait for the writer before the queue could overflow (it drops).
-                if i % REQUESTS_PER_FLUSH == 0 and not writer.flush(timeout_s=120):
-                    raise RuntimeError("the prediction log fell behind")
-                if not writer.submit_batch(batch):
-                    raise RuntimeError("the prediction log dropped rows")
-        finally:
-            closed = writer.close(timeout_s=120)
-        if not closed or writer.dropped_total or writer.written_total != rows:
-            raise RuntimeError(
-                f"set-up logged {writer.written_total} of {rows} rows "
-                f"({writer.dropped_total} dropped)"
-            )
     finally:
         engine.dispose()
+    window = synthetic_rows(rows, seed=seed, shift=SHIFT)
+    rng = np.random.default_rng(seed + 1)
+    writer = PredictionLog(log_dir).start()
+    try:
+        for batch in _requests(window, model_version=model_version, rng=rng):
+            writer.submit_batch(batch)
+    finally:
+        closed = writer.close(timeout_s=120)
+    if not closed or writer.written_total != rows:
+        raise RuntimeError(f"set-up logged {writer.written_total} of {rows} rows")
 
 
 def _default_pack(work: Path) -> Path:
@@ -248,12 +238,15 @@ def bench(
             database_url=f"sqlite:///{data / 'flywheel.db'}",
             out_dir=data / "drift",
             workspace=data / "evidently",
+            log_dir=data / "prediction-log",
         )
         if Path(make_url(target.database_url).database or "").exists():
             raise FileExistsError(f"{data} already holds a store: give a fresh one")
         meta = read_metadata(pack_dir)
         started = time.perf_counter()
-        fill_store(target.database_url, rows, model_version=meta.version)
+        fill_store(
+            target.database_url, target.log_dir, rows, model_version=meta.version
+        )
         setup_s = time.perf_counter() - started
 
         mon = MonitoringSettings(drift_window_rows=max(rows, 10))

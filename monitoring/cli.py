@@ -1,7 +1,8 @@
 """Monitoring commands: a drift run for cron, Evidently's UI, and Prometheus.
 
     python -m monitoring.cli drift --db sqlite:///data/flywheel.db \
-        --pack data/packs/penguins --out data/drift --workspace data/evidently
+        --log-dir data/prediction-log --pack data/packs/penguins \
+        --out data/drift --workspace data/evidently
     python -m monitoring.cli ui --workspace data/evidently --port 8000
     python -m monitoring.cli prometheus --target 127.0.0.1:3000 --port 9090 \
         --data data/prometheus
@@ -28,12 +29,14 @@ from typing import Annotated, Any
 
 import typer
 
+from common.cli import new_app, run, step
+
 DEFAULT_PACK = Path("data/packs/penguins")
 PACK_FOR_HINT = typer.Option(
     help="Pack whose project is prepared before the first drift run (if present)"
 )
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = new_app(__doc__)
 log = logging.getLogger("monitoring.cli")
 
 DRIFT_EXIT = 3
@@ -44,12 +47,29 @@ def drift(
     db: Annotated[
         str, typer.Option(help="Store database URL (sqlite:/// or postgresql://)")
     ],
+    log_dir: Annotated[
+        Path, typer.Option(help="Prediction-log directory (segments of every worker)")
+    ],
     pack: Annotated[Path, typer.Option(help="Model pack directory (reference data)")],
     out: Annotated[Path, typer.Option(help="Directory for HTML drift reports")],
     workspace: Annotated[Path, typer.Option(help="Evidently workspace directory")],
     window_rows: Annotated[int, typer.Option(min=1)] = 5000,
     min_window_rows: Annotated[int, typer.Option(min=1)] = 200,
-    drift_share: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    alpha: Annotated[
+        float,
+        typer.Option(
+            min=1e-9,
+            max=0.999999,
+            help="Family-wise false-alarm rate per window (Bonferroni over tests)",
+        ),
+    ] = 0.05,
+    categorical_feature: Annotated[
+        list[str] | None,
+        typer.Option(help="Feature compared as categories (repeatable)"),
+    ] = None,
+    test_outputs: Annotated[
+        bool, typer.Option(help="Also test the model's outputs on both sides")
+    ] = True,
     all_versions: Annotated[
         bool, typer.Option(help="Use logged rows of every model version")
     ] = False,
@@ -80,10 +100,11 @@ def drift(
 ) -> None:
     """One drift run over the latest logged predictions (for cron, or spawned by
     the service so that Evidently's CPU and memory stay out of its workers)."""
+    from monitoring.detector import DetectorConfig
     from monitoring.drift_job import DriftJob
     from monitoring.retraining import RetrainPolicy, RetrainTrigger
     from packs.format import REFERENCE_FILE
-    from packs.loader import load_table, read_metadata
+    from packs.loader import ModelPack, load_table, read_metadata
 
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
@@ -93,27 +114,35 @@ def drift(
     engine, sessions = _store(db)
     version = None if all_versions else meta.version
 
+    from feedback.log_reader import PredictionLogReader
+
+    log_reader = PredictionLogReader(log_dir)
+
     def read_window(rows: int) -> Any:
         from feedback.log_window import read_prediction_window
 
-        with sessions() as session:
-            return read_prediction_window(
-                session, limit_rows=rows, model_version=version,
-                feature_names=meta.feature_names,
-            )  # fmt: skip
+        return read_prediction_window(
+            log_reader, limit_rows=rows, model_version=version,
+            feature_names=meta.feature_names,
+        )  # fmt: skip
 
     def read_probabilities(rows: int) -> Any:
         from feedback.log_probabilities import read_answered_probabilities
 
-        with sessions() as session:
-            return read_answered_probabilities(
-                session, limit_rows=rows, labels=meta.labels, model_version=version
-            )
+        return read_answered_probabilities(
+            log_reader, limit_rows=rows, labels=meta.labels, model_version=version
+        )
 
     from monitoring.accuracy_window import window_accuracy_for_pack
 
+    def read_audit() -> Any:
+        from feedback.audit_accuracy import audit_accuracy
+
+        with sessions() as session:
+            return audit_accuracy(session, model_version=version)
+
     estimate_accuracy = window_accuracy_for_pack(
-        pack, read_probabilities,
+        pack, read_probabilities, read_audit=read_audit,
         window_rows=window_rows, min_window_rows=min_window_rows,
     )  # fmt: skip
     from monitoring.drift_metrics import DriftMetrics, NullDriftMetrics
@@ -123,7 +152,6 @@ def drift(
         recorder = DriftMetrics(labels=meta.labels, features=meta.feature_names)
     trigger = RetrainTrigger(
         RetrainPolicy(
-            drift_share_threshold=drift_share,
             consecutive_windows=consecutive_windows,
             cooldown_s=cooldown_s,
             report_rate_per_1000=report_rate_per_1000,
@@ -135,19 +163,27 @@ def drift(
         # One process per cron run: the streak and cooldown live in a file.
         state_path=out / "retrain_trigger_state.json",
     )
+    loaded = ModelPack.load(pack, providers=["CPUExecutionProvider"])
     job = DriftJob(
         read_window, reference, recorder,
         window_rows=window_rows, min_window_rows=min_window_rows,
-        drift_share=drift_share, out_dir=out, workspace_dir=workspace,
+        detector=DetectorConfig(alpha=alpha), out_dir=out, workspace_dir=workspace,
+        model=(lambda: loaded.predict_proba) if test_outputs else None,
+        categorical_features=categorical_feature or (),
+        # One process per cron run: where the last judged window ended, in a file.
+        cursor_path=out / "drift_cursor.json",
         model_version=meta.version, trigger=trigger,
         feature_names=meta.feature_names, labels=meta.labels, project_name=meta.name,
         read_report_counts=(
-            _report_counter(sessions, rate_window_s) if report_rate_per_1000 else None
+            _report_counter(sessions, log_reader, rate_window_s)
+            if report_rate_per_1000
+            else None
         ),
         estimate_accuracy=estimate_accuracy,
     )  # fmt: skip
     try:
-        result = job.run_once()
+        with step(f"drift run over up to {window_rows} logged rows"):
+            result = job.run_once()
     finally:
         engine.dispose()
     out_json = result.to_dict()
@@ -155,6 +191,9 @@ def drift(
         out_json["estimated_accuracy"] = {
             "rows": job.last_accuracy.rows,
             "heldout_accuracy": job.last_accuracy.heldout_accuracy,
+            "audit_answered": (
+                job.last_accuracy.audit.answered if job.last_accuracy.audit else None
+            ),
             **{
                 name: None if math.isnan(value) else value
                 for name, value in job.last_accuracy.estimates.items()
@@ -172,7 +211,7 @@ def _store(db: str) -> tuple[Any, Any]:
     return engine, session_factory(engine)
 
 
-def _report_counter(sessions: Any, window_s: float) -> Any:
+def _report_counter(sessions: Any, log_reader: Any, window_s: float) -> Any:
     """(reports, predictions) created in the last `window_s` seconds."""
     from datetime import UTC, datetime, timedelta
 
@@ -184,7 +223,7 @@ def _report_counter(sessions: Any, window_s: float) -> Any:
         with sessions() as session:
             return (
                 count_reports(session, filter=ReportFilter(created_after=since)),
-                count_predictions_since(session, since),
+                count_predictions_since(log_reader, since),
             )
 
     return counts
@@ -332,4 +371,4 @@ def _run_foreground(commands: list[list[str]]) -> int:
 
 
 if __name__ == "__main__":
-    app()
+    run(app)

@@ -1,12 +1,14 @@
 """The drift job: read the latest log window, compare, save, set gauges, trigger.
 
-One `run_once` reads `window_rows` logged predictions through `read_window`, runs
-`drift.run_drift` against the reference, saves the HTML report under `out_dir`
-(keeping the newest `keep_html_reports`), adds the snapshot to the Evidently
-workspace, sets the drift gauges, estimates the served accuracy without labels
-(given `estimate_accuracy`, see `monitoring.accuracy_window`) and feeds the
-retraining trigger. `start` runs it every `interval_s` on a daemon thread, off the
-request path.
+One `run_once` reads up to `window_rows` logged predictions through `read_window`,
+keeps those newer than the last judged window (`judged_until`: consecutive windows
+never share a row, so each run is fresh evidence), runs `drift.run_drift` against
+the reference (a skipped window leaves its rows for the next run), saves the HTML
+report under `out_dir` (keeping the newest `keep_html_reports`), adds the snapshot
+to the Evidently workspace, sets the drift gauges, estimates the served accuracy
+without labels (given `estimate_accuracy`, see `monitoring.accuracy_window`) and
+feeds the retraining trigger. `start` runs it every `interval_s` on a daemon
+thread, off the request path.
 
 Run it in one process only (e.g. the first BentoML worker, or cron through
 `python -m monitoring.cli drift`): every worker running it would repeat the work
@@ -18,18 +20,28 @@ process and still sets the gauges the service's /metrics shows.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from monitoring.drift import LABEL_COLUMN, PREDICTION_COLUMN, DriftResult, run_drift
+from monitoring.detector import DetectorConfig
+from monitoring.drift import (
+    LABEL_COLUMN,
+    PREDICTION_COLUMN,
+    DriftResult,
+    PredictProba,
+    run_drift,
+)
 from monitoring.drift_metrics import DriftMetrics, NullDriftMetrics
+from packs.writer import reference_size_warning
 
 if TYPE_CHECKING:
     from monitoring.accuracy_window import AccuracyReading
@@ -52,7 +64,7 @@ class DriftJob:
         *,
         window_rows: int,
         min_window_rows: int,
-        drift_share: float,
+        detector: DetectorConfig,
         out_dir: Path,
         workspace_dir: Path | None,
         model_version: str | Callable[[], str],
@@ -63,14 +75,26 @@ class DriftJob:
         keep_html_reports: int = 50,
         keep_snapshots: int = 1000,
         read_report_counts: Callable[[], tuple[int, int]] | None = None,
+        model: Callable[[], PredictProba] | None = None,
+        categorical_features: Sequence[str] = (),
+        cursor_path: Path | None = None,
         estimate_accuracy: Callable[[], AccuracyReading] | None = None,
     ):
+        """`model` returns the served model's `predict_proba` (its outputs are
+        tested too); `cursor_path` keeps `judged_until` across processes (cron)."""
         self._read_window = read_window
         self._reference = reference
         self._metrics = metrics
         self.window_rows = window_rows
         self.min_window_rows = min_window_rows
-        self.drift_share = drift_share
+        if model is not None and not labels:
+            raise ValueError("a job that tests the model's outputs needs its labels")
+        self.detector = detector
+        self._model = model
+        self.categorical_features = list(categorical_features)
+        self._cursor_path = Path(cursor_path) if cursor_path else None
+        self.judged_until: datetime | None = self._load_cursor()
+        self._reference_checked: int | None = None
         self.out_dir = Path(out_dir)
         self.workspace_dir = Path(workspace_dir) if workspace_dir else None
         self._model_version = model_version
@@ -135,19 +159,24 @@ class DriftJob:
             c for c in reference.columns
             if c not in (LABEL_COLUMN, PREDICTION_COLUMN) and _is_numeric(reference[c])
         ]  # fmt: skip
-        window = self._read_window(self.window_rows)
+        self._check_reference(reference, features)
+        window = self._unjudged(self._read_window(self.window_rows))
         result = run_drift(
             window,
             reference,
             feature_names=features,
             min_window_rows=self.min_window_rows,
-            drift_share=self.drift_share,
+            detector=self.detector,
             model_version=version,
+            predict_proba=self._model() if self._model is not None else None,
+            labels=self._labels,
+            categorical_features=self.categorical_features,
             metadata={"project": self.project_name},
         )
         if result.skipped:
             log.info("drift run skipped: %s", result.reason)
             return result
+        self._advance(result.window_end)
         html_path = self._save_html(result)
         snapshot_id = None
         if self.workspace_dir is not None:
@@ -162,12 +191,45 @@ class DriftJob:
                 labels=labels,
                 keep=self.keep_snapshots,
             )
-        log.info(
-            "drift run: share %.2f (%s of %s features), dataset drift %s",
-            result.drift_share, result.drifted_columns, len(features),
-            result.dataset_drift,
-        )  # fmt: skip
+        log.info("drift run: %s", result.summary())
         return replace(result, html_path=str(html_path), snapshot_id=snapshot_id)
+
+    def _check_reference(self, reference: pd.DataFrame, features: list[str]) -> None:
+        """Warn (once per reference size) when the reference caps the tests."""
+        distinct = len(reference.drop_duplicates(subset=features))
+        if distinct == self._reference_checked:
+            return
+        self._reference_checked = distinct
+        warning = reference_size_warning(distinct, self.window_rows)
+        if warning:
+            log.warning("%s", warning)
+
+    def _unjudged(self, window: pd.DataFrame) -> pd.DataFrame:
+        """The rows logged after the last judged window."""
+        if self.judged_until is None or "created_at" not in window:
+            return window
+        until = pd.Timestamp(self.judged_until)
+        return window[window["created_at"] > until]
+
+    def _advance(self, window_end: datetime | None) -> None:
+        if window_end is None:
+            return
+        self.judged_until = window_end
+        if self._cursor_path is not None:
+            self._cursor_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._cursor_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"judged_until": window_end.isoformat()}))
+            tmp.replace(self._cursor_path)
+
+    def _load_cursor(self) -> datetime | None:
+        if self._cursor_path is None or not self._cursor_path.is_file():
+            return None
+        try:
+            raw = json.loads(self._cursor_path.read_text())["judged_until"]
+            return datetime.fromisoformat(raw)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable drift cursor %s", self._cursor_path)
+            return None
 
     def _save_html(self, result: DriftResult) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)

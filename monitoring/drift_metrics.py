@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from monitoring.accuracy import ACCURACY_ESTIMATORS
+from monitoring.detector import PREDICTION_COLUMN, probability_columns
 from monitoring.metrics import _Bounded
 
 if TYPE_CHECKING:
@@ -62,10 +63,40 @@ class DriftMetrics:
         )
         self._feature_score = _Bounded(
             gauge("drift_feature_score",
-                  "Per-feature drift score of the last run (method in the report).",
+                  "Per-feature drift score of the last run (the test's p-value).",
                   ["feature"]),
             features,
         )  # fmt: skip
+        self._feature_p = _Bounded(
+            gauge("drift_feature_p_value",
+                  "Per-feature drift test p-value of the last run (K-S).",
+                  ["feature"]),
+            features,
+        )  # fmt: skip
+        self._feature_drifted = _Bounded(
+            gauge("drift_feature_drifted",
+                  "1 if the feature's test rejected in the last run, else 0.",
+                  ["feature"]),
+            features,
+        )  # fmt: skip
+        outputs = [*probability_columns(self.labels), PREDICTION_COLUMN]
+        self._output_p = _Bounded(
+            gauge("drift_output_p_value",
+                  "Drift test p-value of each model output (class probability: "
+                  "K-S; predicted label: chi-square) in the last run.",
+                  ["output"]),
+            outputs,
+        )  # fmt: skip
+        self._output_drifted = _Bounded(
+            gauge("drift_output_drifted",
+                  "1 if the output's test rejected in the last run, else 0.",
+                  ["output"]),
+            outputs,
+        )  # fmt: skip
+        self._test_threshold = gauge(
+            "drift_test_p_value_threshold",
+            "Per-test p-value threshold of the last run (alpha / number of tests).",
+        )
         label_share = gauge(
             "drift_label_share",
             "Predicted-label share in the last drift window and in the reference.",
@@ -94,6 +125,16 @@ class DriftMetrics:
         self._heldout_accuracy = gauge(
             "heldout_accuracy",
             "Accuracy of the served model on its pack's held-out validation rows.",
+        )
+        self._audit_accuracy = _Bounded(
+            gauge("audit_accuracy",
+                  "Accuracy measured on the answered audit sample of the review "
+                  "queue: the estimate and its 95% Wilson interval.",
+                  ["bound"]),
+            ("estimate", "low", "high"),
+        )  # fmt: skip
+        self._audit_answered = gauge(
+            "audit_answered_rows", "Audit items a person has answered."
         )
         self._accuracy_window = gauge(
             "estimated_accuracy_window_rows",
@@ -131,6 +172,13 @@ class DriftMetrics:
         self._drift_detected.set(1.0 if result.dataset_drift else 0.0)
         for name, feature in result.features.items():
             self._feature_score[name].set(feature.score)
+            self._feature_p[name].set(feature.score)
+            self._feature_drifted[name].set(1.0 if feature.drifted else 0.0)
+        for name, output in result.outputs.items():
+            self._output_p[name].set(output.score)
+            self._output_drifted[name].set(1.0 if output.drifted else 0.0)
+        if result.per_test_alpha is not None:
+            self._test_threshold.set(result.per_test_alpha)
         if result.prediction_drift is not None:
             self._prediction_drift.set(result.prediction_drift.score)
         for window, shares in (
@@ -150,6 +198,15 @@ class DriftMetrics:
         self._heldout_accuracy.set(reading.heldout_accuracy)
         for name, value in reading.estimates.items():
             self._estimated_accuracy[name].set(value)
+        audit = reading.audit
+        if audit is not None:
+            self._audit_answered.set(audit.answered)
+            for bound, value in (
+                ("estimate", audit.accuracy),
+                ("low", audit.low),
+                ("high", audit.high),
+            ):
+                self._audit_accuracy[bound].set(value)
 
     def observe_retraining_request(self, reason: str) -> None:
         self._retrain[reason].inc()

@@ -4,7 +4,9 @@ Evidently costs ~4 s and ~300 MiB to import and holds the GIL while it computes,
 so each run is `python -m monitoring.cli drift --metrics` in its own process: the
 workers never import it, and because the child inherits BentoML's
 `PROMETHEUS_MULTIPROC_DIR` its drift gauges appear on the service's `/metrics`.
-Only the first worker schedules runs (one snapshot per window, not one per worker).
+Only the first worker schedules runs (one snapshot per window, not one per worker);
+across replicas sharing a store, `service.wiring` calls `run_once` through a lease
+(`feedback.windowed_job`) so that one replica runs each window.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class DriftTarget:
     """Drift reports and the job's log."""
     workspace: Path
     """The Evidently workspace that receives snapshots."""
+    log_dir: Path
+    """The prediction log the window is read from."""
 
 
 def drift_command(
@@ -43,16 +47,19 @@ def drift_command(
     cmd = [
         sys.executable, "-m", "monitoring.cli", "drift",
         "--db", target.database_url,
+        "--log-dir", str(target.log_dir),
         "--pack", str(pack_dir),
         "--out", str(target.out_dir),
         "--workspace", str(target.workspace),
         "--window-rows", str(mon.drift_window_rows),
         "--min-window-rows", str(mon.drift_min_window_rows),
-        "--drift-share", str(mon.drift_share),
+        "--alpha", str(mon.drift_alpha),
         "--consecutive-windows", str(mon.retrain_consecutive_windows),
         "--cooldown-s", str(mon.retrain_cooldown_s),
         "--metrics",
     ]  # fmt: skip
+    for name in mon.drift_categorical_features:
+        cmd += ["--categorical-feature", name]
     if mon.retrain_report_rate_per_1000 is not None:
         cmd += ["--report-rate-per-1000", str(mon.retrain_report_rate_per_1000)]
     if mon.retrain_hook_command:
@@ -109,6 +116,12 @@ class DriftSchedule:
         if code != 0:
             log.warning("drift run exited with %s; see %s", code, log_path)
         return code
+
+    def cancel_run(self) -> None:
+        """Kill the running drift child, if any (its lease was lost)."""
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.kill()
 
     def stop(self) -> None:
         self._stop.set()

@@ -77,8 +77,8 @@ def dashboard_panels(
         line_plot_panel(
             "Per-feature drift score",
             [metric("ValueDrift", f, column=f) for f in features],
-            description="p-value (drift below 0.05) for small references, "
-            "distance (drift at 0.1 or above) for large ones",
+            description="K-S p-value; a feature drifted when it is below the "
+            "per-test threshold (family-wise alpha / number of tests)",
         ),
         line_plot_panel(
             "Prediction drift score (predicted label)",

@@ -159,6 +159,16 @@ class ServiceMetrics:
             "Prediction-log rows written to the store.",
             namespace=ns, registry=r,
         )  # fmt: skip
+        self._log_refused = Counter(
+            "prediction_log_refused_rows",
+            "Rows of requests answered 503 because the log could not take them.",
+            namespace=ns, registry=r,
+        )  # fmt: skip
+        self._log_sample_rate = Gauge(
+            "prediction_log_sample_rate",
+            "Share of answered rows the prediction log keeps (1: every row).",
+            namespace=ns, registry=r, multiprocess_mode="livemin",
+        )  # fmt: skip
         self._model_gauge = Gauge(
             "model_info",
             "1 for the model pack version a live worker serves (and the onnxruntime "
@@ -170,6 +180,12 @@ class ServiceMetrics:
             "policy_info",
             "1 for the guardrail policy version a live worker serves, 0 after a swap.",
             ["version"], namespace=ns, registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self._follow_failing = Gauge(
+            "served_state_follow_failing",
+            "1 while a worker cannot load the pack or policy its deployment's row "
+            "names (it keeps serving the old one), else 0.",
+            namespace=ns, registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
         self._priors = _Bounded(
             Gauge("estimated_prior",
@@ -266,6 +282,13 @@ class ServiceMetrics:
         if rows:
             self._log_written.inc(rows)
 
+    def add_log_refused(self, rows: int) -> None:
+        if rows:
+            self._log_refused.inc(rows)
+
+    def set_log_sample_rate(self, rate: float) -> None:
+        self._log_sample_rate.set(rate)
+
     # ---- versions and priors --------------------------------------------------
 
     def set_model_version(
@@ -290,6 +313,9 @@ class ServiceMetrics:
                 self._policy_gauge.labels(self._policy_info).set(0)
             self._policy_gauge.labels(version).set(1)
             self._policy_info = version
+
+    def set_follow_failing(self, failing: bool) -> None:
+        self._follow_failing.set(1 if failing else 0)
 
     def set_estimated_priors(self, priors: Mapping[str, float]) -> None:
         for label, value in priors.items():

@@ -89,6 +89,9 @@ class MetricsBuffer:
     def set_estimated_priors(self, priors: Mapping[str, float]) -> None:
         self.metrics.set_estimated_priors(priors)
 
+    def set_follow_failing(self, failing: bool) -> None:
+        self.metrics.set_follow_failing(failing)
+
     def set_log_queue_rows(self, rows: int) -> None:
         self.metrics.set_log_queue_rows(rows)
 

@@ -1,10 +1,11 @@
 """The retraining trigger: when drift or bad-result reports say the model is stale.
 
 Policy (pure logic, no I/O beyond the callbacks):
-- drift: a window whose share of drifted features is at least
-  `drift_share_threshold` extends a streak; a clean window resets it; a *skipped*
-  window (too few rows) leaves it as it is, since it is evidence of nothing. A streak
-  of `consecutive_windows` opens a request and starts over.
+- drift: a window the detector calls drifted (any feature or output test below
+  its Bonferroni threshold) extends a streak; a clean window resets it; a *skipped*
+  window (too few rows) leaves it as it is, since it is evidence of nothing. The
+  drift job's windows never share a row, so a streak of `consecutive_windows` is
+  that many independent pieces of evidence; it opens a request and starts over.
 - reports: more than `report_rate_per_1000` reports per 1,000 predictions, over at
   least `min_predictions_for_rate` predictions, opens a request.
 - after a request opens, the same reason stays quiet for `cooldown_s`.
@@ -42,9 +43,6 @@ OpenRequest = Callable[[str, dict[str, Any]], Any]
 class RetrainPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    drift_share_threshold: float = Field(default=0.5, gt=0, le=1)
-    """A window counts as drifted when its share of drifted features is at least
-    this."""
     consecutive_windows: int = Field(default=3, ge=1)
     """Drifted windows in a row that open a retraining request."""
     report_rate_per_1000: float | None = Field(default=None, gt=0)
@@ -101,10 +99,10 @@ class RetrainTrigger:
 
     def observe(self, result: DriftResult) -> RetrainDecision | None:
         """Feed one drift run; returns the decision when a request was opened."""
-        if result.skipped or result.drift_share is None:
+        if result.skipped or result.dataset_drift is None:
             return None
         with self._lock:
-            if result.drift_share >= self.policy.drift_share_threshold:
+            if result.dataset_drift:
                 self._state.streak += 1
             else:
                 self._state.streak = 0
@@ -114,18 +112,31 @@ class RetrainTrigger:
         if not due:
             return None
         details = {
-            "drift_share": result.drift_share,
-            "drift_share_threshold": self.policy.drift_share_threshold,
-            "consecutive_windows": streak,
+            "summary": result.summary(),
+            "drifted": [
+                {
+                    "column": name,
+                    "kind": c.kind,
+                    "test": c.method,
+                    "statistic": c.statistic,
+                    "p_value": c.score,
+                    "threshold": c.threshold,
+                }
+                for name, c in result.drifted
+            ],
             "drifted_features": sorted(
                 name for name, f in result.features.items() if f.drifted
             ),
+            "alpha": result.alpha,
+            "drift_share": result.drift_share,
+            "consecutive_windows": streak,
+            "distinct_rows": result.distinct_rows,
             "model_version": result.model_version,
             "window_rows": result.window_rows,
             "computed_at": result.computed_at.isoformat(),
             "snapshot_id": result.snapshot_id,
         }
-        return self._open("drift", details)
+        return self._open("drift", _finite(details))
 
     def observe_report_rate(
         self, *, reports: int, predictions: int, model_version: str | None = None
@@ -206,6 +217,17 @@ class RetrainTrigger:
                         "last_opened": self._state.last_opened})
         )  # fmt: skip
         tmp.replace(self._state_path)
+
+
+def _finite(value: Any) -> Any:
+    """NaN statistics (a test with no evidence) as None: JSON has no NaN."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def jsonl_request_writer(path: Path) -> OpenRequest:

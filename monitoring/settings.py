@@ -3,18 +3,34 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from monitoring.detector import DetectorConfig
 
 
 class MonitoringSettings(BaseModel):
     drift_interval_s: float = Field(300.0, ge=0)
     """Seconds between scheduled drift runs inside the service; 0 turns them off."""
     drift_window_rows: int = Field(5000, ge=10)
-    """Latest logged predictions compared with the reference."""
+    """Most logged predictions one drift run reads; only rows newer than the last
+    judged window count, so consecutive windows never share a row."""
     drift_min_window_rows: int = Field(200, ge=1)
-    """Below this many rows a drift run is skipped, not reported as "no drift"."""
-    drift_share: float = Field(0.5, gt=0, le=1)
-    """Share of drifted columns that makes the dataset drifted."""
+    """Fewest distinct new rows a window needs; below it the run is skipped (not
+    "no drift") and the rows wait for the next run."""
+    drift_alpha: float = Field(0.05, gt=0, lt=1)
+    """Family-wise false-alarm rate of one drift window: each of the m tests (one
+    per feature, per class probability, and the predicted label) rejects below
+    drift_alpha / m (Bonferroni), so one drifted column is an alarm."""
+    drift_numeric_test: Literal["ks"] = "ks"
+    """Test for numeric features and class probabilities: two-sample K-S p-value,
+    whatever the reference size."""
+    drift_categorical_test: Literal["chisquare"] = "chisquare"
+    """Test for categorical features and the predicted label: chi-square test of
+    homogeneity p-value."""
+    drift_categorical_features: list[str] = Field(default_factory=list)
+    """Input features compared as categories rather than numbers."""
     drift_timeout_s: float = Field(300.0, gt=0)
     """Longest one drift run may take before it is killed."""
     retrain_consecutive_windows: int = Field(3, ge=1)
@@ -27,3 +43,21 @@ class MonitoringSettings(BaseModel):
     """Command run when retraining is requested (e.g. a CI trigger script)."""
     retrain_hook_url: str | None = None
     """URL that receives an HTTP POST when retraining is requested."""
+
+    @model_validator(mode="after")
+    def _window_holds_the_minimum(self) -> MonitoringSettings:
+        if self.drift_window_rows < self.drift_min_window_rows:
+            raise ValueError(
+                f"drift_window_rows={self.drift_window_rows} is below "
+                f"drift_min_window_rows={self.drift_min_window_rows}: no window "
+                "could ever be judged"
+            )
+        return self
+
+    def detector(self) -> DetectorConfig:
+        """The drift detector these settings pin."""
+        return DetectorConfig(
+            alpha=self.drift_alpha,
+            numeric_test=self.drift_numeric_test,
+            categorical_test=self.drift_categorical_test,
+        )

@@ -4,7 +4,8 @@ The data ships inside the `palmerpenguins` pip package, so this runs offline and
 with fixed seeds and single-threaded training, gives the same pack on every run.
 The island is *not* a model input: it is the deployment context whose species mix
 the guardrails use as priors, and it is kept as an extra column in the test and
-reference tables for evaluation by island.
+reference tables for evaluation by island; the island priors are in the pack's
+policy (a copy of `policies/default.yaml`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ SEED = 0
 # (0.041 vs 0.100 on the test split) and keeps probabilities off 0 and 1, which
 # is what lets deployment priors move an answer at all.
 ALPHA = 1.0
+#: The penguin pack carries the project's default policy: its island contexts
+#: are this pack's deployment sites.
+POLICY = Path(__file__).resolve().parents[1] / "policies" / "default.yaml"
 
 
 def penguin_frame() -> pd.DataFrame:
@@ -121,6 +125,7 @@ def build_default_pack(
         onnx_output="probabilities",
         splits=splits,
         context_column="island",
+        policy_text=POLICY.read_text(encoding="utf-8"),
     )
     log.info("built %s %s: %s", meta.name, meta.version, meta.metrics)
     return meta

@@ -5,16 +5,20 @@ common.errors.ServiceError
     ├── PackFileMissing(path)
     ├── PackMetadataInvalid(path, problems)
     ├── PackModelMismatch(what, expected, actual)
+    ├── PackModelUnreadable(path, problem)
+    ├── GpuRequired(providers)
     └── the model store (packs.model_store): PackNotStored(tag), PackTampered(tag),
         PackChangedWhileCopied(path), PackNotStorable(path, problem),
         PackPolicyMissing(tag, path)
+common.errors.Unprocessable
+└── PackerInputInvalid(message)  a packer user's mistake: bad file, label, option
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from common.errors import ServiceError
+from common.errors import ServiceError, Unprocessable
 
 
 class PackError(ServiceError):
@@ -86,3 +90,10 @@ class PackPolicyMissing(PackError):
             f"model pack {tag} carries no policy ({path} is missing): repack it, or "
             "set FLYWHEEL_GUARDRAILS__POLICY_PATH to a policy for its labels"
         )
+
+
+class PackerInputInvalid(Unprocessable):
+    """What the person packing a model got wrong, in one line that says how to fix
+    it (the packer's command line prints it and exits 2)."""
+
+    code = "packer_input_invalid"

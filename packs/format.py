@@ -6,8 +6,11 @@ A pack is a directory:
     metadata.json     `PackMetadata` below, validated on load
     reference.parquet a sample of training inputs (+ `label`) for drift detection
     test.parquet      the held-out test set (+ `label`) used by the regression gate
+    policy.yaml       the pack's own guardrail policy, written for its labels
     calibration.parquet  validation-split probabilities + `label`, for conformal
                       sets (`packs.calibration_scores`; optional)
+    validation.parquet  optional: the held-out validation split (+ `label`), the
+                      "train-dev" set of the error analysis
 
 Probabilities must be the model's output for the labels in `output.labels`, in that
 order. Everything the guardrails need (priors, bounds, temperature) is here, so any
@@ -26,6 +29,8 @@ MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 REFERENCE_FILE = "reference.parquet"
 TEST_FILE = "test.parquet"
+POLICY_FILE = "policy.yaml"
+VALIDATION_FILE = "validation.parquet"
 LABEL_COLUMN = "label"
 
 
@@ -70,6 +75,9 @@ class OutputSpec(_Strict):
     """Name of the ONNX output holding class probabilities, shape (n, len(labels))."""
     labels: list[str] = Field(min_length=2)
     """Class labels in output column order."""
+    source: str | None = None
+    """How the packer found this output in the exported model (e.g. a ZipMap
+    unwrapped to its tensor, a softmax appended to logits)."""
 
     @model_validator(mode="after")
     def _unique(self) -> OutputSpec:
@@ -104,6 +112,33 @@ class TemperatureFit(_Strict):
     """Why no temperature was fitted, when `fitted` is false."""
 
 
+class ReferenceInfo(_Strict):
+    """What the drift reference (`reference.parquet`) holds."""
+
+    splits: list[str]
+    """The data splits its rows come from (e.g. `train`, `validation`)."""
+    rows: int = Field(ge=0)
+    """Rows in the reference table."""
+    distinct_rows: int = Field(ge=0)
+    """Distinct feature rows: the evidence a drift test can weigh."""
+
+
+class SplitSpec(_Strict):
+    method: Literal["stratified", "files", "builder"]
+    """`stratified`: the packer split one sample by label with `seed`; `files`:
+    validation and test rows came from their own files; `builder`: a pack builder
+    chose the parts (the default penguin pack)."""
+    seed: int | None = None
+    validation_fraction: float | None = None
+    test_fraction: float | None = None
+    files: dict[str, str] = Field(default_factory=dict)
+    """File names per part, when the parts came from files."""
+    rows: dict[str, int] = Field(default_factory=dict)
+    """Rows per part: `fit` (priors; with validation, the drift reference),
+    `validation` (temperature), `test` (metrics, the gate), `bounds` (the
+    training sample bounds come from)."""
+
+
 class PackMetadata(_Strict):
     format_version: Literal[1] = FORMAT_VERSION
     name: str
@@ -123,6 +158,13 @@ class PackMetadata(_Strict):
     context_column: str | None = None
     """Column of the test and reference tables naming each row's deployment
     context (the penguin pack: `island`), used to replay rows in context."""
+    reference: ReferenceInfo | None = None
+    """The drift reference's make-up; None in packs written before it was kept."""
+    split: SplitSpec | None = None
+    """Which rows were used for what; None in packs written before it was kept."""
+    constant_features: list[str] = Field(default_factory=list)
+    """Features with a single value in the whole training sample: they carry no
+    range, so the input-bounds stage leaves them unchecked."""
 
     @property
     def labels(self) -> list[str]:

@@ -28,6 +28,7 @@ from packs.errors import (
 from packs.format import (
     METADATA_FILE,
     MODEL_FILE,
+    POLICY_FILE,
     REFERENCE_FILE,
     TEST_FILE,
     PackMetadata,
@@ -36,9 +37,7 @@ from packs.format import (
 log = logging.getLogger(__name__)
 
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
-#: The guardrail policy a pack carries for its own labels (served unless a policy
-#: is set explicitly).
-POLICY_FILE = "policy.yaml"
+__all__ = ["POLICY_FILE", "ModelPack", "load_table", "metadata_json", "read_metadata"]
 
 
 def read_metadata(pack_dir: Path) -> PackMetadata:

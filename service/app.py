@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
-from service import admin_routes, report_routes, ui
+from service import admin_routes, api_docs, report_routes, ui
 from service.deps import ERRORS, worker_of
 from service.http_errors import install_error_handlers
 from service.limits import RequestLimits
@@ -67,10 +67,14 @@ def create_app(*, max_body_bytes: int) -> FastAPI:
         description="ONNX classification behind guardrails, with bad-result reports "
         "feeding a regression gate. Errors share one envelope: ErrorResponse.",
         default_response_class=JSONResponse,
+        # FastAPI's docs pages load from a CDN: `api_docs` serves them locally.
+        docs_url=None,
+        redoc_url=None,
     )
     for r in (router, report_routes.router, report_routes.admin, admin_routes.router):
         app.include_router(r)
     ui.mount(app)
+    api_docs.mount(app)
     install_error_handlers(app)
     app.add_middleware(PredictPath)  # type: ignore[arg-type]
     app.add_middleware(

@@ -1,14 +1,18 @@
 """The project's command line: `python -m service.cli --help`.
 
-    serve        build the default pack if missing, then `bentoml serve` on 127.0.0.1
-    build-pack   build the default penguin pack (deterministic, offline)
-    pack         bring your own ONNX classifier: write a pack from it and its data
-Other packages add their commands as sub-apps (guardrails, feedback, monitoring).
+serve        build the default pack if missing, then `bentoml serve` on 127.0.0.1
+build-pack   build the default penguin pack (deterministic, offline)
+store-pack   copy a pack into BentoML's model store (what `make bento` carries)
+pack         bring your own ONNX classifier: write a pack from it and its data
+retrain      retrain on corrected reports, run the gate, optionally promote
+demo         the whole flywheel against a real service
+feedback     the store: migrate, regress (the gate), purge (= feedback.cli)
+monitoring   drift runs, Prometheus, Evidently's UI (= monitoring.cli)
+guardrails   offline evaluation of the guardrail pipeline (= guardrails.cli)
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -16,9 +20,16 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
+from common.cli import new_app, run, step
+from feedback.cli import app as feedback_app
+from guardrails.cli import app as guardrails_app
+from monitoring.cli import app as monitoring_app
 from service.settings import PROJECT_ROOT, Settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = new_app(__doc__)
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(monitoring_app, name="monitoring")
+app.add_typer(guardrails_app, name="guardrails")
 
 
 def tool_env(settings: Settings) -> dict[str, str]:
@@ -146,37 +157,91 @@ def store_pack(
     typer.echo(stored.tag)
 
 
-@app.command()
+@app.command(context_settings={"max_content_width": 120})
 def pack(
-    model: Path = typer.Argument(..., exists=True, help="ONNX classifier file."),
+    model: Path = typer.Argument(..., help="ONNX classifier file, as exported."),
     data: Path = typer.Argument(
-        ..., exists=True, help="CSV or Parquet sample with a label column."
+        ..., help="CSV or Parquet training sample with a label column."
     ),
     out: Path = typer.Option(..., help="Pack directory to write."),
-    labels: str = typer.Option(
-        ..., help="Comma-separated labels in output column order."
-    ),
     name: str = typer.Option(..., help="Pack name."),
+    labels: str = typer.Option(
+        None,
+        help="Comma-separated label-column values in output column order "
+        "(default: the model's own class list, else the sorted values).",
+    ),
     label_column: str = typer.Option("label", help="Column holding the true label."),
+    features: str = typer.Option(
+        None, help="Comma-separated feature columns (default: all but the label)."
+    ),
     input_name: str = typer.Option(None, help="ONNX input (default: the only one)."),
     output_name: str = typer.Option(
-        None, help="ONNX probability output (default: detected)."
+        None, help="ONNX probability output (default: detected; ZipMap unwrapped)."
     ),
+    logits: bool = typer.Option(
+        False, "--logits", help="The output holds logits: apply a softmax."
+    ),
+    validation: Path = typer.Option(
+        None, help="Validation rows file (with --test; default: split the sample)."
+    ),
+    test: Path = typer.Option(
+        None, help="Held-out test rows file (with --validation)."
+    ),
+    seed: int = typer.Option(0, help="Seed of the stratified split."),
 ) -> None:
-    """Pack any ONNX classifier that outputs class probabilities."""
-    from packs.byo import pack_onnx
+    """Pack an ONNX classifier as exported (skl2onnx defaults, a probability
+    tensor, or logits), with a generic policy for its labels."""
+    import time
 
-    meta = pack_onnx(
-        model,
-        data,
-        out,
-        labels=[s.strip() for s in labels.split(",")],
-        name=name,
-        label_column=label_column,
-        input_name=input_name,
-        output_name=output_name,
-    )
+    from packs.byo import pack_onnx
+    from packs.errors import PackerInputInvalid
+
+    started = time.perf_counter()
+
+    def progress(line: str) -> None:
+        typer.echo(f"[{time.perf_counter() - started:5.1f} s] {line}", err=True)
+
+    def split(text: str | None) -> list[str] | None:
+        return None if text is None else [s.strip() for s in text.split(",")]
+
+    try:
+        for path in (model, data, validation, test):
+            if path is not None and not path.is_file():
+                raise PackerInputInvalid(f"no such file: {path}")
+        meta = pack_onnx(
+            model,
+            data,
+            out,
+            labels=split(labels),
+            name=name,
+            label_column=label_column,
+            features=split(features),
+            input_name=input_name,
+            output_name=output_name,
+            logits=logits,
+            validation_path=validation,
+            test_path=test,
+            seed=seed,
+            echo=progress,
+        )
+    except PackerInputInvalid as exc:
+        typer.echo(f"cannot pack: {exc.message}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(meta.model_dump_json(indent=2))
+    m = meta.metrics
+    progress(
+        f"wrote {meta.name} {meta.version} to {out}: test accuracy "
+        f"{m['test_accuracy']:.3f} (majority {m['test_majority_rate']:.3f}) on "
+        f"{int(m['test_rows'])} rows; serve it with FLYWHEEL_PACK_DIR={out}"
+    )
+    from packs.writer import reference_size_warning
+
+    window = load_settings().monitoring.drift_window_rows
+    warning = meta.reference and reference_size_warning(
+        meta.reference.distinct_rows, window
+    )
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()
@@ -213,21 +278,23 @@ def retrain(
         store = PackStore.at(settings.model_store_dir)
         served = ServedState(settings, sessions=sessions, store=store)
         with sessions() as session:
-            meta, used = retrain_default_pack(session, out)
+            with step("retraining on the training data and corrected reports"):
+                meta, used = retrain_default_pack(session, out)
             stored = store.add(out)
             typer.echo(
                 f"candidate {meta.version} from {used} corrected report(s): {out} "
                 f"(model store: {stored.tag})"
             )
-            judgement = judge_candidate(
-                session,
-                candidate_dir=stored.path,
-                baseline_dir=served.pack_dir,
-                policy_path=served.policy_path,
-                max_newly_broken=settings.feedback.gate_max_newly_broken,
-                max_metric_drop=settings.feedback.gate_max_metric_drop,
-                out_dir=settings.regression_dir,
-            )
+            with step("replaying the regression cases and the test set (the gate)"):
+                judgement = judge_candidate(
+                    session,
+                    candidate_dir=stored.path,
+                    baseline_dir=served.pack_dir,
+                    policy_path=served.policy_path,
+                    max_newly_broken=settings.feedback.gate_max_newly_broken,
+                    max_metric_drop=settings.feedback.gate_max_metric_drop,
+                    out_dir=settings.regression_dir,
+                )
             typer.echo(judgement.to_text())
             if not judgement.decision.passed:
                 raise typer.Exit(1)
@@ -245,21 +312,24 @@ def retrain(
 @app.command()
 def demo(
     port: int = typer.Option(0, help="Port on 127.0.0.1 (0: a free one)."),
+    ui_port: int = typer.Option(8000, help="Evidently UI port the summary names."),
     keep_running: bool = typer.Option(False, help="Leave the service up at the end."),
 ) -> None:
     """The whole flywheel on the default pack: drift -> retraining request ->
     report -> retrain -> gate -> promote, against a real service in data/demo."""
     from service.demo import run_demo
 
-    run_demo(Settings(), port=port or None, keep_running=keep_running, echo=typer.echo)
+    run_demo(
+        load_settings(),
+        port=port or None,
+        ui_port=ui_port,
+        keep_running=keep_running,
+        echo=typer.echo,
+    )
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    app()
+    run(app)
 
 
 if __name__ == "__main__":

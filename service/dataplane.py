@@ -19,9 +19,9 @@ from typing import Any
 from common.errors import Unprocessable
 from feedback import store
 from feedback.db import SessionFactory
-from feedback.errors import PredictionNotFound
 from feedback.idempotency import IdempotencyKey
 from feedback.log_batch import answered_batch
+from feedback.log_reader import PredictionLogReader
 from feedback.models import new_prediction_ids
 from feedback.schemas import ReportCreate, ReportPublic
 from guardrails.batch import RequestContext
@@ -39,11 +39,6 @@ log = logging.getLogger(__name__)
 PHASES = ("validation", "inference", "guardrails", "encoding", "logging")
 """The parts of a prediction request whose time is measured (metric labels)."""
 
-#: A report may name a prediction still queued in a worker's write-behind log:
-#: it is looked up again after flushing this worker's log, then after waiting
-#: for the other workers' flushes, this many times at most.
-REPORT_LOOKUP_RETRIES = 6
-
 
 class DataPlane:
     def __init__(
@@ -52,11 +47,13 @@ class DataPlane:
         served: ServedState,
         *,
         prediction_log: PredictionSink,
+        log_reader: PredictionLogReader,
         metrics: MetricsSink,
         sessions: SessionFactory,
     ):
         self.served = served
         self.prediction_log = prediction_log
+        self.log_reader = log_reader
         self.metrics = metrics
         self.sessions = sessions
         self._max_rows = settings.serving.max_request_rows
@@ -65,7 +62,6 @@ class DataPlane:
         self._report_limiter = RateLimiter(
             per_minute=settings.feedback.report_rate_per_minute
         )
-        self._lookup_wait_s = settings.feedback.log_flush_interval_ms / 1000 / 2
         self._batcher: ModelBatcher | None = None
         served.subscribe(self._on_swap)
 
@@ -81,7 +77,10 @@ class DataPlane:
     async def predict(
         self, request: PredictRequest, *, parse_s: float = 0.0
     ) -> dict[str, Any]:
-        """Answer one request; `parse_s` is the caller's time spent parsing it."""
+        """Answer one request; `parse_s` is the caller's time spent parsing it.
+
+        The answer is returned only once the prediction log has its rows (the
+        log raises `PredictionLogUnavailable`, a 503, when it cannot take them)."""
         served, batcher = self.served.current, self._batcher
         t0 = time.perf_counter()
         x = decode_features(request, served.meta.feature_names, max_rows=self._max_rows)
@@ -158,20 +157,9 @@ class DataPlane:
             else IdempotencyKey.of(idempotency_key, scope=scope, body=data)
         )
         data = _as_stored(data, served)
-        attempts = 0
-        while True:
-            try:
-                public, created = self._store_report(data, key, served)
-                break
-            except PredictionNotFound:
-                # The prediction log is write-behind: a report can arrive before
-                # its prediction row is written (by this or another worker).
-                attempts += 1
-                if attempts > REPORT_LOOKUP_RETRIES:
-                    raise
-                if attempts > 1:  # not in this worker's queue: another worker's
-                    time.sleep(self._lookup_wait_s)
-                self.prediction_log.flush(timeout_s=2.0)
+        # The row of an answered prediction is in the log before its answer was
+        # sent (whichever worker answered): no waiting, no retries.
+        public, created = self._store_report(data, key, served)
         if created:
             self.metrics.observe_report(public.categories)
         self.metrics.observe_request("report", time.perf_counter() - started)
@@ -187,6 +175,7 @@ class DataPlane:
                 data=data,
                 labels=served.meta.labels,
                 idempotency=key,
+                find_prediction=lambda pid: store.get_prediction(self.log_reader, pid),
                 default_model_version=model_version,
                 default_policy_version=policy_version,
             )
@@ -205,6 +194,13 @@ class DataPlane:
             "provider": served.pack.provider,
             "guardrail_stages": served.pipeline.stage_names(),
             "contexts": served.policy.contexts,
+            # What the deployment's row names but this worker could not load
+            # (it keeps serving the versions above); null when in step.
+            "follow_failure": (
+                failure.to_dict()
+                if (failure := self.served.follow_failure) is not None
+                else None
+            ),
         }
 
     def prior_estimate(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import secrets
 import shutil
@@ -39,7 +40,6 @@ DEMO_SETTINGS = {
     "FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS": "100",
     "FLYWHEEL_MONITORING__RETRAIN_CONSECUTIVE_WINDOWS": "2",
     "FLYWHEEL_SERVING__RELOAD_POLL_S": "0.5",
-    "FLYWHEEL_FEEDBACK__LOG_FLUSH_INTERVAL_MS": "50",
 }
 
 
@@ -55,10 +55,25 @@ def send(client: httpx.Client, rows: list[dict[str, float]], batch: int = 25) ->
         r.raise_for_status()
 
 
-def wait_for_drift_runs(client: httpx.Client, runs: int, timeout_s: float = 120) -> str:
-    """Wait until `runs` more drift runs have completed; returns /metrics text."""
-    name = 'flywheel_drift_runs_total{outcome="completed"}'
-    start = metric(client.get("/metrics").text, name) or 0.0
+COMPLETED_RUNS = 'flywheel_drift_runs_total{outcome="completed"}'
+
+
+def completed_drift_runs(client: httpx.Client) -> float:
+    return metric(client.get("/metrics").text, COMPLETED_RUNS) or 0.0
+
+
+def wait_for_drift_runs(
+    client: httpx.Client,
+    runs: int,
+    timeout_s: float = 120,
+    *,
+    since: float | None = None,
+) -> str:
+    """Wait until `runs` more drift runs than `since` (default: now) have
+    completed; returns /metrics text. A run only completes on rows it has not
+    judged before, so read `since` before sending the rows it should judge."""
+    name = COMPLETED_RUNS
+    start = completed_drift_runs(client) if since is None else since
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = client.get("/metrics").text
@@ -72,6 +87,7 @@ def run_demo(
     settings: Settings,
     *,
     port: int | None = None,
+    ui_port: int = 8000,
     keep_running: bool = False,
     echo: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
@@ -86,7 +102,7 @@ def run_demo(
         data / "packs" / "served",
     )
     token = secrets.token_hex(16)
-    env = {**DEMO_SETTINGS, "FLYWHEEL_SECURITY__ADMIN_TOKEN": token}
+    env: dict[str, Any] = {**DEMO_SETTINGS, "FLYWHEEL_SECURITY__ADMIN_TOKEN": token}
     summary: dict[str, Any] = {}
     with running(data / "state", pack, port=port, **env) as svc:
         echo(f"service up at {svc.url} (data in {data / 'state'})")
@@ -109,9 +125,15 @@ def run_demo(
                 )
             promoted.raise_for_status()
             gate = promoted.json()
+            report_path = data / "regression-report.json"
+            report_path.write_text(json.dumps(gate, indent=2))
             echo(
                 f"   gate passed; fixed cases {gate['regression']['fixed']}, "
                 f"metric deltas {gate['regression']['metrics']['delta']}"
+            )
+            echo(
+                f"   regression report: {report_path} (confusion matrix: "
+                f"{gate['regression']['confusion_png']})"
             )
             answer = client.post(
                 "/predict", json={"instances": [MISTAKEN_ADELIE]}
@@ -123,6 +145,7 @@ def run_demo(
             summary |= {
                 "promoted_version": gate["model_version"],
                 "fixed_label": answer["label"],
+                "regression_report": str(report_path),
             }
         echo(
             f"drift reports: {data / 'state' / 'drift'}; "
@@ -130,7 +153,7 @@ def run_demo(
         )
         echo(
             "see them: python -m monitoring.cli ui "
-            f"--workspace {data / 'state' / 'evidently'} --port 8000"
+            f"--workspace {data / 'state' / 'evidently'} --port {ui_port}"
         )
         if keep_running:
             echo("service left running; Ctrl-C to stop")
@@ -143,22 +166,42 @@ def _flywheel(
     svc: ServiceProcess, client: httpx.Client, echo: Callable[[str], Any], data: Path
 ) -> dict[str, Any]:
     admin = svc.admin_headers()
-    send(client, instances(like_training(300, seed=1)))
-    text = wait_for_drift_runs(client, 1)
+
+    def window(rows: list[dict[str, float]]) -> str:
+        """Send `rows` in one request (one window) and wait until it is judged."""
+        before = completed_drift_runs(client)
+        send(client, rows, batch=len(rows))
+        return wait_for_drift_runs(client, 1, since=before)
+
+    text = window(instances(like_training(300, seed=1)))
     calm = metric(text, "flywheel_drift_detected")
     echo(
         f"1. traffic like training: drift detected = {calm}, "
         f"drift share = {metric(text, 'flywheel_drift_share')}"
     )
-    send(client, instances(drifted(300, seed=2)))
-    text = wait_for_drift_runs(client, 2)
+    # Each drifted window is new rows: the policy's two windows take two batches.
+    text = window(instances(drifted(300, seed=2)))
+    early = client.get("/admin/retraining-requests", headers=admin).json()
     echo(
-        "2. drifted traffic: drift detected = "
+        "2. drifted traffic, first window: drift detected = "
         f"{metric(text, 'flywheel_drift_detected')}, "
-        f"drift share = {metric(text, 'flywheel_drift_share')}"
+        f"drift share = {metric(text, 'flywheel_drift_share')}; "
+        f"retraining requests: {len(early)} (two drifted windows needed)"
     )
+    text = window(instances(drifted(300, seed=3)))
     requests = client.get("/admin/retraining-requests", headers=admin).json()
-    echo(f"3. retraining requests open: {[(r['id'], r['reason']) for r in requests]}")
+    echo(
+        "3. second drifted window; retraining requests open: "
+        f"{[(r['id'], r['reason']) for r in requests]}"
+    )
+    drift = next((r["details"] for r in requests if r["reason"] == "drift"), None)
+    if drift is not None:
+        echo(
+            f"   {drift['summary']}; on {drift['consecutive_windows']} "
+            f"consecutive windows of new rows (this one {drift['window_rows']} rows, "
+            f"{drift['distinct_rows']} distinct; at least "
+            f"{DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS']})"
+        )
     wrong = client.post("/predict", json={"instances": [MISTAKEN_ADELIE]}).json()[
         "predictions"
     ][0]
@@ -180,7 +223,9 @@ def _flywheel(
     return {
         "calm_drift_detected": calm,
         "drift_detected": metric(text, "flywheel_drift_detected"),
+        "requests_after_one_drifted_window": len(early),
         "retraining_requests": len(requests),
+        "drifted_features": drift["drifted_features"] if drift else [],
         "reported_label": wrong["label"],
         "snapshots": len(list((data / "state" / "evidently").rglob("*.json"))),
     }

@@ -3,7 +3,7 @@
     state-watcher    follow promotions and policy changes made in other workers
     priors-refresh   re-run EM over the online prior window (off the request path)
     log-depth        export the prediction log's queue depth
-    retention        delete logged predictions older than the policy allows
+    retention        delete logged predictions older than the policy or settings allow
 
 A job that fails is logged and runs again at its next interval.
 """
@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from feedback import store
 from feedback.db import SessionFactory
+from feedback.log_reader import PredictionLogReader
 from service.served import ServedState
 from service.settings import Settings
 from service.sinks import MetricsSink, PredictionSink
@@ -30,12 +31,14 @@ class Jobs:
         served: ServedState,
         *,
         prediction_log: PredictionSink,
+        log_reader: PredictionLogReader,
         metrics: MetricsSink,
         sessions: SessionFactory,
     ):
         self.settings = settings
         self.served = served
         self.prediction_log = prediction_log
+        self.log_reader = log_reader
         self.metrics = metrics
         self.sessions = sessions
         self._stop = threading.Event()
@@ -60,12 +63,24 @@ class Jobs:
         self.metrics.set_log_queue_rows(self.prediction_log.queue_depth)
 
     def purge_expired(self) -> int:
-        """Delete logged predictions older than the policy's retention (if set)."""
-        days = self.served.current.policy.log_retention_days
-        if days is None:
+        """Delete logged predictions older than the retention (the policy's or the
+        settings', the shorter) and beyond the settings' byte bound."""
+        limits = self.settings.prediction_log
+        ages = [
+            d
+            for d in (
+                self.served.current.policy.log_retention_days,
+                limits.retention_days,
+            )
+            if d is not None
+        ]
+        if not ages and limits.retention_bytes is None:
             return 0
-        with self.sessions() as session:
-            return store.purge_predictions_older_than(session, days)
+        return store.purge_predictions_older_than(
+            self.log_reader,
+            min(ages) if ages else None,
+            max_bytes=limits.retention_bytes,
+        )
 
     def _priors_interval_s(self) -> float:
         return self.served.current.policy.priors.online.refresh_interval_s

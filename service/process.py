@@ -89,7 +89,12 @@ def wait_ready(
 
 
 def start_service(
-    data_dir: Path, pack_dir: Path, *, port: int | None = None, **overrides: str
+    data_dir: Path,
+    pack_dir: Path,
+    *,
+    port: int | None = None,
+    ready_timeout_s: float = 90,
+    **overrides: str,
 ) -> ServiceProcess:
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -106,7 +111,7 @@ def start_service(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, process, log_path)
+        wait_ready(url, process, log_path, timeout_s=ready_timeout_s)
     except BaseException:
         stop_service_process(process)
         raise
@@ -154,9 +159,16 @@ def stop_service_process(
 
 @contextmanager
 def running(
-    data_dir: Path, pack_dir: Path, *, port: int | None = None, **overrides: str
+    data_dir: Path,
+    pack_dir: Path,
+    *,
+    port: int | None = None,
+    ready_timeout_s: float = 90,
+    **overrides: str,
 ) -> Iterator[ServiceProcess]:
-    svc = start_service(data_dir, pack_dir, port=port, **overrides)
+    svc = start_service(
+        data_dir, pack_dir, port=port, ready_timeout_s=ready_timeout_s, **overrides
+    )
     try:
         yield svc
     finally:

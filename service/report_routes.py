@@ -101,15 +101,14 @@ def get_prediction(prediction_id: str, request: Request) -> dict[str, object]:
     """A logged prediction with its stored input (if the policy allowed storing it).
 
     `trace` is the guardrail trace when a stage acted on the row, else null."""
-    with worker_of(request).sessions() as session:
-        row = store.get_prediction(session, prediction_id)
-        return {
-            "id": row.id,
-            "created_at": row.created_at.isoformat(),
-            "model_version": row.model_version,
-            "policy_version": row.policy_version,
-            "context": row.context,
-            "inputs": row.inputs,
-            "outputs": row.outputs,
-            "trace": row.trace,
-        }
+    row = store.get_prediction(worker_of(request).dataplane.log_reader, prediction_id)
+    return {
+        "id": row.id,
+        "created_at": row.created_at.isoformat(),
+        "model_version": row.model_version,
+        "policy_version": row.policy_version,
+        "context": row.context,
+        "inputs": row.inputs,
+        "outputs": row.outputs,
+        "trace": row.trace,
+    }

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from feedback import review
 from feedback.db import SessionFactory
+from feedback.log_reader import PredictionLogReader
 from feedback.models import utcnow
 from service.settings import FeedbackSettings
 
@@ -21,9 +22,15 @@ log = logging.getLogger(__name__)
 
 
 class ReviewSampling:
-    def __init__(self, settings: FeedbackSettings, sessions: SessionFactory):
+    def __init__(
+        self,
+        settings: FeedbackSettings,
+        sessions: SessionFactory,
+        log_reader: PredictionLogReader,
+    ):
         self.settings = settings
         self.sessions = sessions
+        self.log_reader = log_reader
         # A restart looks back one interval: rows logged while no worker ran the
         # job are not queued, which a sample can afford.
         self.since: datetime | None = utcnow() - timedelta(
@@ -37,6 +44,7 @@ class ReviewSampling:
         with self.sessions() as session:
             added, self.since = review.sample_review_items(
                 session,
+                log=self.log_reader,
                 since=self.since,
                 margin=s.review_margin,
                 sample_share=s.review_sample_share,

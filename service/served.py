@@ -45,6 +45,24 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class FollowFailure:
+    """The deployment's row names what this worker could not load."""
+
+    pack_tag: str
+    policy_source: str
+    revision: int
+    error: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "pack_tag": self.pack_tag,
+            "policy_source": self.policy_source,
+            "revision": self.revision,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
 class Served:
     """The model pack and policy answering requests, swapped as one unit."""
 
@@ -96,14 +114,28 @@ class ServedState:
         self.store = store
         self.deployment = settings.deployment.name
         self._subscribers: list[Callable[[Served], None]] = []
+        self._on_follow: list[Callable[[FollowFailure | None], None]] = []
+        self.follow_failure: FollowFailure | None = None
+        """Set while the row names what this worker cannot load (None: in step)."""
         record = start_record(settings, sessions, store)
-        self._revision = record.revision
+        self._revision: int | None = record.revision
         self.current = self._load(record, reuse=None)
 
     def subscribe(self, on_swap: Callable[[Served], None]) -> None:
         """Call `on_swap(served)` now and after every swap."""
         self._subscribers.append(on_swap)
         on_swap(self.current)
+
+    def on_follow(self, callback: Callable[[FollowFailure | None], None]) -> None:
+        """Call `callback(failure or None)` after every follow that changes it."""
+        self._on_follow.append(callback)
+
+    def _set_follow_failure(self, failure: FollowFailure | None) -> None:
+        changed = failure != self.follow_failure
+        self.follow_failure = failure
+        if changed:
+            for callback in self._on_follow:
+                callback(failure)
 
     def replace_policy(self, yaml_text: str) -> Served:
         """Validate a new policy against the served pack and serve it everywhere.
@@ -142,17 +174,29 @@ class ServedState:
             current.pack_tag,
             current.policy_yaml,
         ):
+            self._set_follow_failure(None)
             return False
         try:
             served = self._load(record, reuse=current)
-        except Exception:
-            log.exception(
-                "could not follow %s / policy from %s; still serving %s",
-                record.pack_tag,
-                record.policy_source,
-                current.versions,
+        except Exception as exc:
+            failure = FollowFailure(
+                pack_tag=record.pack_tag,
+                policy_source=record.policy_source,
+                revision=record.revision,
+                error=f"{type(exc).__name__}: {exc}",
             )
+            if failure != self.follow_failure:  # once, not at every poll
+                log.exception(
+                    "could not follow %s / policy from %s; still serving %s",
+                    record.pack_tag,
+                    record.policy_source,
+                    current.versions,
+                )
+            # Try again at the next poll: the pack may yet reach this replica.
+            self._revision = None
+            self._set_follow_failure(failure)
             return False
+        self._set_follow_failure(None)
         self._swap(served)
         return True
 

@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 
 import bentoml
 
+from common.errors import ServiceError
 from service.app import create_app
+from service.header_limits import HeaderLimits
 from service.settings import Settings
+from service.startup_failure import stop_server
 from service.wiring import build_worker
 
 settings = Settings()
+# uvicorn rewrites the client address from X-Forwarded-For when the peer is in
+# FORWARDED_ALLOW_IPS (default: loopback), read when BentoML's worker builds its
+# uvicorn config, after importing this module. Only the configured proxies count.
+os.environ["FORWARDED_ALLOW_IPS"] = settings.http.trusted_proxies
 api = create_app(max_body_bytes=settings.serving.max_body_bytes)
 log = logging.getLogger(__name__)
 # BentoML always installs OpenTelemetry's ASGI middleware; excluded URLs skip it.
@@ -28,7 +36,7 @@ UNTRACED = ["/predict", "/report", "/admin", "/info", "/priors"]
 @bentoml.service(
     name="flywheel",
     workers=settings.serving.workers,
-    traffic={"timeout": 30},
+    traffic={"timeout": settings.serving.request_timeout_s},
     logging={"access": {"enabled": False}},
     tracing={} if settings.serving.trace_requests else {"excluded_urls": UNTRACED},
 )
@@ -36,9 +44,13 @@ UNTRACED = ["/predict", "/report", "/admin", "/info", "/priors"]
 class InferenceService:
     def __init__(self) -> None:
         # Runs once per worker: a broken pack or policy raises here and stops the
-        # service with its one-line message (see packs.errors, guardrails.errors).
+        # whole server with its one-line message (see packs.errors,
+        # guardrails.errors) instead of BentoML restarting the worker forever.
         worker = bentoml.server_context.worker_index
-        self.worker = build_worker(settings, schedule_drift=worker in (None, 1))
+        try:
+            self.worker = build_worker(settings, schedule_drift=worker in (None, 1))
+        except ServiceError as exc:
+            stop_server(exc.message)
         api.state.worker = self.worker
         if settings.serving.freeze_gc:
             # Start-up objects never die; keeping them out of GC passes cuts the
@@ -53,3 +65,12 @@ class InferenceService:
     @bentoml.on_shutdown
     def shutdown(self) -> None:
         self.worker.close()
+
+
+# On the BentoML app rather than ours, so its own routes (probes, /metrics) are
+# covered too. (mypy sees the class, not the BentoML service it became.)
+InferenceService.add_asgi_middleware(  # type: ignore[attr-defined]
+    HeaderLimits,
+    max_header_bytes=settings.http.max_header_bytes,
+    max_headers=settings.http.max_headers,
+)

@@ -8,14 +8,17 @@ everything else receives values through constructors.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from feedback.log_stream import LogStreamSettings
 from monitoring.drift_schedule import DriftTarget
 from monitoring.settings import MonitoringSettings
+from service.token_strength import MIN_TOKEN_BITS, strong_enough
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 UNSAFE_TOKENS = {"", "changeme", "admin", "secret", "dev-admin-token"}
@@ -45,6 +48,9 @@ class ServingSettings(BaseModel):
     """Open an OpenTelemetry span per API request (exported where BentoML's tracing
     config says). Off, BentoML's tracing middleware passes API paths straight
     through, which it otherwise costs on every request even with no exporter."""
+    request_timeout_s: float = Field(30.0, gt=0)
+    """Longest BentoML lets one request run (a promotion replays the gate inside
+    its request) before it answers 504."""
     freeze_gc: bool = True
     """Freeze the start-up heap and raise GC thresholds (cuts tail latency)."""
 
@@ -60,12 +66,6 @@ class FeedbackSettings(BaseModel):
     """SQLAlchemy URL; default is an SQLite file under data_dir."""
     migrate_on_start: bool = True
     """Run Alembic migrations when the service starts."""
-    log_queue_rows: int = Field(100_000, ge=1)
-    """Prediction-log queue bound; rows beyond it are dropped and counted."""
-    log_batch_rows: int = Field(1000, ge=1)
-    """Rows per batched insert of the prediction log."""
-    log_flush_interval_ms: int = Field(200, ge=1)
-    """Longest a logged prediction waits before it is written."""
     report_rate_per_minute: int = Field(60, ge=1)
     """Reports one client may submit per minute (per worker)."""
     gate_max_newly_broken: int = Field(0, ge=0)
@@ -94,6 +94,51 @@ class DeploymentSettings(BaseModel):
     `name:latest`) instead of `pack_dir`; a built bento names the pack it carries."""
 
 
+class LeaseSettings(BaseModel):
+    """Once-per-window jobs (the scheduled drift run and its retraining trigger)
+    shared by every replica on one store, through a lease row per job."""
+
+    ttl_s: float = Field(30.0, gt=0)
+    """A lease not renewed for this long is free: how soon another replica takes
+    over a job whose holder died. Renewed every third of it while the job runs."""
+    poll_s: float = Field(5.0, gt=0)
+    """How often each replica checks whether the current window's run is due."""
+
+
+class PredictionLogSettings(BaseModel):
+    """The prediction log: per-worker write-ahead segments, compacted to Parquet."""
+
+    dir: Path | None = None
+    """Where segments live; default data_dir/prediction-log. May be a volume that
+    several replicas share (file names carry a per-process writer id)."""
+    fsync_interval_s: float = Field(1.0, ge=0)
+    """How often the open segment is fsynced; 0 fsyncs every batch before its
+    answer. A SIGKILL loses nothing either way; a machine crash (power, kernel)
+    can lose up to this many seconds of answered rows."""
+    rotate_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    """A segment is closed (and compacted) once it holds this many bytes."""
+    rotate_age_s: float = Field(60.0, gt=0)
+    """... or once it is this old, also when idle."""
+    compact: bool = True
+    """Rewrite closed segments as Parquet (zstd, row groups) in the background."""
+    row_group_rows: int = Field(16_384, ge=1024)
+    """Rows per Parquet row group: what a lookup by id reads at most per file."""
+    retention_days: float | None = Field(None, ge=0)
+    """Delete segments whose newest row is older than this (the policy's
+    `log_retention_days` applies too; the shorter wins). None: keep."""
+    retention_bytes: int | None = Field(None, ge=0)
+    """Delete the oldest closed segments while all of them exceed this size."""
+    on_slow_storage: Literal["wait", "shed"] = "wait"
+    """When an append cannot be made at once: `wait` (up to `max_wait_s`, retrying
+    a failed write) or `shed` (at once); then 503 with Retry-After, never an
+    answer without its logged row."""
+    max_wait_s: float = Field(1.0, gt=0)
+    """Longest an answer waits for its append under `wait`."""
+    sample_rate: float = Field(1.0, gt=0, le=1)
+    """Share of answered rows logged (1: all). Exported in /metrics; a report by
+    id of an unsampled row says so in its 404."""
+
+
 class SecuritySettings(BaseModel):
     admin_token: SecretStr | None = None
     """Bearer token for /admin routes; admin routes are refused while unset."""
@@ -110,6 +155,30 @@ class UISettings(BaseModel):
     """Evidently UI address the admin pages link to, e.g. http://127.0.0.1:8001."""
     page_rows: int = Field(50, ge=1, le=500)
     """Rows per page in the admin pages' queues."""
+
+
+class HttpSettings(BaseModel):
+    """How the HTTP edge treats a request before any route sees it."""
+
+    trusted_proxies: str = ""
+    """Comma-separated addresses or networks (e.g. `10.0.0.5,10.1.0.0/16`) whose
+    X-Forwarded-For / X-Forwarded-Proto headers are believed; empty: nobody's, so
+    a client is always its peer address."""
+    max_header_bytes: int = Field(16_384, ge=1024)
+    """Largest total size of a request's header names and values (431 beyond)."""
+    max_headers: int = Field(100, ge=8)
+    """Most header fields one request may carry (431 beyond)."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        entries = [e.strip() for e in value.split(",") if e.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return ",".join(entries)
 
 
 class Settings(BaseSettings):
@@ -131,19 +200,31 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    prediction_log: PredictionLogSettings = PredictionLogSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     security: SecuritySettings = SecuritySettings()
     deployment: DeploymentSettings = DeploymentSettings()
     ui: UISettings = UISettings()
+    leases: LeaseSettings = LeaseSettings()
+    log_stream: LogStreamSettings = LogStreamSettings()
+    http: HttpSettings = HttpSettings()
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> Settings:
         if self.environment == "production":
             token = self.security.admin_token
             value = token.get_secret_value() if token else ""
-            if value in UNSAFE_TOKENS or len(value) < 16:
+            if value in UNSAFE_TOKENS or not strong_enough(value):
                 raise ValueError(
-                    "production needs FLYWHEEL_SECURITY__ADMIN_TOKEN of 16+ characters"
+                    "production needs FLYWHEEL_SECURITY__ADMIN_TOKEN with at least "
+                    f"{MIN_TOKEN_BITS} bits of entropy (no repeats), e.g. from "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
+            key = self.security.api_key
+            if key is not None and not strong_enough(key.get_secret_value()):
+                raise ValueError(
+                    "production needs FLYWHEEL_SECURITY__API_KEY, when set, with at "
+                    f"least {MIN_TOKEN_BITS} bits of entropy (no repeats)"
                 )
         return self
 
@@ -168,6 +249,10 @@ class Settings(BaseSettings):
         return self.bentoml_home / "models"
 
     @property
+    def prediction_log_dir(self) -> Path:
+        return self.prediction_log.dir or self.data_dir / "prediction-log"
+
+    @property
     def regression_dir(self) -> Path:
         return self.data_dir / "regression"
 
@@ -182,4 +267,9 @@ class Settings(BaseSettings):
     @property
     def drift_target(self) -> DriftTarget:
         """Where scheduled drift runs read and write."""
-        return DriftTarget(self.database_url, self.drift_dir, self.evidently_workspace)
+        return DriftTarget(
+            self.database_url,
+            self.drift_dir,
+            self.evidently_workspace,
+            self.prediction_log_dir,
+        )

@@ -17,16 +17,17 @@ class PredictionSink(Protocol):
     """Where answered rows go (`feedback.prediction_log.PredictionLog`)."""
 
     def submit_batch(self, batch: LogBatch) -> bool:
-        """Take one request's rows; False when some were dropped."""
+        """Append one request's rows before the request is answered; raises
+        `feedback.errors.PredictionLogUnavailable` (503) when it cannot."""
         ...
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Wait until everything taken so far is stored."""
+        """Sync what was appended so far to disk."""
         ...
 
     @property
     def queue_depth(self) -> int:
-        """Rows taken but not yet stored."""
+        """Rows taken but not yet at the OS (0 for a synchronous log)."""
         ...
 
 
@@ -61,6 +62,8 @@ class MetricsSink(Protocol):
     ) -> None: ...
 
     def set_policy_version(self, version: str) -> None: ...
+
+    def set_follow_failing(self, failing: bool) -> None: ...
 
     def set_estimated_priors(self, priors: Mapping[str, float]) -> None: ...
 
@@ -115,6 +118,9 @@ class NullMetrics:
         pass
 
     def set_policy_version(self, version: str) -> None:
+        pass
+
+    def set_follow_failing(self, failing: bool) -> None:
         pass
 
     def set_estimated_priors(self, priors: Mapping[str, float]) -> None:

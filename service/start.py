@@ -1,7 +1,9 @@
 """What a deployment serves at start-up: its row in the store, or what is configured.
 
 The configured pack is `deployment.pack_tag` (an entry of the model store) or else
-`pack_dir` (default `data_dir/packs/penguins`), copied into the model store first.
+`pack_dir` (default `data_dir/packs/penguins`), copied into the model store first;
+with no pack at the default location (a built bento), the store's latest default
+pack.
 The configured policy is `guardrails.policy_path` when set, else the pack's own
 `policy.yaml`; a default penguin pack built before packs carried a policy falls
 back to `policies/default.yaml`.
@@ -21,6 +23,7 @@ from feedback.db import SessionFactory
 from feedback.served_state import ServedRecord, read_served, write_served
 from guardrails.errors import PolicyInvalid, PolicyProblem
 from packs.errors import PackPolicyMissing
+from packs.format import METADATA_FILE
 from packs.loader import POLICY_FILE, read_metadata
 from packs.model_store import PackStore, StoredPack
 from service.settings import PROJECT_ROOT, Settings
@@ -35,7 +38,12 @@ def configured_pack(settings: Settings, store: PackStore) -> StoredPack:
     """The pack the settings name, as a verified entry of the model store."""
     if settings.deployment.pack_tag is not None:
         return store.open(settings.deployment.pack_tag)
-    return store.add(settings.active_pack_dir)
+    path = settings.active_pack_dir
+    if settings.pack_dir is None and not (path / METADATA_FILE).is_file():
+        # A built bento has no data directory: it carries the default pack in
+        # its model store instead (`make bento`).
+        return store.open(f"{DEFAULT_PACK_NAME}:latest")
+    return store.add(path)
 
 
 def configured_policy(settings: Settings, pack: StoredPack) -> tuple[str, str]:

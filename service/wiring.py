@@ -13,8 +13,10 @@ from collections.abc import Callable
 
 from feedback.categories import category_names
 from feedback.db import SessionFactory, make_engine, migrate, session_factory
-from feedback.prediction_log import PredictionLog
+from feedback.log_reader import PredictionLogReader
+from feedback.prediction_log import PredictionLog, WriterOptions
 from feedback.promotion import Promoter, record_served
+from feedback.windowed_job import OncePerWindow
 from guardrails.registry import ABSTAIN_REASONS, STAGE_NAMES
 from monitoring.drift_schedule import DriftSchedule
 from monitoring.metrics import ServiceMetrics
@@ -31,6 +33,9 @@ from service.worker import Worker
 
 log = logging.getLogger(__name__)
 
+#: Lease name of the scheduled drift run (the retraining trigger runs inside it).
+DRIFT_JOB = "drift"
+
 
 def build_metrics(
     served: Served, *, report_categories: list[str] | None = None
@@ -45,6 +50,21 @@ def build_metrics(
         guardrail_stages=STAGE_NAMES,
         abstain_reasons=ABSTAIN_REASONS,
         report_categories=report_categories or (),
+    )
+
+
+def writer_options(settings: Settings) -> WriterOptions:
+    """The prediction-log writer's options from the settings."""
+    s = settings.prediction_log
+    return WriterOptions(
+        fsync_interval_s=s.fsync_interval_s,
+        rotate_bytes=s.rotate_bytes,
+        rotate_age_s=s.rotate_age_s,
+        on_slow_storage=s.on_slow_storage,
+        max_wait_s=s.max_wait_s,
+        sample_rate=s.sample_rate,
+        compact=s.compact,
+        row_group_rows=s.row_group_rows,
     )
 
 
@@ -91,23 +111,28 @@ def build_worker(
         metrics = buffer
         closers.append(buffer.stop)
     prediction_log: PredictionSink = NullPredictionLog()
+    log_settings = settings.prediction_log
     if log_predictions:
-        feedback = settings.feedback
         writer = PredictionLog(
-            engine,
-            max_queue_rows=feedback.log_queue_rows,
-            batch_rows=feedback.log_batch_rows,
-            flush_interval_ms=feedback.log_flush_interval_ms,
-            on_drop=service_metrics.add_log_dropped,
-            on_flush=lambda rows, _seconds: service_metrics.add_log_written(rows),
+            settings.prediction_log_dir,
+            writer_options(settings),
+            on_written=service_metrics.add_log_written,
+            on_refused=service_metrics.add_log_refused,
         ).start()
         prediction_log = writer
         closers.insert(0, lambda: writer.close(timeout_s=10))
+    service_metrics.set_log_sample_rate(log_settings.sample_rate)
+    log_reader = PredictionLogReader(
+        settings.prediction_log_dir, sample_rate=log_settings.sample_rate
+    )
     served.subscribe(lambda now: _export_versions(metrics, now))
+    served.on_follow(lambda failure: metrics.set_follow_failing(failure is not None))
+    metrics.set_follow_failing(False)
     dataplane = DataPlane(
         settings,
         served,
         prediction_log=prediction_log,
+        log_reader=log_reader,
         metrics=metrics,
         sessions=sessions,
     )
@@ -123,18 +148,16 @@ def build_worker(
         settings,
         served,
         prediction_log=prediction_log,
+        log_reader=log_reader,
         metrics=metrics,
         sessions=sessions,
     ).start()
     closers.insert(0, jobs.stop)
     if schedule_drift:
-        drift = DriftSchedule(
-            settings.monitoring, settings.drift_target, lambda: served.pack_dir
-        )
-        drift.start()
-        closers.insert(0, drift.stop)
-        sampling = ReviewSampling(settings.feedback, sessions).start()
+        sampling = ReviewSampling(settings.feedback, sessions, log_reader).start()
         closers.insert(0, sampling.stop)
+    if schedule_drift and settings.monitoring.drift_interval_s > 0:
+        closers[:0] = _schedule_drift(settings, sessions, served)
     _record_served(sessions, served.current)
     return Worker(
         settings=settings,
@@ -145,6 +168,26 @@ def build_worker(
         sessions=sessions,
         closers=[*closers, engine.dispose],
     )
+
+
+def _schedule_drift(
+    settings: Settings, sessions: SessionFactory, served: ServedState
+) -> list[Callable[[], object]]:
+    """Drift runs once per interval across every replica on this store (a lease
+    per window); returns the closers, in order."""
+    drift = DriftSchedule(
+        settings.monitoring, settings.drift_target, lambda: served.pack_dir
+    )
+    interval_s = settings.monitoring.drift_interval_s
+    window = OncePerWindow(
+        sessions,
+        DRIFT_JOB,
+        interval_s=interval_s,
+        ttl_s=settings.leases.ttl_s,
+        poll_s=min(settings.leases.poll_s, interval_s),
+    )
+    window.start(drift.run_once, on_lost=drift.cancel_run)
+    return [drift.stop, window.stop]
 
 
 def _export_versions(metrics: MetricsSink, served: Served) -> None:

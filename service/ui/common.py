@@ -76,7 +76,7 @@ class Page:
             status_code=status_code,
             csrf=self.csrf,
             logged_in=True,
-            active=template.split(".")[0].split("_")[0],
+            active=_nav_key(template),
             **context,
         )
 
@@ -85,6 +85,12 @@ class Page:
         form = await self.request.form()
         self.signer.check_csrf(self.session.nonce, _str(form.get("csrf_token")))
         return form
+
+
+def _nav_key(template: str) -> str:
+    """The navigation entry a template belongs to (`report.html` -> `reports`)."""
+    name = template.split(".")[0]
+    return next((k for k, _ in NAV if name.startswith(k.rstrip("s"))), "")
 
 
 def _str(value: Any) -> str | None:

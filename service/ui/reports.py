@@ -92,7 +92,8 @@ def queue(p: Annotated[Page, Depends(page)]) -> Response:
         logged = {
             r.id: r
             for r in review.logged_rows(
-                session, ids=[x.prediction_id for x in rows if x.prediction_id]
+                p.worker.dataplane.log_reader,
+                ids=[x.prediction_id for x in rows if x.prediction_id],
             )
         }
         names = categories.category_names(session)
@@ -140,7 +141,8 @@ def report_page(report_id: str, p: Annotated[Page, Depends(page)]) -> Response:
     with p.worker.sessions() as session:
         r = store.get_report(session, report_id)
         logged = review.logged_rows(
-            session, ids=[r.prediction_id] if r.prediction_id else []
+            p.worker.dataplane.log_reader,
+            ids=[r.prediction_id] if r.prediction_id else [],
         )
         names = categories.category_names(session)
         return p.render(

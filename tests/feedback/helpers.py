@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine
 
+from feedback import store
 from feedback.log_batch import LogBatch
-from feedback.models import new_prediction_id, new_prediction_ids, utcnow
-from feedback.prediction_log import PredictionLog
+from feedback.log_reader import LoggedPrediction, PredictionLogReader
+from feedback.models import new_prediction_ids, utcnow
+from feedback.prediction_log import PredictionLog, WriterOptions
 from feedback.schemas import OutputRecord
 
 LABELS = ["Adelie", "Chinstrap", "Gentoo"]
@@ -23,7 +26,8 @@ ADELIE = dict(zip(FEATURES, [39.1, 18.7, 181.0, 3750.0], strict=True))
 class PredictionRecord(BaseModel):
     """One logged prediction row, given field by field (tests build rows so)."""
 
-    id: str = Field(default_factory=new_prediction_id)
+    id: str = ""
+    """Default: an id of `created_at`'s millisecond (see `id_at`)."""
     created_at: datetime = Field(default_factory=utcnow)
     model_version: str
     policy_version: str | None = None
@@ -31,6 +35,10 @@ class PredictionRecord(BaseModel):
     inputs: dict[str, float | None] | None = None
     outputs: OutputRecord
     trace: Any = None
+
+    def model_post_init(self, _context: Any) -> None:
+        if not self.id:
+            self.id = id_at(self.created_at)
 
 
 def batch_from_record(record: PredictionRecord | Mapping[str, Any]) -> LogBatch:
@@ -77,9 +85,10 @@ def prediction(
     values: dict[str, float | None] | None = None
     if store_inputs:
         values = dict(inputs if inputs is not None else ADELIE)
+    created_at = kw.pop("created_at", utcnow())
     return PredictionRecord(
-        id=kw.pop("id", new_prediction_id()),
-        created_at=kw.pop("created_at", utcnow()),
+        id=kw.pop("id", id_at(created_at)),
+        created_at=created_at,
         model_version=model_version,
         policy_version="policy-1",
         context=context,
@@ -95,15 +104,27 @@ def prediction(
     )
 
 
-def log_predictions(engine: Engine, records: Sequence[PredictionRecord]) -> None:
-    """Write rows through the real prediction log and wait until they are in."""
-    log = PredictionLog(
-        engine, max_queue_rows=100_000, batch_rows=500, flush_interval_ms=10
-    )
-    log.start()
+def log_predictions(
+    log_dir: Path, records: Sequence[PredictionRecord]
+) -> PredictionLogReader:
+    """Write rows through the real prediction log (closed: compacted to Parquet)
+    and return a reader of it."""
+    log = PredictionLog(log_dir, WriterOptions(fsync_interval_s=0)).start()
     assert submit_records(log, records)
     assert log.close(timeout_s=30)
-    assert log.dropped_total == 0
+    return PredictionLogReader(log_dir)
+
+
+def finder(reader: PredictionLogReader) -> Callable[[str], LoggedPrediction]:
+    """How the data plane finds a report's prediction: in the log."""
+    return lambda prediction_id: store.get_prediction(reader, prediction_id)
+
+
+def id_at(created_at: datetime) -> str:
+    """A prediction id of the millisecond `created_at` (as the service makes them
+    together), so that rows backdated in tests land in segments of their time."""
+    millis = int(created_at.timestamp() * 1000)
+    return f"{millis:012x}7{os.urandom(10).hex()[:19]}"
 
 
 def batch_of(

@@ -23,7 +23,6 @@ from feedback.models import Base
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {
     "model_versions",
-    "predictions",
     "reports",
     "regression_cases",
     "regression_runs",
@@ -32,6 +31,7 @@ TABLES = {
     "served_state",
     "categories",
     "review_items",
+    "leases",
     VERSION_TABLE,
 }
 

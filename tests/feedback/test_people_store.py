@@ -5,10 +5,10 @@ case that retraining picks up). Every test runs on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from feedback import categories, review, store
@@ -21,6 +21,7 @@ from tests.feedback.helpers import (
     FEATURES,
     LABELS,
     PredictionRecord,
+    finder,
     log_predictions,
     prediction,
 )
@@ -65,16 +66,17 @@ def test_category_name_out_of_bounds_is_refused(session: Session, name: str) -> 
 
 
 def test_queue_filters_by_predicted_and_expected_label(
-    engine: Engine, session: Session
+    tmp_path: Path, session: Session
 ) -> None:
     chinstrap = prediction(label="Chinstrap")
     gentoo = prediction(label="Gentoo")
-    log_predictions(engine, [chinstrap, gentoo])
+    reader = log_predictions(tmp_path, [chinstrap, gentoo])
     for p, expected in ((chinstrap, "Adelie"), (gentoo, "Chinstrap")):
         store.create_report(
             session,
             data=ReportCreate(prediction_id=p.id, expected_label=expected),
             labels=LABELS,
+            find_prediction=finder(reader),
         )
 
     def ids(**kw: str) -> list[str | None]:
@@ -86,26 +88,31 @@ def test_queue_filters_by_predicted_and_expected_label(
     assert ids(predicted_label="Chinstrap", expected_label="Chinstrap") == []
 
 
-def test_logged_rows_reads_by_time_and_by_id(engine: Engine, session: Session) -> None:
+def test_logged_rows_reads_by_time_and_by_id(tmp_path: Path) -> None:
     old = answered("Adelie", CLEAR, created_at=utcnow() - timedelta(hours=2))
     new = answered("Adelie", CLEAR)
-    log_predictions(engine, [old, new])
+    reader = log_predictions(tmp_path, [old, new])
     since = utcnow() - timedelta(hours=1)
-    assert [r.id for r in review.logged_rows(session, since=since)] == [new.id]
-    rows = review.logged_rows(session, ids=[old.id])
+    assert [r.id for r in review.logged_rows(reader, since=since)] == [new.id]
+    rows = review.logged_rows(reader, ids=[old.id])
     assert [(r.id, r.inputs) for r in rows] == [(old.id, dict(ADELIE))]
-    assert review.logged_rows(session, ids=[]) == []
+    assert review.logged_rows(reader, ids=[]) == []
 
 
 def test_sampler_queues_abstentions_and_low_margin_answers_once(
-    engine: Engine, session: Session
+    tmp_path: Path, session: Session
 ) -> None:
     abstained = answered(None, CLOSE)
     close = answered("Adelie", CLOSE)
     clear = answered("Adelie", CLEAR)
-    log_predictions(engine, [abstained, close, clear])
+    reader = log_predictions(tmp_path, [abstained, close, clear])
     since = utcnow() - timedelta(minutes=5)
-    kw: dict[str, Any] = {"margin": 0.2, "sample_share": 1.0, "audit_share": 0.0}
+    kw: dict[str, Any] = {
+        "log": reader,
+        "margin": 0.2,
+        "sample_share": 1.0,
+        "audit_share": 0.0,
+    }
     added, last = review.sample_review_items(session, since=since, **kw)
     assert added == 2 and last is not None
     again, _ = review.sample_review_items(session, since=since, **kw)
@@ -148,12 +155,13 @@ def test_sampling_share_is_decided_by_the_id_so_it_repeats() -> None:
 
 
 def test_review_answer_becomes_a_regression_case_and_a_training_row(
-    engine: Engine, session: Session
+    tmp_path: Path, session: Session
 ) -> None:
     row = answered(None, CLOSE)
-    log_predictions(engine, [row])
+    reader = log_predictions(tmp_path, [row])
     review.sample_review_items(
         session,
+        log=reader,
         since=utcnow() - timedelta(minutes=5),
         margin=0.2,
         sample_share=1.0,

@@ -1,25 +1,26 @@
-"""The write-behind prediction log: batching, bounded queue with counted drops,
-draining on close, surviving a database outage, and reading the drift window."""
+"""The prediction log: rows readable as soon as `submit_batch` returns (by any
+reader, from any writer's open segment), rotation and compaction to Parquet,
+orphaned segments compacted, backpressure as a 503, sampling, the drift window,
+rows and counts since a time, and retention by age and by bytes."""
 
 from __future__ import annotations
 
-import sqlite3
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import subprocess
+import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import Engine, delete, func, select
-from sqlalchemy.orm import Session
 
 from feedback import log_window, store
-from feedback.db import make_engine, migrate
-from feedback.models import Prediction, utcnow
-from feedback.prediction_log import PredictionLog
-from tests.dbservers import TcpProxy
+from feedback.errors import PredictionLogUnavailable, PredictionNotFound
+from feedback.log_reader import PredictionLogReader
+from feedback.log_segments import list_segments
+from feedback.models import utcnow
+from feedback.prediction_log import PredictionLog, WriterOptions
 from tests.feedback.helpers import (
     ADELIE,
     FEATURES,
@@ -30,81 +31,28 @@ from tests.feedback.helpers import (
     submit_records,
 )
 
-
-def rows_in(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.scalar(select(func.count()).select_from(Prediction)) or 0)
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_rows_are_written_in_batches_of_at_most_batch_rows(engine: Engine) -> None:
-    flushes: list[int] = []
-    log = PredictionLog(
-        engine,
-        max_queue_rows=10_000,
-        batch_rows=50,
-        flush_interval_ms=5,
-        on_flush=lambda n, seconds: flushes.append(n),
-    ).start()
-    for _ in range(23):
-        assert submit_records(log, [prediction() for _ in range(10)])
-    assert log.flush(timeout_s=30)
-    assert log.close()
-    assert sum(flushes) == 230 and max(flushes) <= 50
-    assert rows_in(engine) == 230
-    assert (log.written_total, log.dropped_total, log.queue_depth) == (230, 0, 0)
+def writer(log_dir: Path, **options: object) -> PredictionLog:
+    return PredictionLog(log_dir, WriterOptions(**options))  # type: ignore[arg-type]
 
 
-def test_full_queue_drops_and_counts_without_blocking(engine: Engine) -> None:
-    drops: list[int] = []
-    log = PredictionLog(
-        engine,
-        max_queue_rows=10,
-        batch_rows=5,
-        flush_interval_ms=5,
-        on_drop=drops.append,
-    )  # not started: nothing drains the queue
-    assert log.submit_batch(batch_of(6))
-    started = time.perf_counter()
-    assert not log.submit_batch(batch_of(6))
-    assert time.perf_counter() - started < 0.05
-    assert (log.queue_depth, log.dropped_total, drops) == (10, 2, [2])
-    log.start()
-    assert log.close(timeout_s=30)
-    assert rows_in(engine) == 10
-
-
-def test_a_batch_that_does_not_fit_is_cut_and_the_rest_counted(
-    engine: Engine,
-) -> None:
-    drops: list[int] = []
-    log = PredictionLog(
-        engine, max_queue_rows=10, batch_rows=5, flush_interval_ms=5,
-        on_drop=drops.append,
-    )  # fmt: skip
-    assert log.submit_batch(batch_of(6))
-    assert not log.submit_batch(batch_of(6))
-    assert not log.submit_batch(batch_of(3))  # full
-    assert (log.queue_depth, log.dropped_total, drops) == (10, 5, [2, 3])
-    log.start()
-    assert log.close(timeout_s=30)
-    assert rows_in(engine) == 10
-
-
+@pytest.mark.parametrize("compacted", [False, True])
 @pytest.mark.parametrize("store_inputs", [True, False])
 def test_a_batch_reads_back_row_for_row(
-    engine: Engine, session: Session, store_inputs: bool
+    tmp_path: Path, store_inputs: bool, compacted: bool
 ) -> None:
     batch = batch_of(300, store_inputs=store_inputs, acted_rows=[0, 7])
-    log = PredictionLog(
-        engine, max_queue_rows=1000, batch_rows=128, flush_interval_ms=5
-    ).start()
-    assert log.submit_batch(batch)
-    assert log.flush(timeout_s=30) and log.written_total == 300
-    assert log.close(timeout_s=30)
-    rows = {r.id: r for r in session.scalars(select(Prediction))}
-    assert len(rows) == 300
+    log = writer(tmp_path)
+    assert log.submit_batch(batch) and log.written_total == 300
+    if compacted:
+        assert log.close()
+        assert [f.is_wal for f in list_segments(tmp_path)] == [False]
+    reader = PredictionLogReader(tmp_path)
     for i, pid in enumerate(batch.ids):
-        row = rows[pid]
+        row = reader.get(pid)
+        assert row is not None and row.id == pid
         assert (row.model_version, row.policy_version, row.context) == (
             "pack-v1", "policy-1", "Biscoe",
         )  # fmt: skip
@@ -118,106 +66,164 @@ def test_a_batch_reads_back_row_for_row(
         }
         if store_inputs:
             expected = batch.inputs[i].tolist()  # type: ignore[index,union-attr]
-            assert set(row.inputs) == set(FEATURES)  # JSONB keeps no key order
-            assert np.float32([row.inputs[f] for f in FEATURES]).tolist() == expected
+            assert row.inputs is not None and list(row.inputs) == FEATURES
+            assert np.float32(list(row.inputs.values())).tolist() == expected
         else:
             assert row.inputs is None
         assert row.trace == (batch.traces[i] if i in (0, 7) else None)  # type: ignore[index]
+    assert reader.get("0" * 32) is None and reader.get("not-an-id") is None
+    log.close()
 
 
-def test_close_drains_the_queue_and_later_rows_are_refused(engine: Engine) -> None:
-    log = PredictionLog(
-        engine, max_queue_rows=1000, batch_rows=1000, flush_interval_ms=60_000
-    ).start()
-    assert submit_records(log, [prediction() for _ in range(120)])
-    time.sleep(0.05)
-    assert rows_in(engine) == 0  # neither a full batch nor the interval yet
-    assert log.close(timeout_s=30)
-    assert rows_in(engine) == 120
-    assert not submit_records(log, [prediction()])
-    assert log.dropped_total == 1
-
-
-def test_a_bad_row_is_dropped_and_the_rest_of_its_batch_kept(engine: Engine) -> None:
-    first = prediction()
-    log = PredictionLog(
-        engine, max_queue_rows=100, batch_rows=100, flush_interval_ms=5
-    ).start()
-    submit_records(log, [first])
-    assert log.flush(timeout_s=30)
-    duplicate = prediction(id=first.id)
-    # The duplicate id only fails in the database, which must not cost the rest
-    # of its batch.
-    assert submit_records(log, [prediction(), duplicate, prediction()])
-    assert log.close(timeout_s=30)
-    assert rows_in(engine) == 3
-    assert log.dropped_total == 1
-
-
-@contextmanager
-def sqlite_locked(path: Path) -> Iterator[None]:
-    """Another process's exclusive lock: writers see 'database is locked'."""
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
-    try:
-        yield
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
-
-
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_database_outage_drops_counted_rows_then_recovers(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+def test_another_workers_reader_finds_rows_of_an_open_segment_at_once(
+    tmp_path: Path,
 ) -> None:
-    if backend == "sqlite":
-        path = tmp_path / "log.db"
-        engine = make_engine(f"sqlite:///{path}", busy_timeout_ms=50)
-        outage = sqlite_locked(path)
-    else:
-        proxy, url = request.getfixturevalue("postgres_proxy")
-        engine = make_engine(url, connect_timeout_s=1)
-        assert isinstance(proxy, TcpProxy)
+    """Two writers (workers) share a directory; a third reader follows both open
+    segments as they grow, and sees each row once `submit_batch` returned."""
+    first, second = writer(tmp_path), writer(tmp_path)
+    reader = PredictionLogReader(tmp_path)
+    for round_ in range(5):
+        a, b = batch_of(50), batch_of(1)
+        first.submit_batch(a)
+        second.submit_batch(b)
+        for pid in (a.ids[0], a.ids[-1], b.ids[0]):
+            row = reader.get(pid)
+            assert row is not None, (round_, pid)
+    assert len([f for f in list_segments(tmp_path) if f.is_wal]) == 2
+    assert first.close() and second.close()
+    assert reader.get(a.ids[3]) is not None  # now in a compacted segment
 
-        @contextmanager
-        def cut() -> Iterator[None]:
-            proxy.cut()
-            try:
-                yield
-            finally:
-                proxy.restore()
 
-        outage = cut()
-    migrate(engine)
-    if backend == "postgres":
-        with engine.begin() as conn:  # this session's database is shared per test
-            conn.execute(delete(Prediction))
-    log = PredictionLog(
-        engine, max_queue_rows=30, batch_rows=10, flush_interval_ms=5, max_retry_s=0.3
-    ).start()
+def test_segments_rotate_by_size_and_schema_and_compact_to_parquet(
+    tmp_path: Path,
+) -> None:
+    log = writer(tmp_path, rotate_bytes=4096, row_group_rows=1024)
+    batches = [batch_of(100) for _ in range(6)]
+    for b in batches:
+        log.submit_batch(b)
+    log.submit_batch(batch_of(10, store_inputs=False))  # other columns
+    log.rotate()
+    log.compact_pending()
+    files = list_segments(tmp_path)
+    assert len(files) >= 6 and all(not f.is_wal for f in files)
+    for f in files:
+        table = pq.read_table(f.path)
+        ms = (table["created_at"].cast("int64").to_numpy() // 1000).tolist()
+        assert f.start_ms <= min(ms) and max(ms) <= f.end_ms  # type: ignore[operator]
+    reader = PredictionLogReader(tmp_path)
+    assert all(reader.get(b.ids[50]) is not None for b in batches)
+    assert reader.count_since(utcnow() - timedelta(minutes=1)) == 610
+    log.close()
+
+
+def test_a_killed_writers_segment_is_read_then_compacted_by_another(
+    tmp_path: Path,
+) -> None:
+    """A worker killed with SIGKILL leaves its open segment behind: every row it
+    appended is readable, and a living writer compacts the segment."""
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+from pathlib import Path
+from feedback.prediction_log import PredictionLog
+from tests.feedback.helpers import batch_of
+log = PredictionLog(Path({str(tmp_path)!r}))
+for _ in range(3):
+    b = batch_of(200)
+    log.submit_batch(b)
+print(b.ids[-1], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == -9, done.stderr
+    last_id = done.stdout.split()[-1]
+    (orphan,) = list_segments(tmp_path)
+    assert orphan.is_wal
+    reader = PredictionLogReader(tmp_path)
+    assert reader.get(last_id) is not None
+    assert reader.count_since(utcnow() - timedelta(minutes=5)) == 600
+    survivor = writer(tmp_path, orphan_check_s=0.01).start()
     try:
-        assert submit_records(log, [prediction() for _ in range(5)])
-        assert log.flush(timeout_s=30)
-        with outage:
-            started = time.perf_counter()
-            accepted = [submit_records(log, [prediction()]) for _ in range(150)]
-            assert time.perf_counter() - started < 0.5  # the caller never waits
-            assert not all(accepted)  # the queue filled up while the DB was away
-            assert log.flush(timeout_s=30)
-            assert log.dropped_total == 150
-        assert submit_records(log, [prediction() for _ in range(7)])
-        assert log.flush(timeout_s=30)
-        assert rows_in(engine) == 5 + 7
+        survivor._compact_orphans()
     finally:
-        log.close(timeout_s=5)
-        engine.dispose()
+        survivor.close()
+    (compacted,) = list_segments(tmp_path)
+    assert not compacted.is_wal
+    assert PredictionLogReader(tmp_path).get(last_id) is not None
 
 
-# --- reading the window and retention ---------------------------------------------
+@pytest.mark.parametrize("policy", ["wait", "shed"])
+def test_an_append_that_cannot_start_in_time_is_refused_not_skipped(
+    tmp_path: Path, policy: str
+) -> None:
+    log = writer(tmp_path, on_slow_storage=policy, max_wait_s=0.05)
+    held = threading.Event()
+    release = threading.Event()
+
+    def slow_storage() -> None:
+        with log._lock:  # an append (or fsync) that takes long
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=slow_storage)
+    thread.start()
+    held.wait(10)
+    batch = batch_of(5)
+    try:
+        with pytest.raises(PredictionLogUnavailable) as err:
+            log.submit_batch(batch)
+    finally:
+        release.set()
+        thread.join()
+    assert err.value.status_code == 503
+    assert err.value.headers()["Retry-After"] == "1"
+    assert log.refused_total == 5
+    assert PredictionLogReader(tmp_path).get(batch.ids[0]) is None
+    log.submit_batch(batch)  # storage is back
+    assert PredictionLogReader(tmp_path).get(batch.ids[0]) is not None
+    log.close()
+
+
+def test_a_failing_write_is_refused_and_the_log_recovers(tmp_path: Path) -> None:
+    log_dir = tmp_path / "log"
+    log = writer(log_dir, on_slow_storage="shed")
+    log.submit_batch(batch_of(3))
+    log.rotate()
+    log.compact_pending()
+    for f in list_segments(log_dir):
+        f.path.unlink()
+    log_dir.rmdir()  # the volume went away: a new segment cannot be created
+    with pytest.raises(PredictionLogUnavailable, match="appending failed"):
+        log.submit_batch(batch_of(3))
+    log_dir.mkdir()
+    batch = batch_of(3)
+    log.submit_batch(batch)
+    assert PredictionLogReader(log_dir).get(batch.ids[2]) is not None
+    log.close()
+
+
+def test_sampling_keeps_a_share_and_the_not_found_error_says_so(
+    tmp_path: Path,
+) -> None:
+    log = writer(tmp_path, sample_rate=0.25)
+    batch = batch_of(4000)
+    log.submit_batch(batch)
+    kept = log.written_total
+    assert 800 < kept < 1200 and log.sampled_out_total == 4000 - kept
+    reader = PredictionLogReader(tmp_path, sample_rate=0.25)
+    missing = next(pid for pid in batch.ids if reader.get(pid) is None)
+    with pytest.raises(PredictionNotFound, match=r"25% of answered rows"):
+        store.get_prediction(reader, missing)
+    log.close()
+
+
+# --- reading the window, rows since, retention -------------------------------------
 
 
 def test_window_holds_the_latest_rows_oldest_first_one_column_per_feature(
-    engine: Engine, session: Session
+    tmp_path: Path,
 ) -> None:
     now = utcnow()
     rows = [
@@ -230,10 +236,10 @@ def test_window_holds_the_latest_rows_oldest_first_one_column_per_feature(
     ]
     rows.append(prediction(created_at=now, store_inputs=False, label=None))
     rows.append(prediction(created_at=now, model_version="other"))
-    log_predictions(engine, rows)
+    reader = log_predictions(tmp_path, rows)
 
     window = log_window.read_prediction_window(
-        session, limit_rows=11, model_version="pack-v1", feature_names=FEATURES
+        reader, limit_rows=11, model_version="pack-v1", feature_names=FEATURES
     )
     assert list(window.columns) == [*FEATURES, "predicted_label", "created_at"]
     assert len(window) == 11
@@ -242,36 +248,56 @@ def test_window_holds_the_latest_rows_oldest_first_one_column_per_feature(
     assert window["predicted_label"].iloc[-1] is None  # abstained
     assert window["created_at"].is_monotonic_increasing
     assert str(window["created_at"].dt.tz) == "UTC"
-    everything = log_window.read_prediction_window(session, limit_rows=1000)
+    everything = log_window.read_prediction_window(reader, limit_rows=1000)
     assert len(everything) == 102 and set(FEATURES) <= set(everything.columns)
 
 
-def test_purge_deletes_only_predictions_older_than_the_retention(
-    engine: Engine, session: Session
+def test_window_merges_segments_of_several_writers_by_time(tmp_path: Path) -> None:
+    a, b = writer(tmp_path), writer(tmp_path)
+    now = utcnow()
+    for i in range(6):
+        record = prediction(
+            created_at=now - timedelta(seconds=60 - i),
+            inputs={**ADELIE, "bill_length_mm": float(i)},
+        )
+        assert submit_records(a if i % 2 else b, [record])
+    a.rotate()
+    a.compact_pending()  # one compacted, one open
+    window = log_window.read_prediction_window(
+        PredictionLogReader(tmp_path), limit_rows=4, feature_names=FEATURES
+    )
+    assert window["bill_length_mm"].tolist() == [2.0, 3.0, 4.0, 5.0]
+    a.close()
+    b.close()
+
+
+def test_rows_and_counts_since_a_time(tmp_path: Path) -> None:
+    now = utcnow()
+    rows = [prediction(created_at=now - timedelta(minutes=m)) for m in range(10)]
+    reader = log_predictions(tmp_path, rows)
+    since = now - timedelta(minutes=4, seconds=30)
+    assert reader.count_since(since) == 5
+    table = reader.rows_since(since, columns=["id", "label"])
+    assert table.num_rows == 5
+    assert set(table["id"].to_pylist()) == {r.id for r in rows[:5]}
+
+
+def test_purge_deletes_segments_older_than_the_retention_then_beyond_the_bytes(
+    tmp_path: Path,
 ) -> None:
     now = utcnow()
+    log = writer(tmp_path)
     old = [prediction(created_at=now - timedelta(days=31)) for _ in range(12)]
     recent = [prediction(created_at=now - timedelta(days=29)) for _ in range(3)]
-    log_predictions(engine, old + recent)
-    assert store.purge_predictions_older_than(session, 30, batch_rows=5) == 12
-    assert rows_in(engine) == 3
-    assert store.purge_predictions_older_than(session, 30) == 0
-
-
-def test_sqlite_sustained_insert_rate(tmp_path: Path) -> None:
-    """Measured, not just asserted: prints rows/s for the report (run with -s)."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'rate.db'}")
-    migrate(engine)
-    n = 20_000
-    records = [prediction() for _ in range(n)]
-    log = PredictionLog(
-        engine, max_queue_rows=n, batch_rows=1000, flush_interval_ms=50
-    ).start()
-    started = time.perf_counter()
-    assert submit_records(log, records)
-    assert log.flush(timeout_s=60)
-    rate = n / (time.perf_counter() - started)
+    newest = [prediction(created_at=now) for _ in range(2)]
+    for group in (old, recent, newest):
+        submit_records(log, group)
+        log.rotate()
     log.close()
-    engine.dispose()
-    print(f"\nprediction log, SQLite: {rate:,.0f} rows/s sustained ({n} rows)")
-    assert rate > 5_000
+    reader = PredictionLogReader(tmp_path)
+    assert store.purge_predictions_older_than(reader, 30) == 12
+    assert store.purge_predictions_older_than(reader, 30) == 0
+    assert reader.get(recent[0].id) is not None and reader.get(old[0].id) is None
+    newest_bytes = max(f.path.stat().st_size for f in list_segments(tmp_path))
+    assert store.purge_predictions_older_than(reader, None, max_bytes=newest_bytes) == 3
+    assert reader.get(newest[1].id) is not None and reader.get(recent[0].id) is None

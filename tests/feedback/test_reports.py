@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from feedback import store
@@ -34,7 +34,7 @@ from feedback.schemas import (
     ReportUpdate,
 )
 from tests.dbservers import ThrowawayPostgres
-from tests.feedback.helpers import ADELIE, LABELS, log_predictions, prediction
+from tests.feedback.helpers import ADELIE, LABELS, finder, log_predictions, prediction
 
 
 def direct(**kw: Any) -> ReportCreate:
@@ -56,14 +56,15 @@ def count(session: Session) -> int:
 
 
 def test_report_by_prediction_id_attaches_the_logged_input_and_output(
-    engine: Engine, session: Session
+    tmp_path: Path, session: Session
 ) -> None:
     row = prediction(label="Gentoo", context="Dream", model_version="pack-v7")
-    log_predictions(engine, [row])
+    reader = log_predictions(tmp_path, [row])
     report, created = store.create_report(
         session,
         data=ReportCreate(prediction_id=row.id, expected_label="Chinstrap"),
         labels=LABELS,
+        find_prediction=finder(reader),
     )
     assert created
     assert report.prediction_id == row.id
@@ -75,12 +76,15 @@ def test_report_by_prediction_id_attaches_the_logged_input_and_output(
 
 
 def test_report_by_prediction_id_without_stored_inputs_keeps_inputs_empty(
-    engine: Engine, session: Session
+    tmp_path: Path, session: Session
 ) -> None:
     row = prediction(store_inputs=False)
-    log_predictions(engine, [row])
+    reader = log_predictions(tmp_path, [row])
     report, _ = store.create_report(
-        session, data=ReportCreate(prediction_id=row.id), labels=LABELS
+        session,
+        data=ReportCreate(prediction_id=row.id),
+        labels=LABELS,
+        find_prediction=finder(reader),
     )
     assert report.inputs is None
     assert ReportPublic.from_row(report).inputs is None
@@ -105,11 +109,15 @@ def test_direct_report_gets_the_served_versions_when_it_names_none(
 
 
 def test_unknown_prediction_id_is_not_found_and_stores_nothing(
-    session: Session,
+    tmp_path: Path, session: Session
 ) -> None:
+    reader = log_predictions(tmp_path, [prediction()])
     with pytest.raises(PredictionNotFound) as err:
         store.create_report(
-            session, data=ReportCreate(prediction_id="f" * 32), labels=LABELS
+            session,
+            data=ReportCreate(prediction_id="f" * 32),
+            labels=LABELS,
+            find_prediction=finder(reader),
         )
     assert err.value.status_code == 404
     assert count(session) == 0
@@ -379,12 +387,15 @@ def test_confirming_a_report_without_any_label_is_refused(session: Session) -> N
 
 
 def test_confirmed_report_without_stored_inputs_makes_no_case(
-    engine: Engine, session: Session
+    tmp_path: Path, session: Session
 ) -> None:
     row = prediction(store_inputs=False)
-    log_predictions(engine, [row])
+    reader = log_predictions(tmp_path, [row])
     report, _ = store.create_report(
-        session, data=ReportCreate(prediction_id=row.id), labels=LABELS
+        session,
+        data=ReportCreate(prediction_id=row.id),
+        labels=LABELS,
+        find_prediction=finder(reader),
     )
     store.update_report(
         session,

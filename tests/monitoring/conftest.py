@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from packs.format import REFERENCE_FILE, PackMetadata
-from packs.loader import load_table, read_metadata
+from packs.loader import ModelPack, load_table, read_metadata
 from tests.servers import free_port
 
 
@@ -39,6 +39,12 @@ def pack_meta(default_pack: Path) -> PackMetadata:
 @pytest.fixture(scope="session")
 def reference(default_pack: Path) -> pd.DataFrame:
     return load_table(default_pack / REFERENCE_FILE)
+
+
+@pytest.fixture(scope="session")
+def pack_model(default_pack: Path) -> ModelPack:
+    """The default pack's model (its outputs are what the drift detector tests)."""
+    return ModelPack.load(default_pack, providers=["CPUExecutionProvider"])
 
 
 def live_window(

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
+from feedback.audit_accuracy import AuditAccuracy
 from guardrails.heldout_data import label_shift_sample
 from monitoring.accuracy import ACCURACY_ESTIMATORS, AccuracyEstimator
 from monitoring.accuracy_window import (
@@ -20,6 +21,7 @@ from monitoring.accuracy_window import (
     WindowAccuracy,
     window_accuracy_for_pack,
 )
+from monitoring.detector import DetectorConfig
 from monitoring.drift_job import DriftJob
 from monitoring.drift_metrics import DriftMetrics
 
@@ -107,10 +109,11 @@ def test_the_drift_job_exports_the_estimate_even_when_drift_is_skipped(
     metrics = DriftMetrics(
         registry, labels=pack_meta.labels, features=pack_meta.feature_names
     )
-    reading = AccuracyReading(500, {"cbpe": 0.91, "atc": 0.88}, 0.97)
+    audit = AuditAccuracy(answered=50, correct=45, low=0.79, high=0.96)
+    reading = AccuracyReading(500, {"cbpe": 0.91, "atc": 0.88}, 0.97, audit)
     job = DriftJob(
         lambda rows: reference.head(0), reference, metrics,
-        window_rows=1000, min_window_rows=200, drift_share=0.5,
+        window_rows=1000, min_window_rows=200, detector=DetectorConfig(alpha=0.05),
         out_dir=tmp_path, workspace_dir=None, model_version="v1",
         estimate_accuracy=lambda: reading,
     )  # fmt: skip
@@ -121,6 +124,9 @@ def test_the_drift_job_exports_the_estimate_even_when_drift_is_skipped(
     assert value("flywheel_estimated_accuracy", {"estimator": "atc"}) == 0.88
     assert value("flywheel_heldout_accuracy") == 0.97
     assert value("flywheel_estimated_accuracy_window_rows") == 500
+    assert value("flywheel_audit_accuracy", {"bound": "estimate"}) == 0.9
+    assert value("flywheel_audit_accuracy", {"bound": "low"}) == 0.79
+    assert value("flywheel_audit_answered_rows") == 50
 
 
 def test_a_failing_estimate_leaves_the_drift_run_standing(
@@ -134,7 +140,7 @@ def test_a_failing_estimate_leaves_the_drift_run_standing(
     job = DriftJob(
         lambda rows: reference.head(0), reference,
         DriftMetrics(labels=pack_meta.labels, features=pack_meta.feature_names),
-        window_rows=1000, min_window_rows=200, drift_share=0.5,
+        window_rows=1000, min_window_rows=200, detector=DetectorConfig(alpha=0.05),
         out_dir=tmp_path, workspace_dir=None, model_version="v1",
         estimate_accuracy=broken,
     )  # fmt: skip

@@ -3,17 +3,15 @@ job end to end on a store it fills, and reports numbers."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import select
 
 import feedback.log_window
-from feedback.db import make_engine, session_factory
-from feedback.models import Prediction
+from feedback.log_reader import PredictionLogReader
 from monitoring.bench_drift import (
     ABSTAINED_SHARE,
     FEATURES,
@@ -46,27 +44,27 @@ def test_bench_runs_the_drift_job_end_to_end_on_a_filled_store(
     assert result["html_kib"] > 0 and result["snapshot_id"]
 
 
-def test_filled_store_holds_rows_as_the_prediction_log_writes_them(
+def test_filled_log_holds_rows_as_the_prediction_log_writes_them(
     tmp_path: Path, default_pack: Path
 ) -> None:
     version = read_metadata(default_pack).version
     url = f"sqlite:///{tmp_path / 'flywheel.db'}"
-    fill_store(url, 2000, model_version=version)
-    engine = make_engine(url)
-    try:
-        with session_factory(engine)() as session:
-            by_time = select(Prediction).order_by(Prediction.created_at)
-            rows = session.scalars(by_time).all()
-            window = feedback.log_window.read_prediction_window(
-                session, limit_rows=10_000, model_version=version
-            )
-    finally:
-        engine.dispose()
-    assert len(rows) == 2000 and len({r.id for r in rows}) == 2000
-    stamps = [r.created_at for r in rows]
+    log_dir = tmp_path / "prediction-log"
+    fill_store(url, log_dir, 2000, model_version=version)
+    reader = PredictionLogReader(log_dir)
+    table = reader.rows_since(datetime(2000, 1, 1, tzinfo=UTC))
+    window = feedback.log_window.read_prediction_window(
+        reader, limit_rows=10_000, model_version=version
+    )
+    ids = table["id"].to_pylist()
+    assert len(ids) == 2000 and len(set(ids)) == 2000
+    rows = [reader.get(pid) for pid in ids[::97]]
+    stamps = table["created_at"].to_pylist()
     assert stamps[0].tzinfo is not None and stamps[-1] - stamps[0] > timedelta(0)
-    assert 0 < sum(r.abstained for r in rows) < 5 * ABSTAINED_SHARE * 2000
+    abstained = table["abstained"].to_pylist()
+    assert 0 < sum(abstained) < 5 * ABSTAINED_SHARE * 2000
     for row in rows:
+        assert row is not None
         assert len(row.id) == 32 and row.id[12] == "7"
         assert row.model_version == version
         assert row.inputs is not None and list(row.inputs) == FEATURES
@@ -78,8 +76,9 @@ def test_filled_store_holds_rows_as_the_prediction_log_writes_them(
         assert row.abstained == row.outputs["abstained"] == (row.label is None)
         if row.label is not None:
             assert max(probabilities, key=probabilities.get) == row.label
-        # The log keeps a trace only where a guardrail acted (here: abstained).
-        assert (row.trace is not None) == row.abstained
+    # The log keeps a trace only where a guardrail acted (here: abstained).
+    traces = table["trace"].to_pylist()
+    assert [t is not None for t in traces] == abstained
     # What the drift job reads: the shifted window, in logging order.
     assert list(window.columns) == [*FEATURES, "predicted_label", "created_at"]
     assert window["created_at"].is_monotonic_increasing
@@ -89,31 +88,24 @@ def test_filled_store_holds_rows_as_the_prediction_log_writes_them(
     )
 
 
-def test_window_read_in_chunks_equals_one_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_latest_window_is_the_tail_of_the_whole_log(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'flywheel.db'}"
-    fill_store(url, 1000, model_version="v1")  # 10 requests of 100 rows
-    engine = make_engine(url)
+    log_dir = tmp_path / "prediction-log"
+    fill_store(url, log_dir, 1000, model_version="v1")  # 10 requests of 100 rows
+    reader = PredictionLogReader(log_dir)
 
     def read(limit_rows: int) -> pd.DataFrame:
-        with session_factory(engine)() as session:
-            return feedback.log_window.read_prediction_window(
-                session, limit_rows=limit_rows, model_version="v1"
-            )
+        return feedback.log_window.read_prediction_window(
+            reader, limit_rows=limit_rows, model_version="v1"
+        )
 
-    try:
-        whole = read(1000)
-        monkeypatch.setattr(feedback.log_window, "_WINDOW_CHUNK_ROWS", 7)
-        chunked = read(1000)
-        latest = read(300)
-    finally:
-        engine.dispose()
-    pd.testing.assert_frame_equal(chunked, whole)
+    whole = read(1000)
+    latest = read(300)
     pd.testing.assert_frame_equal(latest, whole.tail(300).reset_index(drop=True))
     assert len(whole) == 1000 and whole["created_at"].is_monotonic_increasing
     assert str(whole["created_at"].dt.tz) == "UTC"
     assert not np.isnan(whole[FEATURES].to_numpy()).any()
+    assert len(read(5000)) == 1000
 
 
 def test_synthetic_shift_moves_only_bill_and_flipper_length() -> None:

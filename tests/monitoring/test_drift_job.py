@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
+from monitoring.detector import DetectorConfig
 from monitoring.drift_job import DriftJob
 from monitoring.drift_metrics import DriftMetrics
 from monitoring.evidently_workspace import (
@@ -21,6 +22,7 @@ from monitoring.evidently_workspace import (
 )
 from monitoring.retraining import RetrainPolicy, RetrainTrigger
 from packs.format import PackMetadata
+from packs.loader import ModelPack
 
 PANELS = {
     "Share of drifted features over time",
@@ -33,7 +35,16 @@ PANELS = {
 class Harness:
     """A job wired like the service wires it, with everything it produced."""
 
-    def __init__(self, tmp: Path, reference: pd.DataFrame, meta: PackMetadata):
+    def __init__(
+        self,
+        tmp: Path,
+        reference: pd.DataFrame,
+        meta: PackMetadata,
+        model: ModelPack,
+        *,
+        alpha: float = 0.05,
+        consecutive_windows: int = 1,
+    ):
         self.window: pd.DataFrame = reference.head(0)
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.registry = CollectorRegistry()
@@ -41,7 +52,7 @@ class Harness:
             self.registry, labels=meta.labels, features=meta.feature_names
         )
         self.trigger = RetrainTrigger(
-            RetrainPolicy(drift_share_threshold=0.5, consecutive_windows=1),
+            RetrainPolicy(consecutive_windows=consecutive_windows),
             open_request=lambda reason, details: self.requests.append(
                 (reason, details)
             ),
@@ -52,7 +63,8 @@ class Harness:
         self.version = meta.version
         self.job = DriftJob(
             lambda rows: self.window.tail(rows), reference, self.metrics,
-            window_rows=1000, min_window_rows=200, drift_share=0.5,
+            window_rows=1000, min_window_rows=100, detector=DetectorConfig(alpha),
+            model=lambda: model.predict_proba,
             out_dir=self.out, workspace_dir=self.workspace,
             model_version=lambda: self.version, trigger=self.trigger,
             feature_names=meta.feature_names, labels=meta.labels,
@@ -73,9 +85,12 @@ class Harness:
 
 @pytest.fixture
 def harness(
-    tmp_path: Path, reference: pd.DataFrame, pack_meta: PackMetadata
+    tmp_path: Path,
+    reference: pd.DataFrame,
+    pack_meta: PackMetadata,
+    pack_model: ModelPack,
 ) -> Harness:
-    return Harness(tmp_path, reference, pack_meta)
+    return Harness(tmp_path, reference, pack_meta, pack_model)
 
 
 def test_drifted_traffic_is_reported_everywhere_and_opens_a_request(
@@ -169,3 +184,79 @@ def test_the_schedule_survives_a_failed_run_and_stops_cleanly(
     assert harness.job.last_result is not None
     assert harness.gauge("flywheel_drift_runs_total", outcome="failed") == 1
     assert harness.gauge("flywheel_drift_runs_total", outcome="completed") >= 1
+
+
+def stamped(window: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
+    """`window` as the prediction log returns it: one row per millisecond."""
+    out = window.reset_index(drop=True).copy()
+    out["created_at"] = start + pd.to_timedelta(range(len(out)), unit="ms")
+    return out
+
+
+def test_a_streak_counts_only_windows_of_rows_not_judged_before(
+    tmp_path: Path,
+    reference: pd.DataFrame,
+    pack_meta: PackMetadata,
+    pack_model: ModelPack,
+    drifted_window: pd.DataFrame,
+) -> None:
+    h = Harness(tmp_path, reference, pack_meta, pack_model, consecutive_windows=3)
+    start = pd.Timestamp("2026-12-01T00:00:00Z")
+    batches = [
+        stamped(
+            drifted_window.iloc[i * 300 : (i + 1) * 300], start + pd.Timedelta(i, "h")
+        )
+        for i in range(3)
+    ]
+    h.window = batches[0]
+    first = h.job.run_once()
+    assert first.dataset_drift is True and first.window_rows == 300
+    assert h.job.judged_until == batches[0]["created_at"].max()
+    # The same rows read again are not new evidence: skipped, streak unchanged.
+    again = h.job.run_once()
+    assert again.skipped and again.window_rows == 0
+    assert h.trigger.streak == 1 and h.requests == []
+    h.window = pd.concat(batches[:2], ignore_index=True)
+    second = h.job.run_once()
+    assert second.window_rows == 300 and h.trigger.streak == 2
+    assert h.requests == []
+    h.window = pd.concat(batches, ignore_index=True)
+    h.job.run_once()
+    assert [reason for reason, _ in h.requests] == ["drift"]
+    assert h.requests[0][1]["consecutive_windows"] == 3
+
+
+def test_the_settings_alpha_reaches_the_verdict_on_both_sides(
+    tmp_path: Path,
+    reference: pd.DataFrame,
+    pack_meta: PackMetadata,
+    pack_model: ModelPack,
+    clean_window: pd.DataFrame,
+) -> None:
+    from monitoring.drift import run_drift
+    from monitoring.settings import MonitoringSettings
+
+    window = clean_window.tail(1000).copy()  # the job reads 1,000 rows
+    window["bill_depth_mm"] *= 1.04  # a mild fault: its p-value decides
+    probe = run_drift(
+        window, reference, feature_names=pack_meta.feature_names,
+        min_window_rows=100, detector=DetectorConfig(0.5),
+        model_version="v", predict_proba=pack_model.predict_proba,
+        labels=pack_meta.labels, with_report=False,
+    )  # fmt: skip
+    smallest = min(
+        c.score for _, c in [*probe.features.items(), *probe.outputs.items()]
+    )
+    tests = len(probe.features) + len(probe.outputs)
+    assert 1e-6 < smallest * tests < 0.5
+    verdicts = []
+    for factor in (1.01, 0.99):
+        alpha = smallest * tests * factor
+        settings = MonitoringSettings(drift_alpha=alpha)
+        h = Harness(tmp_path / str(factor), reference, pack_meta, pack_model,
+                    alpha=settings.detector().alpha)  # fmt: skip
+        h.window = window
+        result = h.job.run_once()
+        assert result.alpha == alpha
+        verdicts.append(result.dataset_drift)
+    assert verdicts == [True, False]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,21 @@ pytestmark = pytest.mark.integration
 
 
 def log_predictions(db_url: str, window: pd.DataFrame, meta: PackMetadata) -> None:
-    """Write `window` into a fresh store the way the service's prediction log does."""
+    """A fresh store, and `window` written into the prediction log beside it (its
+    directory: `log_dir_of(db_url)`) the way the service's prediction log does."""
     from feedback.db import make_engine, migrate
     from feedback.prediction_log import PredictionLog
+    from tests.feedback.helpers import id_at
 
     engine = make_engine(db_url)
     migrate(engine)
-    log = PredictionLog(
-        engine, max_queue_rows=100_000, batch_rows=1000, flush_interval_ms=20
-    ).start()
+    engine.dispose()
+    log = PredictionLog(log_dir_of(db_url)).start()
+    now = datetime.now(UTC)
     records = [
         {
+            "id": id_at(now),
+            "created_at": now,
             "model_version": meta.version,
             "inputs": {f: float(row[f]) for f in meta.feature_names},
             "outputs": {"label": row["predicted_label"], "abstained": False},
@@ -46,7 +51,10 @@ def log_predictions(db_url: str, window: pd.DataFrame, meta: PackMetadata) -> No
     ]
     assert submit_records(log, records)
     assert log.close(timeout_s=30)
-    engine.dispose()
+
+
+def log_dir_of(db_url: str) -> Path:
+    return Path(db_url.removeprefix("sqlite:///")).parent / "prediction-log"
 
 
 def run_cli(
@@ -58,7 +66,7 @@ def run_cli(
     )  # fmt: skip
 
 
-def test_drift_command_reads_the_store_and_records_everything(
+def test_drift_command_reads_the_log_and_records_everything(
     tmp_path: Path,
     default_pack: Path,
     reference: pd.DataFrame,
@@ -71,8 +79,10 @@ def test_drift_command_reads_the_store_and_records_everything(
     multiproc.mkdir()
 
     done = run_cli(
-        "drift", "--db", db, "--pack", str(default_pack), "--out", str(out),
+        "drift", "--db", db, "--log-dir", str(log_dir_of(db)),
+        "--pack", str(default_pack), "--out", str(out),
         "--workspace", str(workspace), "--consecutive-windows", "1",
+        "--min-window-rows", "100", "--alpha", "0.01",
         "--fail-on-drift", "--metrics",
         env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)},
     )  # fmt: skip
@@ -80,6 +90,11 @@ def test_drift_command_reads_the_store_and_records_everything(
     assert done.returncode == 3, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["dataset_drift"] is True and result["window_rows"] == 600
+    # The non-default alpha reached the verdict: 8 tests at 0.01 / 8 each.
+    assert result["alpha"] == 0.01
+    assert result["per_test_alpha"] == pytest.approx(0.01 / 8)
+    assert set(result["outputs"]) >= {"proba_Gentoo", "predicted_label"}
+    assert "bill_length_mm" in result["summary"]
     assert Path(result["html_path"]).is_file()
     # Rows logged without probabilities are not judged: no estimate, not a 0.
     accuracy = result["estimated_accuracy"]
@@ -95,6 +110,19 @@ def test_drift_command_reads_the_store_and_records_everything(
     assert registry.get_sample_value("flywheel_drift_detected") == 1
     reason = {"reason": "drift"}
     assert registry.get_sample_value("flywheel_retraining_requests_total", reason) == 1
+    feature = {"feature": "bill_length_mm"}
+    assert registry.get_sample_value("flywheel_drift_feature_drifted", feature) == 1
+
+    # The next run finds no row it has not judged yet: skipped, no second request.
+    again = run_cli(
+        "drift", "--db", db, "--pack", str(default_pack), "--out", str(out),
+        "--workspace", str(workspace), "--consecutive-windows", "1",
+        "--min-window-rows", "100",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = json.loads(again.stdout)
+    assert second["skipped"] is True and second["window_rows"] == 0
+    assert len(open_requests(db)) == 1
 
 
 def open_requests(db_url: str) -> list[Any]:
@@ -109,14 +137,15 @@ def open_requests(db_url: str) -> list[Any]:
         engine.dispose()
 
 
-def test_drift_command_skips_an_empty_store(
+def test_drift_command_skips_an_empty_log(
     tmp_path: Path, default_pack: Path, pack_meta: PackMetadata
 ) -> None:
     db = f"sqlite:///{tmp_path / 'store.db'}"
     log_predictions(db, pd.DataFrame(columns=["predicted_label"]), pack_meta)
     done = run_cli(
-        "drift", "--db", db, "--pack", str(default_pack), "--out",
-        str(tmp_path / "out"), "--workspace", str(tmp_path / "ws"),
+        "drift", "--db", db, "--log-dir", str(log_dir_of(db)),
+        "--pack", str(default_pack), "--out", str(tmp_path / "out"),
+        "--workspace", str(tmp_path / "ws"),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
@@ -143,13 +172,14 @@ def test_ui_command_serves_dashboard_panels_with_data(
     pack_meta: PackMetadata,
     drifted_window: pd.DataFrame,
 ) -> None:
+    from monitoring.detector import DetectorConfig
     from monitoring.drift_job import DriftJob
     from monitoring.drift_metrics import NullDriftMetrics
 
     workspace = tmp_path / "evidently"
     DriftJob(
         lambda rows: drifted_window.tail(rows), reference, NullDriftMetrics(),
-        window_rows=1000, min_window_rows=100, drift_share=0.5,
+        window_rows=1000, min_window_rows=100, detector=DetectorConfig(alpha=0.05),
         out_dir=tmp_path / "html", workspace_dir=workspace,
         model_version=pack_meta.version, feature_names=pack_meta.feature_names,
         labels=pack_meta.labels, project_name=pack_meta.name,

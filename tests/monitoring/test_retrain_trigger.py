@@ -23,18 +23,31 @@ from monitoring.retraining import RetrainPolicy, RetrainTrigger, jsonl_request_w
 SKIP = None  # a skipped window in the tables below
 
 
-def window(share: float | None) -> DriftResult:
+def window(share: float | None, *, drifted: bool | None = None) -> DriftResult:
+    """A drift window whose share of drifted features is `share`; the detector's
+    verdict is "drifted" when any feature drifted, unless `drifted` says otherwise
+    (an output alone drifting, with every feature clean)."""
     common: dict[str, Any] = {
         "model_version": "v1", "window_rows": 500, "reference_rows": 200,
-        "min_window_rows": 100, "drift_share_threshold": 0.5,
-        "computed_at": datetime.now(UTC),
+        "min_window_rows": 100, "alpha": 0.05, "computed_at": datetime.now(UTC),
     }  # fmt: skip
     if share is None:
         return DriftResult(skipped=True, reason="too few rows", **common)
-    features = {"f": ColumnDrift(0.01, "K-S p_value", 0.05, share > 0)}
+    verdict = share > 0 if drifted is None else drifted
+    features = {
+        "f": ColumnDrift(1e-6 if share > 0 else 0.4, "ks", 0.01, share > 0, 0.3),
+        "g": ColumnDrift(0.7, "ks", 0.01, False, 0.05),
+    }
+    outputs = {
+        "predicted_label": ColumnDrift(
+            1e-9 if verdict and share == 0 else 0.5, "chisquare", 0.01,
+            verdict and share == 0, 40.0, "output",
+        )
+    }  # fmt: skip
     return DriftResult(
-        skipped=False, reason=None, dataset_drift=share >= 0.5, drift_share=share,
-        drifted_columns=int(share > 0), features=features, **common,
+        skipped=False, reason=None, dataset_drift=verdict, drift_share=share,
+        drifted_columns=int(share > 0), features=features, outputs=outputs,
+        per_test_alpha=0.01, distinct_rows=500, **common,
     )  # fmt: skip
 
 
@@ -61,18 +74,18 @@ def trigger(
     ("shares", "opened_after"),
     [
         ([0.75, 0.75, 0.75], [3]),
-        ([0.75, 0.75, 0.25, 0.75, 0.75], []),  # a clean window resets the streak
+        ([0.75, 0.75, 0.0, 0.75, 0.75], []),  # a clean window resets the streak
         # skipped windows neither count nor reset
         ([0.75, SKIP, 0.75, SKIP, 0.75], [5]),
-        ([0.5, 0.5, 0.5], [3]),  # at the threshold counts as drifted
-        ([0.49, 0.49, 0.49, 0.49], []),
+        # one drifted feature of many is a drifted window (no share threshold)
+        ([0.25, 0.25, 0.25], [3]),
+        ([0.0, 0.0, 0.0, 0.0], []),
         ([0.75] * 6, [3, 6]),  # a new streak is needed after a request (no cooldown)
     ],
 )
 def test_drift_streak_table(shares: list[float | None], opened_after: list[int]):
     requests: list[tuple[str, dict[str, Any]]] = []
-    t = trigger(requests, drift_share_threshold=0.5, consecutive_windows=3,
-                cooldown_s=0)  # fmt: skip
+    t = trigger(requests, consecutive_windows=3, cooldown_s=0)
     opened = [i + 1 for i, s in enumerate(shares) if t.observe(window(s))]
     assert opened == opened_after
     assert [r for r, _ in requests] == ["drift"] * len(opened_after)
@@ -105,6 +118,23 @@ def test_report_rate_table(reports: int, predictions: int, opens: bool) -> None:
     decision = t.observe_report_rate(reports=reports, predictions=predictions)
     assert (decision is not None) is opens
     assert [r for r, _ in requests] == (["report_rate"] if opens else [])
+
+
+def test_an_output_alone_drifting_counts_and_the_request_names_it() -> None:
+    requests: list[tuple[str, dict[str, Any]]] = []
+    t = trigger(requests, consecutive_windows=2, cooldown_s=0)
+    assert t.observe(window(0.0, drifted=True)) is None
+    decision = t.observe(window(0.0, drifted=True))
+    assert decision is not None
+    details = decision.details
+    assert details["drifted_features"] == []
+    assert details["drifted"] == [
+        {"column": "predicted_label", "kind": "output", "test": "chisquare",
+         "statistic": 40.0, "p_value": 1e-9, "threshold": 0.01}
+    ]  # fmt: skip
+    assert "predicted_label (output, chisquare statistic 40" in details["summary"]
+    assert "p=1e-09 < 0.01" in details["summary"]
+    assert details["alpha"] == 0.05 and details["consecutive_windows"] == 2
 
 
 def test_report_rate_is_off_unless_the_policy_sets_it() -> None:
@@ -158,7 +188,7 @@ def test_state_file_carries_streak_and_cooldown_across_processes(
 
 def test_policy_refuses_impossible_values() -> None:
     with pytest.raises(ValidationError):
-        RetrainPolicy(drift_share_threshold=1.5)
+        RetrainPolicy(consecutive_windows=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         RetrainPolicy(consecutive_windows=0)
     with pytest.raises(ValidationError):
@@ -182,6 +212,7 @@ def test_command_hook_receives_the_request_as_json(tmp_path: Path) -> None:
     payload = json.loads(out.read_text())
     assert payload["reason"] == "drift"
     assert payload["details"]["drift_share"] == 0.75
+    assert payload["details"]["drifted_features"] == ["f"]
     line = json.loads((tmp_path / "requests.jsonl").read_text())
     assert line["reason"] == "drift"
 

@@ -146,7 +146,7 @@ def _drift(skipped: bool = False) -> DriftResult:
     now = datetime.now(UTC)
     common = {
         "model_version": "v1", "window_rows": 300, "reference_rows": 200,
-        "min_window_rows": 100, "drift_share_threshold": 0.5, "computed_at": now,
+        "min_window_rows": 100, "alpha": 0.05, "computed_at": now,
     }  # fmt: skip
     if skipped:
         return DriftResult(skipped=True, reason="too few rows", **common)  # type: ignore[arg-type]
@@ -154,10 +154,16 @@ def _drift(skipped: bool = False) -> DriftResult:
         skipped=False, reason=None, dataset_drift=True, drift_share=0.5,
         drifted_columns=1,
         features={
-            "bill_length_mm": ColumnDrift(1e-9, "K-S p_value", 0.05, True),
-            "bill_depth_mm": ColumnDrift(0.8, "K-S p_value", 0.05, False),
+            "bill_length_mm": ColumnDrift(1e-9, "ks", 0.01, True, 0.4),
+            "bill_depth_mm": ColumnDrift(0.8, "ks", 0.01, False, 0.05),
         },
-        prediction_drift=ColumnDrift(0.01, "chi-square p_value", 0.05, True),
+        outputs={
+            "proba_Gentoo": ColumnDrift(0.3, "ks", 0.01, False, 0.1, "output"),
+            "predicted_label": ColumnDrift(0.001, "chisquare", 0.01, True, 9.0,
+                                           "output"),
+        },
+        prediction_drift=ColumnDrift(0.001, "chisquare", 0.01, True, 9.0, "output"),
+        per_test_alpha=0.01,
         label_share_live={"Gentoo": 1.0},
         label_share_reference={"Adelie": 0.5, "Gentoo": 0.5},
         **common,  # type: ignore[arg-type]
@@ -170,7 +176,18 @@ def test_drift_result_sets_the_drift_gauges() -> None:
     assert value(r, "flywheel_drift_share") == 0.5
     assert value(r, "flywheel_drift_detected") == 1
     assert value(r, "flywheel_drift_feature_score", feature="bill_depth_mm") == 0.8
-    assert value(r, "flywheel_prediction_drift_score") == 0.01
+    assert value(r, "flywheel_prediction_drift_score") == 0.001
+    p_value, drifted = (
+        "flywheel_drift_feature_p_value",
+        "flywheel_drift_feature_drifted",
+    )
+    assert value(r, p_value, feature="bill_length_mm") == 1e-9
+    assert value(r, drifted, feature="bill_length_mm") == 1
+    assert value(r, drifted, feature="bill_depth_mm") == 0
+    assert value(r, "flywheel_drift_output_p_value", output="proba_Gentoo") == 0.3
+    assert value(r, "flywheel_drift_output_drifted", output="proba_Gentoo") == 0
+    assert value(r, "flywheel_drift_output_drifted", output="predicted_label") == 1
+    assert value(r, "flywheel_drift_test_p_value_threshold") == 0.01
     share = "flywheel_drift_label_share"
     assert value(r, share, window="live", label="Gentoo") == 1.0
     assert value(r, share, window="live", label="Adelie") == 0.0

@@ -11,8 +11,13 @@ import pytest
 
 from packs.build_default import LABELS, penguin_frame, to_onnx, train_model
 from packs.byo import pack_onnx
-from packs.errors import PackFileMissing, PackMetadataInvalid, PackModelMismatch
-from packs.format import METADATA_FILE, MODEL_FILE
+from packs.errors import (
+    PackerInputInvalid,
+    PackFileMissing,
+    PackMetadataInvalid,
+    PackModelMismatch,
+)
+from packs.format import METADATA_FILE, MODEL_FILE, POLICY_FILE
 from packs.loader import ModelPack, load_table
 from packs.writer import split_frame
 
@@ -45,6 +50,16 @@ def test_default_pack_metadata_is_complete(default_pack: Path) -> None:
     reference = load_table(pack.reference_path())
     assert {*FEATURES, "label", "predicted_label"} <= set(reference.columns)
     assert "island" in load_table(pack.test_path()).columns
+
+
+def test_default_pack_carries_the_policy_with_island_contexts(
+    default_pack: Path,
+) -> None:
+    from guardrails.policy import Policy
+
+    policy = Policy.load(default_pack / POLICY_FILE)
+    policy.check_against(ModelPack.load(default_pack).metadata)
+    assert policy.contexts == ["Biscoe", "Dream", "Torgersen"]
 
 
 def test_onnx_matches_scikit_learn_to_1e5() -> None:
@@ -191,7 +206,7 @@ def test_byo_refuses_labels_that_do_not_match_the_model(
 ) -> None:
     frame = penguin_frame().drop(columns="island")
     frame.to_csv(tmp_path / "s.csv", index=False)
-    with pytest.raises((PackModelMismatch, ValueError)):
+    with pytest.raises(PackerInputInvalid, match=r"Chinstrap.*--labels does not name"):
         pack_onnx(
             default_pack / MODEL_FILE,
             tmp_path / "s.csv",

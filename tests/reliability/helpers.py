@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +25,8 @@ import yaml
 from sqlalchemy import select
 
 from feedback.db import make_engine
-from feedback.models import Prediction, Report
+from feedback.log_reader import PredictionLogReader
+from feedback.models import Report
 from tests.servers import ROOT, ServiceProcess, free_port, service_env, start_service
 
 T = TypeVar("T")
@@ -194,10 +196,16 @@ def stored_reports(url: str) -> list[tuple[str, str | None]]:
         engine.dispose()
 
 
-def stored_prediction_ids(url: str) -> set[str]:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return set(conn.execute(select(Prediction.id)).scalars())
-    finally:
-        engine.dispose()
+def log_dir(svc: ServiceProcess) -> Path:
+    """The service's prediction-log directory (its default under the data dir)."""
+    return Path(
+        svc.env.get("FLYWHEEL_PREDICTION_LOG__DIR") or svc.data_dir / "prediction-log"
+    )
+
+
+def stored_prediction_ids(svc: ServiceProcess) -> set[str]:
+    """Every prediction id in the service's log, read from its files."""
+    reader = PredictionLogReader(log_dir(svc))
+    table = reader.rows_since(datetime(2000, 1, 1, tzinfo=UTC), columns=["id"])
+    ids = table["id"].to_pylist() if table.num_rows else []
+    return set(ids)

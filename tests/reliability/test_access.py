@@ -20,7 +20,6 @@ from tests.reliability.helpers import (
     DEFAULT_POLICY,
     direct_report,
     serving,
-    wait_until,
     write_policy,
 )
 from tests.servers import ADMIN_TOKEN, ServiceProcess
@@ -165,11 +164,9 @@ def test_logged_predictions_hold_no_inputs_when_the_policy_says_so(
         assert r.status_code == 200, r.text
         pid = r.json()["predictions"][0]["prediction_id"]
 
-        def logged() -> httpx.Response | None:
-            got = c.get(f"/admin/predictions/{pid}", headers=ADMIN)
-            return got if got.status_code == 200 else None
-
-        row = wait_until(logged, timeout_s=10).json()
+        got = c.get(f"/admin/predictions/{pid}", headers=ADMIN)
+        assert got.status_code == 200, got.text
+        row = got.json()
         report = c.post(
             "/report",
             json={"prediction_id": pid, "expected_label": "Chinstrap"},

@@ -1,0 +1,1 @@
+"""Deployment artefacts: the Kustomize base and its offline renderer."""

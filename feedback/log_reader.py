@@ -1,0 +1,453 @@
+"""Reading the prediction log: by id, the latest window, rows or counts since a
+time, and purging by retention. One reader serves every worker's files.
+
+Segments are pruned by the time range in their names (a prediction id starts with
+its millisecond). Closed segments are Parquet, whose footers (row-group id ranges)
+are cached, since they never change; open write-ahead segments of every writer
+in the directory (this worker's and the others') are followed incrementally
+(`feedback.log_wal.WalTail`), so a report arriving right after its answer finds
+the row whichever worker answered it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from feedback.log_segments import (
+    INPUTS,
+    PROBABILITIES,
+    SegmentFile,
+    feature_names,
+    id_millis,
+    label_names,
+    list_segments,
+)
+from feedback.log_wal import WalTail
+
+
+@dataclass(frozen=True)
+class LoggedPrediction:
+    """One logged row, as a report or the admin page needs it."""
+
+    id: str
+    created_at: datetime
+    model_version: str
+    policy_version: str | None
+    context: str | None
+    inputs: dict[str, float | None] | None
+    outputs: dict[str, Any]
+    """label, abstained, reason, probabilities (by label)."""
+    label: str | None
+    abstained: bool
+    trace: Any
+
+
+class _WalIndex:
+    """A followed write-ahead segment: its batches and each batch's id range."""
+
+    def __init__(self, path: Path):
+        self.tail = WalTail(path)
+        self.lo: list[str] = []
+        self.hi: list[str] = []
+
+    def refresh(self) -> None:
+        for batch in self.tail.refresh():
+            ids = batch.column(0)
+            if len(ids):
+                bounds = pc.min_max(ids)
+                self.lo.append(bounds["min"].as_py())
+                self.hi.append(bounds["max"].as_py())
+            else:
+                self.lo.append("~")
+                self.hi.append("")
+
+    def find(self, prediction_id: str) -> pa.Table | None:
+        for i in range(len(self.lo) - 1, -1, -1):
+            if self.lo[i] <= prediction_id <= self.hi[i]:
+                batch = self.tail.batches[i]
+                at = pc.index(batch.column(0), prediction_id).as_py()
+                if at >= 0:
+                    return pa.Table.from_batches([batch.slice(at, 1)])
+        return None
+
+
+class PredictionLogReader:
+    """Reads every segment under `log_dir` (all writers)."""
+
+    def __init__(self, log_dir: Path, *, sample_rate: float = 1.0):
+        self.log_dir = Path(log_dir)
+        self.sample_rate = sample_rate
+        """What the writers keep (named in a not-found error)."""
+        self._lock = threading.Lock()
+        self._footers: dict[Path, pq.FileMetaData] = {}
+        self._wals: dict[Path, _WalIndex] = {}
+
+    # --- by id ----------------------------------------------------------------------
+
+    def get(self, prediction_id: str) -> LoggedPrediction | None:
+        """The logged row with this id, or None."""
+        ms = id_millis(prediction_id)
+        if ms is None:
+            return None
+        files = [f for f in list_segments(self.log_dir) if f.may_hold(ms)]
+        # Newest first: a report usually follows its answer closely.
+        for f in sorted(files, key=lambda f: f.start_ms, reverse=True):
+            try:
+                table = (
+                    self._find_in_wal(f, prediction_id)
+                    if f.is_wal
+                    else self._find_in_segment(f, prediction_id)
+                )
+            except FileNotFoundError:  # compacted or purged meanwhile
+                table = self._retry_after_compaction(prediction_id, ms)
+            if table is not None and table.num_rows:
+                return _as_prediction(table)
+        return None
+
+    def _retry_after_compaction(self, prediction_id: str, ms: int) -> pa.Table | None:
+        for f in list_segments(self.log_dir):
+            if not f.is_wal and f.may_hold(ms):
+                table = self._find_in_segment(f, prediction_id)
+                if table is not None:
+                    return table
+        return None
+
+    def _find_in_wal(self, f: SegmentFile, prediction_id: str) -> pa.Table | None:
+        with self._lock:
+            index = self._wals.get(f.path)
+            if index is None:
+                index = self._wals[f.path] = _WalIndex(f.path)
+            if not f.path.exists():
+                del self._wals[f.path]
+                raise FileNotFoundError(f.path)
+            index.refresh()
+            return index.find(prediction_id)
+
+    def _footer(self, path: Path) -> pq.FileMetaData:
+        footer = self._footers.get(path)
+        if footer is None:
+            footer = self._footers[path] = pq.read_metadata(path)
+        return footer
+
+    def _find_in_segment(self, f: SegmentFile, prediction_id: str) -> pa.Table | None:
+        footer = self._footer(f.path)
+        groups = []
+        for g in range(footer.num_row_groups):
+            stats = footer.row_group(g).column(0).statistics
+            unknown = stats is None or not stats.has_min_max
+            if unknown or stats.min <= prediction_id <= stats.max:
+                groups.append(g)
+        if not groups:
+            return None
+        parquet = pq.ParquetFile(f.path, metadata=footer)
+        for g in groups:
+            ids = parquet.read_row_group(g, columns=["id"]).column(0)
+            at = pc.index(ids, prediction_id).as_py()
+            if at >= 0:
+                return parquet.read_row_group(g).slice(at, 1)
+        return None
+
+    # --- by time --------------------------------------------------------------------
+
+    def _tables(
+        self, files: Sequence[SegmentFile], columns: list[str] | None
+    ) -> list[pa.Table]:
+        tables = []
+        for f in files:
+            try:
+                table = self._read(f, columns)
+            except FileNotFoundError:
+                continue
+            if table is not None and table.num_rows:
+                tables.append(table)
+        return tables
+
+    def _read(self, f: SegmentFile, columns: list[str] | None) -> pa.Table | None:
+        if f.is_wal:
+            with self._lock:
+                index = self._wals.get(f.path)
+                if index is None:
+                    index = self._wals[f.path] = _WalIndex(f.path)
+                index.refresh()
+                table = index.tail.table()
+        else:
+            table = pq.read_table(f.path)
+        if table is None or columns is None:
+            return table
+        return table.select([c for c in columns if c in table.column_names])
+
+    def rows_since(
+        self, since: datetime, *, columns: list[str] | None = None
+    ) -> pa.Table:
+        """Rows created at or after `since`, oldest first (as one Arrow table with
+        the union of the segments' columns)."""
+        ms = int(since.timestamp() * 1000)
+        files = [f for f in list_segments(self.log_dir) if f.newer_than(ms)]
+        stamp = pa.scalar(since.astimezone(UTC), pa.timestamp("us", tz="UTC"))
+        parts = []
+        for table in self._tables(files, columns and ["created_at", *columns]):
+            part = table.filter(pc.greater_equal(table["created_at"], stamp))
+            if part.num_rows:
+                parts.append(part)
+        return _sorted(_concat(parts))
+
+    def predictions_since(
+        self, since: datetime, *, limit: int = 10_000
+    ) -> list[LoggedPrediction]:
+        """The first `limit` rows created after `since`, oldest first, each read
+        with its own segment's labels and features."""
+        ms = int(since.timestamp() * 1000)
+        files = [f for f in list_segments(self.log_dir) if f.newer_than(ms)]
+        stamp = pa.scalar(since.astimezone(UTC), pa.timestamp("us", tz="UTC"))
+        rows: list[LoggedPrediction] = []
+        for table in self._tables(files, None):
+            part = table.filter(pc.greater(table["created_at"], stamp))
+            rows += [_as_prediction(part.slice(i, 1)) for i in range(part.num_rows)]
+        rows.sort(key=lambda r: (r.created_at, r.id))
+        return rows[:limit]
+
+    def count_since(self, since: datetime) -> int:
+        """Rows created at or after `since`."""
+        ms = int(since.timestamp() * 1000)
+        total = 0
+        stamp = pa.scalar(since.astimezone(UTC), pa.timestamp("us", tz="UTC"))
+        for f in list_segments(self.log_dir):
+            if not f.newer_than(ms):
+                continue
+            if not f.is_wal and f.start_ms - 2_000 > ms:
+                with contextlib.suppress(FileNotFoundError):
+                    total += self._footer(f.path).num_rows
+                continue
+            for table in self._tables([f], ["created_at"]):
+                total += (
+                    pc.sum(pc.greater_equal(table["created_at"], stamp)).as_py() or 0
+                )
+        return total
+
+    def latest(
+        self,
+        limit_rows: int,
+        *,
+        feature_names: Sequence[str],
+        model_version: str | None = None,
+    ) -> pa.Table:
+        """The latest `limit_rows` rows (of `model_version` when given), oldest
+        first, as `feature_table`s. Reads segments newest first until no older
+        file can hold a row newer than the oldest kept."""
+        files = sorted(
+            list_segments(self.log_dir),
+            key=lambda f: f.end_ms if f.end_ms is not None else 1 << 62,
+            reverse=True,
+        )
+        parts: list[pa.Table] = []
+        rows = 0
+        oldest_kept: int | None = None
+        for f in files:
+            if (
+                rows >= limit_rows
+                and oldest_kept is not None
+                and (f.end_ms is not None and f.end_ms + 2_000 < oldest_kept)
+            ):
+                break
+            for table in self._tables([f], None):
+                if model_version is not None:
+                    table = table.filter(
+                        pc.equal(table["model_version"], model_version)
+                    )
+                if not table.num_rows:
+                    continue
+                parts.append(feature_table(table, feature_names))
+                rows += table.num_rows
+                if rows >= limit_rows:
+                    newest = _sorted(_concat(parts)).slice(max(rows - limit_rows, 0))
+                    parts, rows = [newest], newest.num_rows
+                    oldest_kept = (
+                        int(newest["created_at"][0].value) // 1000 if rows else None
+                    )
+        if not parts:
+            parts = [feature_table(_EMPTY, feature_names)]
+        table = _sorted(_concat(parts))
+        return table.slice(max(table.num_rows - limit_rows, 0))
+
+    # --- retention ------------------------------------------------------------------
+
+    def purge(
+        self, *, older_than_days: float | None, max_bytes: int | None = None
+    ) -> int:
+        """Delete closed segments wholly older than the retention, then the oldest
+        closed segments while all of them together exceed `max_bytes`; returns the
+        rows deleted. Retention works per segment: a segment is kept until its
+        newest row expires."""
+        deleted = 0
+        closed = [f for f in list_segments(self.log_dir) if not f.is_wal]
+        keep = []
+        if older_than_days is not None:
+            cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+            cutoff_ms = int(cutoff.timestamp() * 1000)
+            for f in closed:
+                if f.end_ms is not None and f.end_ms < cutoff_ms:
+                    deleted += self._delete(f)
+                else:
+                    keep.append(f)
+        else:
+            keep = closed
+        if max_bytes is not None:
+            sizes = {f.path: _size(f.path) for f in keep}
+            total = sum(sizes.values())
+            for f in sorted(keep, key=lambda f: f.end_ms or 0):
+                if total <= max_bytes:
+                    break
+                total -= sizes[f.path]
+                deleted += self._delete(f)
+        return deleted
+
+    def _delete(self, f: SegmentFile) -> int:
+        try:
+            rows = self._footer(f.path).num_rows
+            f.path.unlink()
+        except FileNotFoundError:
+            return 0
+        self._footers.pop(f.path, None)
+        return rows
+
+
+_EMPTY = pa.table(
+    {
+        "created_at": pa.array([], pa.timestamp("us", tz="UTC")),
+        "model_version": pa.array([], pa.string()),
+        "label": pa.array([], pa.string()),
+    }
+)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _concat(parts: list[pa.Table]) -> pa.Table:
+    if not parts:
+        return pa.table({"created_at": pa.array([], pa.timestamp("us", tz="UTC"))})
+    if len(parts) == 1:
+        return parts[0]
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    if table.num_rows < 2:
+        return table
+    stamps = table["created_at"]
+    if pc.all(pc.greater_equal(stamps[1:], stamps[:-1])).as_py():
+        return table
+    return table.sort_by([("created_at", "ascending")])
+
+
+def _as_prediction(table: pa.Table) -> LoggedPrediction:
+    row = table.slice(0, 1).to_pylist()[0]
+    labels = label_names(table.schema)
+    features = feature_names(table.schema)
+    probabilities = row.get(PROBABILITIES)
+    inputs = row.get(INPUTS)
+    trace = row.get("trace")
+    return LoggedPrediction(
+        id=row["id"],
+        created_at=row["created_at"].astimezone(UTC),
+        model_version=row["model_version"],
+        policy_version=row["policy_version"],
+        context=row["context"],
+        inputs=None
+        if inputs is None
+        else {n: _float(v) for n, v in zip(features, inputs, strict=True)},
+        outputs={
+            "label": row["label"],
+            "abstained": bool(row["abstained"]),
+            "reason": row["reason"],
+            "probabilities": None
+            if probabilities is None
+            else {n: _float(v) for n, v in zip(labels, probabilities, strict=True)},
+        },
+        label=row["label"],
+        abstained=bool(row["abstained"]),
+        trace=None if trace is None else orjson.loads(trace),
+    )
+
+
+def _float(value: float | None) -> float | None:
+    # float32 as stored, printed as the shortest decimal that reads back the same
+    # (39.1, not 39.099998474121094).
+    return None if value is None else float(str(np.float32(value)))
+
+
+def feature_table(table: pa.Table, names: Sequence[str]) -> pa.Table:
+    """A segment's rows with one float32 column per feature in `names` (null where
+    its inputs were not stored or it has no such feature), `label`, `created_at`
+    and `model_version`: segments with different schemas concatenate in this form."""
+    n = table.num_rows
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        "created_at": table["created_at"],
+        "model_version": table["model_version"],
+        "label": table["label"],
+    }
+    values = _input_matrix(table)
+    at = {name: j for j, name in enumerate(feature_names(table.schema))}
+    for name in names:
+        if values is not None and name in at:
+            columns[name] = pa.array(values[:, at[name]], pa.float32())
+        else:
+            columns[name] = pa.nulls(n, pa.float32())
+    return pa.table(columns)
+
+
+def _input_matrix(table: pa.Table) -> np.ndarray | None:
+    """(n, d) float32 inputs of a segment table, NaN for rows without them."""
+    if INPUTS not in table.column_names:
+        return None
+    width = len(feature_names(table.schema))
+    column = table[INPUTS].combine_chunks()
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    n = len(column)
+    child = column.values.slice(column.offset * width, n * width)
+    values = child.to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, width)
+    if column.null_count:
+        values = values.copy()
+        values[column.is_null().to_numpy(zero_copy_only=False)] = np.nan
+    return values
+
+
+def window_frame(table: pa.Table, names: Sequence[str]) -> pd.DataFrame:
+    """A `feature_table` as the drift job wants it: one float64 column per feature
+    (NaN where missing), `predicted_label` (None when abstained), `created_at`."""
+    n = table.num_rows
+    data: dict[str, Any] = {}
+    for name in names:
+        column = table[name] if name in table.column_names else None
+        data[name] = (
+            np.full(n, np.nan)
+            if column is None
+            else column.to_numpy(zero_copy_only=False).astype(np.float64)
+        )
+    labels = np.empty(n, dtype=object)
+    if n:
+        labels[:] = table["label"].to_numpy(zero_copy_only=False)
+    data["predicted_label"] = labels
+    created = table["created_at"]
+    data["created_at"] = pd.to_datetime(
+        pc.cast(created, pa.int64()).to_numpy(zero_copy_only=False), unit="us", utc=True
+    )
+    return pd.DataFrame(data)

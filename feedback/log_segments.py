@@ -1,0 +1,254 @@
+"""The prediction log's files: their names, their columns, and a batch as Arrow.
+
+A log directory holds two kinds of segment, both named so that their time range
+is known without opening them (prediction ids start with their millisecond, so a
+lookup by id prunes files by name):
+
+    wal_<start ms>_<writer>.arrows            one writer's open (or orphaned)
+                                             write-ahead segment: an Arrow IPC
+                                             stream, one message per request
+    seg_<start ms>_<end ms>_<writer>.parquet  a closed segment, compacted
+
+`<writer>` is `host.pid.random.sequence`, unique per process and segment, so that
+several workers and replicas can share one directory (a shared volume).
+
+Columns: `id`, `created_at`, the versions and context, `label`, `abstained`,
+`reason`, `trace` (JSON text of the rows a stage acted on), then `probabilities`
+and, when the policy lets inputs be stored, `inputs`: fixed-size lists of float32
+whose labels and feature names are in the schema's metadata (one column each
+rather than one per value keeps the request path to a few pyarrow calls). A
+segment holds one schema; a writer starts a new segment when it changes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from feedback.log_batch import LogBatch
+
+WAL_SUFFIX = ".arrows"
+SEGMENT_SUFFIX = ".parquet"
+PROBABILITIES = "probabilities"
+INPUTS = "inputs"
+LABELS_KEY = "flywheel.labels"
+FEATURES_KEY = "flywheel.features"
+#: Slack on a file's time range when pruning by time: ids and `created_at` come
+#: from two clock reads, and clocks of replicas differ a little.
+SLACK_MS = 2_000
+
+_NAME = re.compile(
+    r"^(?P<kind>wal|seg)_(?P<start>\d{13})(?:_(?P<end>\d{13}))?_(?P<writer>[A-Za-z0-9.-]+)"
+    r"(?P<suffix>\.arrows|\.parquet)$"
+)
+_STR = pa.string()
+_TIME = pa.timestamp("us", tz="UTC")
+_BASE_FIELDS = [
+    pa.field("id", _STR, nullable=False),
+    pa.field("created_at", _TIME, nullable=False),
+    pa.field("model_version", _STR),
+    pa.field("policy_version", _STR),
+    pa.field("context", _STR),
+    pa.field("label", _STR),
+    pa.field("abstained", pa.bool_()),
+    pa.field("reason", _STR),
+    pa.field("trace", _STR),
+]
+
+
+def new_writer_id() -> str:
+    """`host.pid.random`: unique per writing process, safe in a file name."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+    return f"{host}.{os.getpid()}.{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True, order=True)
+class SegmentFile:
+    """A segment file and what its name says about it."""
+
+    start_ms: int
+    end_ms: int | None
+    """None for a write-ahead segment (still growing, or its writer died)."""
+    writer: str
+    path: Path
+
+    @property
+    def is_wal(self) -> bool:
+        return self.end_ms is None
+
+    def may_hold(self, ms: int) -> bool:
+        """Whether a row stamped `ms` can be in this file."""
+        if ms < self.start_ms - SLACK_MS:
+            return False
+        return self.end_ms is None or ms <= self.end_ms + SLACK_MS
+
+    def newer_than(self, ms: int) -> bool:
+        """Whether the file may hold rows at or after `ms`."""
+        return self.end_ms is None or self.end_ms + SLACK_MS >= ms
+
+
+def wal_name(start_ms: int, writer: str) -> str:
+    return f"wal_{start_ms:013d}_{writer}{WAL_SUFFIX}"
+
+
+def segment_name(start_ms: int, end_ms: int, writer: str) -> str:
+    return f"seg_{start_ms:013d}_{end_ms:013d}_{writer}{SEGMENT_SUFFIX}"
+
+
+def parse_name(path: Path) -> SegmentFile | None:
+    """The segment a file name describes, or None for any other file."""
+    m = _NAME.match(path.name)
+    if m is None:
+        return None
+    end = m["end"]
+    if (m["kind"] == "wal") != (end is None) or (end is None) != (
+        m["suffix"] == WAL_SUFFIX
+    ):
+        return None
+    return SegmentFile(
+        int(m["start"]), None if end is None else int(end), m["writer"], path
+    )
+
+
+def list_segments(log_dir: Path) -> list[SegmentFile]:
+    """Every segment in `log_dir`, oldest start first. A write-ahead segment whose
+    compacted Parquet file already exists (compaction finishing) is left out."""
+    try:
+        entries = list(os.scandir(log_dir))
+    except FileNotFoundError:
+        return []
+    files = [f for e in entries if (f := parse_name(Path(e.path))) is not None]
+    compacted = {(f.start_ms, f.writer) for f in files if not f.is_wal}
+    return sorted(
+        f for f in files if not (f.is_wal and (f.start_ms, f.writer) in compacted)
+    )
+
+
+def id_millis(prediction_id: str) -> int | None:
+    """The millisecond a prediction id was made (its first 12 hex digits), or
+    None when it is not an id of ours (32 lowercase hex digits)."""
+    if len(prediction_id) != 32:
+        return None
+    try:
+        int(prediction_id, 16)
+    except ValueError:
+        return None
+    return int(prediction_id[:12], 16)
+
+
+def schema_for(batch: LogBatch) -> pa.Schema:
+    """The columns a segment holding `batch` has (see the module docstring)."""
+    return _schema(
+        batch.label_names if batch.probabilities is not None else None,
+        batch.feature_names if batch.inputs is not None else None,
+    )
+
+
+@lru_cache(maxsize=64)
+def _schema(
+    labels: tuple[str, ...] | None, features: tuple[str, ...] | None
+) -> pa.Schema:
+    fields = list(_BASE_FIELDS)
+    meta: dict[str, str] = {}
+    if labels is not None:
+        fields.append(pa.field(PROBABILITIES, pa.list_(pa.float32(), len(labels))))
+        meta[LABELS_KEY] = orjson.dumps(list(labels)).decode()
+    if features is not None:
+        fields.append(pa.field(INPUTS, pa.list_(pa.float32(), len(features))))
+        meta[FEATURES_KEY] = orjson.dumps(list(features)).decode()
+    return pa.schema(fields, metadata=meta)
+
+
+def label_names(schema: pa.Schema) -> list[str]:
+    """The labels of a segment's `probabilities` column ([] without one)."""
+    raw = (schema.metadata or {}).get(LABELS_KEY.encode())
+    return [] if raw is None else list(orjson.loads(raw))
+
+
+def feature_names(schema: pa.Schema) -> list[str]:
+    """The features of a segment's `inputs` column ([] when inputs not stored)."""
+    raw = (schema.metadata or {}).get(FEATURES_KEY.encode())
+    return [] if raw is None else list(orjson.loads(raw))
+
+
+def to_record_batch(batch: LogBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """One request's rows as an Arrow record batch of `schema_for(batch)`.
+
+    Built from buffers where it can (a few pyarrow calls whatever the number of
+    rows or features): this runs on the request path of every answer."""
+    n = len(batch)
+    stamp = int(batch.created_at.timestamp() * 1_000_000)
+    columns: list[pa.Array] = [
+        _ids(batch.ids),
+        pa.Array.from_buffers(
+            _TIME, n, [None, pa.py_buffer(np.full(n, stamp, dtype=np.int64))]
+        ),
+        _repeat(batch.model_version, n),
+        _repeat(batch.policy_version, n),
+        _repeat(batch.context, n),
+        pa.array(batch.labels, _STR),
+        pa.array(np.asarray(batch.abstained, dtype=bool)),
+        pa.array(batch.reasons, _STR),
+        _traces(batch.traces, n),
+    ]
+    if batch.probabilities is not None:
+        columns.append(_float_rows(batch.probabilities, len(batch.label_names)))
+    if batch.inputs is not None:
+        columns.append(_float_rows(batch.inputs, len(batch.feature_names)))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _ids(ids: Sequence[str]) -> pa.Array:
+    joined = "".join(ids)
+    if len(joined) != 32 * len(ids):  # not all ours (tests may name rows)
+        return pa.array(ids, _STR)
+    offsets = np.arange(len(ids) + 1, dtype=np.int32) * 32
+    return pa.StringArray.from_buffers(
+        len(ids), pa.py_buffer(offsets), pa.py_buffer(joined.encode())
+    )
+
+
+def _repeat(value: str | None, n: int) -> pa.Array:
+    """`value` n times, built from buffers (no Python list of n items)."""
+    if value is None:
+        return pa.nulls(n, _STR)
+    data = value.encode()
+    offsets = np.arange(n + 1, dtype=np.int32) * len(data)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
+
+
+def _traces(traces: Any, n: int) -> pa.Array:
+    if traces is None:
+        return pa.nulls(n, _STR)
+    return pa.array(
+        [None if t is None else orjson.dumps(t).decode() for t in traces], _STR
+    )
+
+
+def _float_rows(values: Any, width: int) -> pa.Array:
+    """(n, width) values as a fixed-size-list float32 column; None is null."""
+    if isinstance(values, np.ndarray):
+        flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        child = pa.Array.from_buffers(
+            pa.float32(), flat.size, [None, pa.py_buffer(flat)]
+        )
+        return pa.FixedSizeListArray.from_arrays(child, width)
+    rows = list(values)
+    mask = [r is None for r in rows]
+    child = pa.array(
+        [v for r in rows for v in ([None] * width if r is None else r)], pa.float32()
+    )
+    return pa.FixedSizeListArray.from_arrays(
+        child, width, mask=pa.array(mask) if any(mask) else None
+    )

@@ -1,0 +1,71 @@
+"""A separate process that competes for a lease, for the lease tests.
+
+python -m tests.feedback.lease_holder hold DB NAME TTL_S STARTED_FILE
+    take the window's job and "run" it forever (a test SIGKILLs it)
+python -m tests.feedback.lease_holder contend DB NAME ROUNDS DIR
+    ROUNDS times: acquire; if ours, enter a section guarded by an O_EXCL file
+    (finding it taken means two holders at once), record the token, release.
+    Prints one JSON line: {"holder", "tokens", "overlaps"}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from feedback import leases
+from feedback.db import make_engine, session_factory
+from feedback.windowed_job import OncePerWindow
+
+FAR_WINDOW_S = 10**7  # one window for the whole test: no boundary to cross
+
+
+def hold(db: str, name: str, ttl_s: float, started: Path) -> None:
+    sessions = session_factory(make_engine(db))
+    job = OncePerWindow(sessions, name, interval_s=FAR_WINDOW_S, ttl_s=ttl_s, poll_s=1)
+
+    def run_forever() -> None:
+        started.write_text(job.holder)
+        while True:
+            time.sleep(1)
+
+    outcome = job.run_if_due(run_forever, on_lost=lambda: None)
+    print(outcome.value)  # reached only if the lease was not ours
+
+
+def contend(db: str, name: str, rounds: int, section_dir: Path) -> None:
+    sessions = session_factory(make_engine(db))
+    holder = leases.new_holder_id()
+    marker = section_dir / "inside"
+    tokens: list[int] = []
+    overlaps = 0
+    for _ in range(rounds):
+        with sessions() as session:
+            lease = leases.acquire(session, name, holder=holder, ttl_s=30)
+        if lease is None:
+            continue
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            overlaps += 1
+        else:
+            os.close(fd)
+            time.sleep(0.002)
+            marker.unlink()
+        tokens.append(lease.token)
+        with sessions() as session:
+            leases.release(session, lease)
+    print(json.dumps({"holder": holder, "tokens": tokens, "overlaps": overlaps}))
+
+
+if __name__ == "__main__":
+    mode, db, name, *rest = sys.argv[1:]
+    if mode == "hold":
+        hold(db, name, float(rest[0]), Path(rest[1]))
+    elif mode == "contend":
+        contend(db, name, int(rest[0]), Path(rest[1]))
+    else:
+        sys.exit(f"unknown mode {mode!r}")
