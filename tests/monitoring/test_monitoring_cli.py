@@ -115,7 +115,8 @@ def test_drift_command_reads_the_log_and_records_everything(
 
     # The next run finds no row it has not judged yet: skipped, no second request.
     again = run_cli(
-        "drift", "--db", db, "--pack", str(default_pack), "--out", str(out),
+        "drift", "--db", db, "--log-dir", str(log_dir_of(db)),
+        "--pack", str(default_pack), "--out", str(out),
         "--workspace", str(workspace), "--consecutive-windows", "1",
         "--min-window-rows", "100",
     )  # fmt: skip
