@@ -44,7 +44,12 @@ class Judgement:
     baseline_version: str
 
     def to_text(self) -> str:
-        return f"{self.report.to_text()}\n\n{self.decision.to_text()}"
+        # The verdict and its counts first, the full report after, the verdict
+        # with its reasons last (where a terminal leaves the eye).
+        return (
+            f"{self.decision.headline()}\n\n{self.report.to_text()}\n\n"
+            f"{self.decision.to_text()}"
+        )
 
     def summary(self) -> dict[str, Any]:
         """JSON-safe: versions, run id, the decision and the regression summary."""
@@ -69,6 +74,7 @@ def judge_candidate(
     max_newly_broken: int = 0,
     max_metric_drop: float = 0.01,
     out_dir: Path | None = None,
+    allow_empty: bool = False,
 ) -> Judgement:
     """Run the regression suite for `candidate_dir`, store the run and the decision."""
     cand = pack_predictor(candidate_dir, policy_path)
@@ -96,7 +102,10 @@ def judge_candidate(
         out_dir=out_dir,
     )
     decision = gate(
-        report, max_newly_broken=max_newly_broken, max_metric_drop=max_metric_drop
+        report,
+        max_newly_broken=max_newly_broken,
+        max_metric_drop=max_metric_drop,
+        allow_empty=allow_empty,
     )
     assert report.run_id is not None
     store.set_run_decision(

@@ -75,19 +75,24 @@ def preflight(settings: Settings) -> None:
     """Load what the workers will serve once, before BentoML starts them.
 
     BentoML restarts a worker that fails in its __init__ forever; checking here
-    turns a broken pack or policy into one message and exit code 2. It also
-    copies the configured pack into the model store and records what the
+    turns a broken pack or policy, or a database that cannot be reached, is
+    corrupt or is at another schema revision, into one message and exit code 2.
+    It also copies the configured pack into the model store and records what the
     deployment serves, as the workers would.
     """
     from common.errors import ServiceError
-    from feedback.db import make_engine, migrate, session_factory
+    from feedback.db import make_engine, session_factory
+    from feedback.store_ready import StoreNotReady, check_store
     from packs.model_store import PackStore
     from service.served import ServedState
 
+    try:
+        # Reachable, intact, at the code's revision (migrated when allowed).
+        check_store(settings.database_url, migrate=settings.feedback.migrate_on_start)
+    except StoreNotReady as exc:
+        raise _refuse(exc.message) from None
     engine = make_engine(settings.database_url)
     try:
-        if settings.feedback.migrate_on_start:
-            migrate(engine)
         store = PackStore.at(settings.model_store_dir)
         ServedState(settings, sessions=session_factory(engine), store=store)
     except ServiceError as exc:

@@ -40,6 +40,9 @@ DEMO_SETTINGS = {
     "FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS": "100",
     "FLYWHEEL_MONITORING__RETRAIN_CONSECUTIVE_WINDOWS": "2",
     "FLYWHEEL_SERVING__RELOAD_POLL_S": "0.5",
+    # The promotion replays the gate inside its request; a busy machine can take
+    # longer than BentoML's default 30 s for it.
+    "FLYWHEEL_SERVING__REQUEST_TIMEOUT_S": "300",
 }
 
 
@@ -200,7 +203,10 @@ def _flywheel(
             f"   {drift['summary']}; on {drift['consecutive_windows']} "
             f"consecutive windows of new rows (this one {drift['window_rows']} rows, "
             f"{drift['distinct_rows']} distinct; at least "
-            f"{DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS']})"
+            f"{DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS']}, at most "
+            f"{DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_WINDOW_ROWS']}; "
+            f"{DEMO_SETTINGS['FLYWHEEL_MONITORING__RETRAIN_CONSECUTIVE_WINDOWS']} "
+            "drifted windows open a request)"
         )
     wrong = client.post("/predict", json={"instances": [MISTAKEN_ADELIE]}).json()[
         "predictions"
@@ -225,7 +231,7 @@ def _flywheel(
         "drift_detected": metric(text, "flywheel_drift_detected"),
         "requests_after_one_drifted_window": len(early),
         "retraining_requests": len(requests),
-        "drifted_features": drift["drifted_features"] if drift else [],
+        "drifted_features": drift.get("drifted_features", []) if drift else [],
         "reported_label": wrong["label"],
         "snapshots": len(list((data / "state" / "evidently").rglob("*.json"))),
     }

@@ -121,7 +121,7 @@ class PredictionLogSettings(BaseModel):
     """... or once it is this old, also when idle."""
     compact: bool = True
     """Rewrite closed segments as Parquet (zstd, row groups) in the background."""
-    row_group_rows: int = Field(16_384, ge=1024)
+    row_group_rows: int = Field(1024, ge=256)
     """Rows per Parquet row group: what a lookup by id reads at most per file."""
     retention_days: float | None = Field(None, ge=0)
     """Delete segments whose newest row is older than this (the policy's

@@ -56,10 +56,10 @@ def data_page(p: Annotated[Page, Depends(page)]) -> Response:
     served = p.worker.served.current
     names, labels = served.meta.feature_names, served.meta.labels
     reference = _reference(p)
+    live = review.logged_rows(
+        p.worker.dataplane.log_reader, since=utcnow() - LIVE_WINDOW, limit=LIVE_POINTS
+    )
     with p.worker.sessions() as session:
-        live = review.logged_rows(
-            session, since=utcnow() - LIVE_WINDOW, limit=LIVE_POINTS
-        )
         reports, review_of = _labelled_reports(session)
     shown = reference.head(REFERENCE_POINTS)
     live_x, live_keep = data_view.rows_matrix([r.inputs for r in live], names)

@@ -4,6 +4,7 @@ ends with a retrained model passing the gate and being served."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,6 @@ def test_demo_drift_to_promotion_end_to_end(tmp_path: Path, default_pack: Path) 
     assert summary["reported_label"] == "Chinstrap"
     assert summary["fixed_label"] == "Adelie"
     assert summary["promoted_version"] != default_pack.name
+    assert summary["drifted_features"]  # the summary names them
+    report = json.loads(Path(summary["regression_report"]).read_text())
+    assert report["model_version"] == summary["promoted_version"]

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
-from tests.reliability.helpers import ADELIE, serving, write_policy
+from tests.reliability.helpers import ADELIE, DEFAULT_POLICY, serving, write_policy
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +52,12 @@ def _sqlite_text(path: Path) -> str:
 def test_no_input_value_is_stored_anywhere_under_store_inputs_false(
     tmp_path: Path, default_pack: Path
 ) -> None:
-    policy = write_policy(tmp_path / "no-inputs.yaml", store_inputs=False)
+    bounds = yaml.safe_load(DEFAULT_POLICY.read_text())["input_bounds"]
+    policy = write_policy(
+        tmp_path / "no-inputs.yaml",
+        store_inputs=False,
+        input_bounds={**bounds, "action": "abstain"},
+    )
     data_dir = tmp_path / "svc"
     rows = [
         {**ADELIE, "flipper_length_mm": OUT_OF_BOUNDS},
@@ -93,7 +99,7 @@ def test_no_input_value_is_stored_anywhere_under_store_inputs_false(
         blobs = [path.read_bytes()]
         if path.suffix == ".parquet":
             blobs.append(_decoded_parquet_text(path).encode())
-        if path.name.endswith(".db"):
+        if path.name == "flywheel.db":
             blobs.append(_sqlite_text(path).encode())
         for value in (OUT_OF_BOUNDS, IN_BOUNDS):
             for needle in _needles(value):

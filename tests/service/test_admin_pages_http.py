@@ -131,3 +131,47 @@ def test_docs_page_uses_only_local_assets(running_service: ServiceProcess) -> No
             r = c.get(asset)
             assert r.status_code == 200 and len(r.content) > 10_000
         assert c.get("/openapi.json").status_code == 200
+
+
+def test_retraining_request_is_acknowledged_then_closed_with_notes(
+    running_service: ServiceProcess,
+) -> None:
+    from feedback import store
+    from feedback.db import make_engine, session_factory
+
+    engine = make_engine(f"sqlite:///{running_service.data_dir / 'flywheel.db'}")
+    try:
+        with session_factory(engine)() as session:
+            opened = store.open_retraining_request(
+                session, reason="drift", details={"drift_share": 0.75}
+            )
+            request_id = opened.id
+    finally:
+        engine.dispose()
+    with logged_in(running_service) as (c, csrf):
+        path = f"/admin/ui/retraining/{request_id}"
+        r = c.post(
+            path, data={"csrf_token": csrf, "action": "acknowledge", "note": "seen"}
+        )
+        assert r.status_code == 303
+        page = c.get("/admin/ui/retraining?status=acknowledged").text
+        assert f'data-request="{request_id}"' in page and "seen" in page
+        r = c.post(path, data={"csrf_token": csrf, "action": "done", "note": "v2 out"})
+        assert r.status_code == 303
+        r = c.post(path, data={"csrf_token": csrf, "action": "done"})
+        assert r.status_code == 422 and "already closed" in r.text
+    with running_service.client(headers=running_service.admin_headers()) as c:
+        rows = c.get("/admin/retraining-requests", params={"status": "done"}).json()
+    assert request_id in [row["id"] for row in rows]
+
+
+def test_latest_drift_report_is_one_click_away(running_service: ServiceProcess) -> None:
+    drift_dir = running_service.data_dir / "drift"
+    with logged_in(running_service) as (c, _):
+        if not list(drift_dir.glob("drift-*.html")):
+            assert c.get("/admin/ui/drift/latest").status_code == 404
+        drift_dir.mkdir(parents=True, exist_ok=True)
+        (drift_dir / "drift-29991231T000000-v9.html").write_text("<p>drift v9</p>")
+        page = c.get("/admin/ui/retraining").text
+        assert 'href="/admin/ui/drift/latest"' in page and 'href="/metrics"' in page
+        assert "drift v9" in c.get("/admin/ui/drift/latest").text

@@ -45,7 +45,14 @@ def test_a_built_bento_serves_its_pack_from_a_clean_directory(
     tag = run([BENTOML, "build", "-f", "bentofile.yaml", "--output", "tag"], env)
     tag = tag.strip().splitlines()[-1].removeprefix("__tag__:")
     src = next((home / "bentos" / "flywheel").glob("*/src"))
-    for needed in ("service/service.py", "policies/default.yaml", "packs/loader.py"):
+    for needed in (
+        "service/service.py",
+        "service/ui/static/style.css",
+        "service/ui/templates/base.html",
+        "policies/default.yaml",
+        "packs/loader.py",
+        "feedback/migrations/env.py",
+    ):
         assert (src / needed).is_file(), needed
     assert not (src / "tests").exists()
     assert not (src / "data").exists()

@@ -16,8 +16,9 @@ import pytest
 
 from packs.format import METADATA_FILE, MODEL_FILE
 from packs.loader import POLICY_FILE
+from service import process
 from service.settings import PROJECT_ROOT
-from tests.servers import ServiceProcess, start_service, stop_service_process
+from tests.servers import TEST_DEFAULTS, ServiceProcess, stop_service_process
 
 pytestmark = pytest.mark.integration
 
@@ -51,9 +52,12 @@ class Pair:
 
         def one(name: str) -> None:
             try:
-                self.svc[name] = start_service(
+                # Two servers start at once: allow for a busy machine.
+                self.svc[name] = process.start_service(
                     self.root / f"data-{name}",
                     self.packs[name],
+                    ready_timeout_s=300,
+                    **TEST_DEFAULTS,
                     FLYWHEEL_DEPLOYMENT__NAME=f"deployment-{name}",
                     FLYWHEEL_FEEDBACK__DATABASE_URL=self.db,
                     FLYWHEEL_SERVING__RELOAD_POLL_S="0.2",

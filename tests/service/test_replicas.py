@@ -9,6 +9,7 @@ skips without it; elsewhere it skips with the reason).
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -171,7 +172,8 @@ def test_a_change_through_one_replica_reaches_the_other(
     a, b = replicas
     with a.client() as ca, b.client() as cb:
         policy = (PROJECT_ROOT / "policies" / "default.yaml").read_text()
-        new = policy.replace("version: default-2026-11-23", "version: fanned-out")
+        new = re.sub(r"(?m)^version: .*$", "version: fanned-out", policy)
+        assert new != policy
         put = ca.put(
             "/admin/policy",
             content=new,
@@ -241,12 +243,13 @@ def test_drift_runs_once_per_window_and_survives_a_killed_holder(
         started = time.monotonic()
         most_at_once = 0
 
-        def three_more_runs() -> bool:
+        def two_more_runs() -> bool:
             nonlocal most_at_once
             most_at_once = max(most_at_once, _drift_children(replicas))
-            return _drift_runs(a) + _drift_runs(b) >= base + 3
+            return _drift_runs(a) + _drift_runs(b) >= base + 2
 
-        _wait_for(three_more_runs, 180, "3 drift runs")
+        # A run takes ~25 s on a loaded 2-core machine (Evidently's import).
+        _wait_for(two_more_runs, 300, "2 drift runs")
         # Each replica alone would run every window; together they run once in
         # each (one more: a run under way when we started), never two at a time.
         windows = (time.monotonic() - started) / DRIFT_INTERVAL_S + 1
