@@ -287,6 +287,6 @@ def test_drift_runs_once_per_window_and_survives_a_killed_holder(
         current = lease()
         assert current is not None
         assert int(current.holder.split(":")[1]) in _pids(survivor)
-        _wait_for(lambda: _drift_runs(survivor) > before, 120, "a run on the survivor")
+        _wait_for(lambda: _drift_runs(survivor) > before, 300, "a run on the survivor")
     finally:
         engine.dispose()
