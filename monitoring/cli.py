@@ -90,6 +90,13 @@ def drift(
     ] = None,
     rate_window_s: Annotated[float, typer.Option(min=1.0)] = 3600.0,
     fail_on_drift: Annotated[bool, typer.Option()] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            help="Stay up as a niced drift worker: one run per line read on "
+            "stdin, one JSON result line on stdout (Evidently imported once)"
+        ),
+    ] = False,
     metrics: Annotated[
         bool,
         typer.Option(
@@ -181,6 +188,12 @@ def drift(
         ),
         estimate_accuracy=estimate_accuracy,
     )  # fmt: skip
+    if serve:
+        try:
+            _serve_runs(job)
+        finally:
+            engine.dispose()
+        return
     try:
         with step(f"drift run over up to {window_rows} logged rows"):
             result = job.run_once()
@@ -202,6 +215,29 @@ def drift(
     typer.echo(json.dumps(out_json, indent=2))
     if fail_on_drift and result.dataset_drift:
         raise typer.Exit(DRIFT_EXIT)
+
+
+#: The drift worker's niceness: its CPU goes to the serving workers first.
+DRIFT_WORKER_NICE = 10
+
+
+def _serve_runs(job: Any) -> None:
+    """The drift worker: niced, Evidently imported once, then one run per line
+    on stdin until it closes; each result is one JSON line on stdout."""
+    import os
+
+    from monitoring.evidently_import import import_evidently
+
+    os.nice(DRIFT_WORKER_NICE)
+    import_evidently()
+    print(json.dumps({"ready": True}), flush=True)
+    for _line in sys.stdin:
+        try:
+            out = job.run_once().to_dict()
+        except Exception as exc:  # counted by the job; the worker stays up
+            log.exception("drift run failed")
+            out = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(out, default=str), flush=True)
 
 
 def _store(db: str) -> tuple[Any, Any]:
