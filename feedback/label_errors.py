@@ -10,10 +10,40 @@ disagreements only.
 
 from __future__ import annotations
 
+import importlib
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+_CLEANLAB = "cleanlab.filter"
+_loading = threading.Lock()
+_loaded = threading.Event()
+
+
+def finder_ready() -> bool:
+    """True once cleanlab is imported in this process; else starts importing it in
+    a background thread and returns False.
+
+    Importing cleanlab (and scikit-learn with it) took over 30 s on a loaded
+    machine, past the service's request timeout: a page shows the flags once the
+    import is done instead of making its request wait for it. (`sys.modules`
+    holds a module from the start of its import, so only the event says "done".)
+    """
+    if _loaded.is_set():
+        return True
+    if _loading.acquire(blocking=False):
+
+        def load() -> None:
+            try:
+                importlib.import_module(_CLEANLAB)
+                _loaded.set()
+            finally:
+                _loading.release()
+
+        threading.Thread(target=load, name="cleanlab-import", daemon=True).start()
+    return False
 
 
 @dataclass(frozen=True)
@@ -53,7 +83,11 @@ def find_label_errors(
 
     probs = predict_proba(np.array([list(c.features) for c in usable]))
     ranked = find_label_issues(
-        labels=given, pred_probs=probs, return_indices_ranked_by="self_confidence"
+        labels=given,
+        pred_probs=probs,
+        return_indices_ranked_by="self_confidence",
+        # In-process: no worker pool inside a service worker.
+        n_jobs=1,
     )
     return [
         LabelIssue(

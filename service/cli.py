@@ -164,12 +164,13 @@ def store_pack(
 
 @app.command(context_settings={"max_content_width": 120})
 def pack(
-    model: Path = typer.Argument(..., help="ONNX classifier file, as exported."),
+    # Required, but checked below so that a missing one is a one-line error.
+    model: Path = typer.Argument(None, help="ONNX classifier file, as exported."),
     data: Path = typer.Argument(
-        ..., help="CSV or Parquet training sample with a label column."
+        None, help="CSV or Parquet training sample with a label column."
     ),
-    out: Path = typer.Option(..., help="Pack directory to write."),
-    name: str = typer.Option(..., help="Pack name."),
+    out: Path = typer.Option(None, help="Pack directory to write (required)."),
+    name: str = typer.Option(None, help="Pack name (required)."),
     labels: str = typer.Option(
         None,
         help="Comma-separated label-column values in output column order "
@@ -210,6 +211,10 @@ def pack(
         return None if text is None else [s.strip() for s in text.split(",")]
 
     try:
+        given = {"MODEL": model, "DATA": data, "--out": out, "--name": name}
+        missing = [what for what, value in given.items() if value is None]
+        if missing:
+            raise PackerInputInvalid(f"missing {', '.join(missing)}; see --help")
         for path in (model, data, validation, test):
             if path is not None and not path.is_file():
                 raise PackerInputInvalid(f"no such file: {path}")

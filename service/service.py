@@ -18,6 +18,7 @@ import bentoml
 from common.errors import ServiceError
 from service.app import create_app
 from service.header_limits import HeaderLimits
+from service.parent_death import die_with_parent
 from service.settings import Settings
 from service.startup_failure import stop_server
 from service.wiring import build_worker
@@ -43,6 +44,7 @@ UNTRACED = ["/predict", "/report", "/admin", "/info", "/priors"]
 @bentoml.asgi_app(api, path="/")
 class InferenceService:
     def __init__(self) -> None:
+        die_with_parent()  # never outlive the arbiter, nor keep its port
         # Runs once per worker: a broken pack or policy raises here and stops the
         # whole server with its one-line message (see packs.errors,
         # guardrails.errors) instead of BentoML restarting the worker forever.

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from common.errors import NotFound
 from feedback import data_view, review
-from feedback.label_errors import Candidate, find_label_errors
+from feedback.label_errors import Candidate, find_label_errors, finder_ready
 from feedback.models import Report, ReviewItem, utcnow
 from packs.format import LABEL_COLUMN
 from service.ui.common import PREFIX, Page, PageRoute, page, redirect
@@ -99,8 +99,13 @@ def data_page(p: Annotated[Page, Depends(page)]) -> Response:
         for r in chosen
         if r.label and r.status in ("confirmed", "fixed")
     ]
-    issues = find_label_errors(
-        candidates, labels=labels, predict_proba=served.pack.predict_proba
+    finder_loading = not finder_ready()
+    issues = (
+        []
+        if finder_loading
+        else find_label_errors(
+            candidates, labels=labels, predict_proba=served.pack.predict_proba
+        )
     )
     return p.render(
         "data.html",
@@ -114,6 +119,7 @@ def data_page(p: Annotated[Page, Depends(page)]) -> Response:
         },
         issues=issues,
         candidates=len(candidates),
+        finder_loading=finder_loading,
     )
 
 

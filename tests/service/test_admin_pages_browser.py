@@ -269,6 +269,11 @@ def test_data_view_draws_reference_live_and_reported_points(
     expect(svg).to_be_visible()
     assert page.locator("svg#projection circle").count() > 100
     assert page.locator("svg#projection a.report-point").count() >= 2
+    for _ in range(60):  # the first view starts loading cleanlab in the background
+        if not page.locator("#finder-loading").count():
+            break
+        page.wait_for_timeout(2000)
+        page.reload()
     expect(page.locator("#label-issues")).to_be_visible()
     page.screenshot(path=shots / "data-view.png", full_page=True)
     # The last drawn is on top: reports of the same input share one spot.
