@@ -24,9 +24,11 @@ install: $(STAMP)
 serve: install
 	$(BIN)/python -m service.cli serve --port $(PORT)
 
-# Prometheus' promtool (Debian package) is needed by the alert-rule tests.
+# Prometheus' promtool (Debian package) is needed by the alert-rule tests, and
+# Debian's Chromium by the admin-page browser tests (Playwright drives it).
 test-deps:
 	bash monitoring/install_prometheus.sh
+	sh tests/install_browser.sh
 
 test: install test-deps
 	$(BIN)/python -m pytest
@@ -43,9 +45,10 @@ lock:
 	$(BIN)/uv pip compile -q requirements.in --python-version 3.11 --generate-hashes -o requirements.lock
 	echo 'uv==$(UV_VERSION)' | $(BIN)/uv pip compile -q - --python-version 3.11 --generate-hashes --no-header -o requirements-bootstrap.txt
 
-# Known-vulnerability audit of the locked dependencies (needs the advisory service).
+# Known-vulnerability audit of the locked dependencies (needs the advisory service;
+# without it: one line and exit 3, nothing audited).
 audit: install
-	$(BIN)/pip-audit --strict --no-deps --disable-pip -r requirements.lock
+	$(BIN)/python -m common.audit $(BIN)/pip-audit --strict --no-deps --disable-pip -r requirements.lock
 
 # Prometheus on $(PROMETHEUS_PORT) (scraping 127.0.0.1:$(PORT), with the alert rules)
 # and Evidently's UI on $(UI_PORT).

@@ -6,7 +6,12 @@ Modules, one concept each:
     models          SQLAlchemy rows
     schemas         pydantic models the HTTP layer accepts and returns
     store           functions over a session: reports, triage, cases, retention
-    prediction_log  bounded write-behind queue of predictions (batched inserts)
+    prediction_log  the log's writer: per-worker write-ahead segments (Arrow IPC),
+                    appended before each answer, compacted to Parquet
+    log_segments    segment file names (time range, writer) and the Arrow schema
+    log_wal         reading write-ahead segments, incrementally
+    log_reader      lookups by id, windows, rows/counts since, retention
+    log_window      the drift window as a DataFrame
     regression      replay cases + test table through candidate and baseline
     gate            promotion decision from a regression report
     replay          turn a pack directory (+ policy) into a predictor

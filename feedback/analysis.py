@@ -8,10 +8,12 @@
                       train-dev split, on the test set and on production-labelled
                       data (confirmed reports and review answers)
 
-The numbers come from the functions the regression report uses
-(`store.regression_cases`, `regression.classification_metrics`,
-`regression.confusion_matrix`, a `replay.PackPredictor`), so the page, the
-`analysis` command and `regress` agree. An abstention counts as an error.
+The numbers come from what the regression report uses (`store.regression_cases`,
+`regression.confusion_matrix`, a replay-mode `replay.PackPredictor`, and the
+accuracy of `regression.classification_metrics`: an abstention counts as an
+error), so the page, the `analysis` command and `regress` agree. `error_rate`
+computes that accuracy without scikit-learn, whose import (for macro-F1) took
+over 30 s on a loaded machine on the first page view.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from feedback.regression import (
     ABSTAINED,
     NO_CATEGORY,
     Predictor,
-    classification_metrics,
     confusion_matrix,
 )
 from packs.format import (
@@ -43,6 +44,15 @@ from packs.format import (
     VALIDATION_FILE,
     PackMetadata,
 )
+
+
+def error_rate(truth: Sequence[str], answers: Sequence[str | None]) -> float:
+    """1 - accuracy as `regression.classification_metrics` counts it (abstentions,
+    None, are wrong)."""
+    if not truth:
+        return float("nan")
+    right = sum(t == a for t, a in zip(truth, answers, strict=True))
+    return 1.0 - right / len(truth)
 
 
 @dataclass(frozen=True)
@@ -163,8 +173,7 @@ def _table_error(
         else [None] * len(frame)
     )
     truth = frame[LABEL_COLUMN].astype(str).tolist()
-    accuracy = classification_metrics(truth, predictor(x, contexts), meta.labels)
-    return len(frame), 1.0 - accuracy["accuracy"]
+    return len(frame), error_rate(truth, predictor(x, contexts))
 
 
 def production_error(
@@ -181,10 +190,7 @@ def production_error(
         return 0, None
     x = np.array([[float(c.inputs[n]) for n in names] for c in cases])
     answers = predictor(x, [c.context for c in cases])
-    metrics = classification_metrics(
-        [c.expected_label for c in cases], answers, meta.labels
-    )
-    return len(cases), 1.0 - metrics["accuracy"]
+    return len(cases), error_rate([c.expected_label for c in cases], answers)
 
 
 def error_table(

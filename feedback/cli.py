@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from common.cli import new_app, run, step
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 app = new_app(__doc__)
 
@@ -43,7 +47,17 @@ def regress(
     candidate: Path = typer.Option(..., exists=True, file_okay=False, help="Pack dir."),
     baseline: Path = typer.Option(..., exists=True, file_okay=False, help="Pack dir."),
     policy: Path | None = typer.Option(
-        None, exists=True, dir_okay=False, help="Policy YAML (default: its defaults)."
+        None,
+        exists=True,
+        dir_okay=False,
+        help="Policy YAML (default: the one the candidate would be served with: "
+        "the deployment's served policy in the store, else the candidate's own).",
+    ),
+    deployment: str = typer.Option(
+        "default", help="Deployment whose served policy is the default."
+    ),
+    allow_empty: bool = typer.Option(
+        False, help="Let a gate with 0 regression cases and no test rows pass."
     ),
     out: Path | None = typer.Option(None, help="Directory for the confusion PNG."),
     test_table: Path | None = typer.Option(
@@ -62,26 +76,42 @@ def regress(
         0.01, min=0.0, help="Gate: allowed absolute drop of accuracy / macro-F1."
     ),
 ) -> None:
-    """Run the regression suite and the promotion gate for a candidate pack."""
-    from feedback.db import make_engine, session_factory
-    from feedback.db import migrate as run_migrations
-    from feedback.promotion import PacksIncompatible, judge_candidate
+    """Run the regression suite and the promotion gate for a candidate pack.
 
-    engine = make_engine(db)
+    The store must exist at the code's schema revision (it is never created
+    here: an empty one would replay nothing and pass)."""
+    import tempfile
+
+    from feedback.db import session_factory
+    from feedback.promotion import PacksIncompatible, judge_candidate
+    from feedback.store_ready import StoreNotReady, open_migrated
+
     try:
-        run_migrations(engine)
-        with session_factory(engine)() as session, step("replaying the gate"):
-            judgement = judge_candidate(
-                session,
-                candidate_dir=candidate,
-                baseline_dir=baseline,
-                policy_path=policy,
-                test_table=test_table,
-                context_column=context_column,
-                max_newly_broken=max_newly_broken,
-                max_metric_drop=max_metric_drop,
-                out_dir=out,
+        engine = open_migrated(db)
+    except StoreNotReady as exc:
+        typer.echo(exc.message, err=True)
+        raise typer.Exit(2) from None
+    try:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            session_factory(engine)() as session,
+        ):
+            policy_path = policy or _served_policy(
+                session, deployment, candidate, Path(tmp)
             )
+            with step("replaying the gate"):
+                judgement = judge_candidate(
+                    session,
+                    candidate_dir=candidate,
+                    baseline_dir=baseline,
+                    policy_path=policy_path,
+                    test_table=test_table,
+                    context_column=context_column,
+                    max_newly_broken=max_newly_broken,
+                    max_metric_drop=max_metric_drop,
+                    out_dir=out,
+                    allow_empty=allow_empty,
+                )
     except PacksIncompatible as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -90,6 +120,36 @@ def regress(
     typer.echo(judgement.to_text())
     if not judgement.decision.passed:
         raise typer.Exit(1)
+
+
+def _served_policy(
+    session: Session, deployment: str, candidate: Path, tmp: Path
+) -> Path:
+    """The policy a promoted candidate would answer with: the deployment's served
+    one (promotion keeps it), else, before anything was served, the candidate's
+    own `policy.yaml`; exit 2 when there is neither."""
+    from feedback.served_state import read_served
+    from packs.format import POLICY_FILE
+
+    record = read_served(session, deployment)
+    if record is not None:
+        path = tmp / "served-policy.yaml"
+        path.write_text(record.policy_yaml, encoding="utf-8")
+        typer.echo(
+            f"policy: deployment {deployment}'s served policy ({record.policy_source})",
+            err=True,
+        )
+        return path
+    own = candidate / POLICY_FILE
+    if own.is_file():
+        typer.echo(f"policy: the candidate's own {own}", err=True)
+        return own
+    typer.echo(
+        f"no policy to replay under: deployment {deployment!r} serves nothing in "
+        f"this store and {own} does not exist; pass --policy",
+        err=True,
+    )
+    raise typer.Exit(2)
 
 
 @app.command()

@@ -93,6 +93,7 @@ class PredictionLogReader:
         """What the writers keep (named in a not-found error)."""
         self._lock = threading.Lock()
         self._footers: dict[Path, pq.FileMetaData] = {}
+        self._ranges: dict[Path, list[tuple[str, str]]] = {}
         self._wals: dict[Path, _WalIndex] = {}
 
     # --- by id ----------------------------------------------------------------------
@@ -142,22 +143,36 @@ class PredictionLogReader:
             footer = self._footers[path] = pq.read_metadata(path)
         return footer
 
+    def _id_ranges(self, path: Path) -> list[tuple[str, str]]:
+        """(min, max) id of each row group (cached with the footer)."""
+        ranges = self._ranges.get(path)
+        if ranges is None:
+            footer = self._footer(path)
+            ranges = []
+            for g in range(footer.num_row_groups):
+                stats = footer.row_group(g).column(0).statistics
+                known = stats is not None and stats.has_min_max
+                ranges.append((stats.min, stats.max) if known else ("", "~"))
+            self._ranges[path] = ranges
+        return ranges
+
     def _find_in_segment(self, f: SegmentFile, prediction_id: str) -> pa.Table | None:
         footer = self._footer(f.path)
-        groups = []
-        for g in range(footer.num_row_groups):
-            stats = footer.row_group(g).column(0).statistics
-            unknown = stats is None or not stats.has_min_max
-            if unknown or stats.min <= prediction_id <= stats.max:
-                groups.append(g)
+        groups = [
+            g
+            for g, (low, high) in enumerate(self._id_ranges(f.path))
+            if low <= prediction_id <= high
+        ]
         if not groups:
             return None
         parquet = pq.ParquetFile(f.path, metadata=footer)
         for g in groups:
-            ids = parquet.read_row_group(g, columns=["id"]).column(0)
-            at = pc.index(ids, prediction_id).as_py()
+            # One thread: a lookup reads one small row group, and threads only
+            # contend with the request threads for the cores.
+            group = parquet.read_row_group(g, use_threads=False)
+            at = pc.index(group.column(0), prediction_id).as_py()
             if at >= 0:
-                return parquet.read_row_group(g).slice(at, 1)
+                return group.slice(at, 1)
         return None
 
     # --- by time --------------------------------------------------------------------
@@ -183,11 +198,13 @@ class PredictionLogReader:
                     index = self._wals[f.path] = _WalIndex(f.path)
                 index.refresh()
                 table = index.tail.table()
-        else:
-            table = pq.read_table(f.path)
-        if table is None or columns is None:
-            return table
-        return table.select([c for c in columns if c in table.column_names])
+            if table is None or columns is None:
+                return table
+            return table.select([c for c in columns if c in table.column_names])
+        if columns is not None:
+            names = self._footer(f.path).schema.to_arrow_schema().names
+            columns = [c for c in columns if c in names]
+        return pq.read_table(f.path, columns=columns)
 
     def rows_since(
         self, since: datetime, *, columns: list[str] | None = None
@@ -262,7 +279,7 @@ class PredictionLogReader:
                 and (f.end_ms is not None and f.end_ms + 2_000 < oldest_kept)
             ):
                 break
-            for table in self._tables([f], None):
+            for table in self._tables([f], _WINDOW_COLUMNS):
                 if model_version is not None:
                     table = table.filter(
                         pc.equal(table["model_version"], model_version)
@@ -272,14 +289,14 @@ class PredictionLogReader:
                 parts.append(feature_table(table, feature_names))
                 rows += table.num_rows
                 if rows >= limit_rows:
-                    newest = _sorted(_concat(parts)).slice(max(rows - limit_rows, 0))
+                    newest = _merged(parts).slice(max(rows - limit_rows, 0))
                     parts, rows = [newest], newest.num_rows
                     oldest_kept = (
                         int(newest["created_at"][0].value) // 1000 if rows else None
                     )
         if not parts:
             parts = [feature_table(_EMPTY, feature_names)]
-        table = _sorted(_concat(parts))
+        table = _merged(parts)
         return table.slice(max(table.num_rows - limit_rows, 0))
 
     # --- retention ------------------------------------------------------------------
@@ -321,6 +338,7 @@ class PredictionLogReader:
         except FileNotFoundError:
             return 0
         self._footers.pop(f.path, None)
+        self._ranges.pop(f.path, None)
         return rows
 
 
@@ -346,6 +364,17 @@ def _concat(parts: list[pa.Table]) -> pa.Table:
     if len(parts) == 1:
         return parts[0]
     return pa.concat_tables(parts, promote_options="permissive")
+
+
+#: What a drift window reads of each segment.
+_WINDOW_COLUMNS = ["created_at", "model_version", "label", INPUTS]
+
+
+def _merged(parts: list[pa.Table]) -> pa.Table:
+    """Segment tables as one, oldest first: in order of their first row, then
+    sorted only if segments of several writers overlap in time."""
+    parts = sorted(parts, key=lambda t: t["created_at"][0].value if t.num_rows else 0)
+    return _sorted(_concat(parts))
 
 
 def _sorted(table: pa.Table) -> pa.Table:
@@ -444,7 +473,11 @@ def window_frame(table: pa.Table, names: Sequence[str]) -> pd.DataFrame:
         )
     labels = np.empty(n, dtype=object)
     if n:
-        labels[:] = table["label"].to_numpy(zero_copy_only=False)
+        # One Python string per distinct label, not per row.
+        encoded = pc.dictionary_encode(table["label"]).combine_chunks()
+        distinct = np.array([*encoded.dictionary.to_pylist(), None], dtype=object)
+        codes = encoded.indices.fill_null(len(distinct) - 1)
+        labels[:] = distinct[codes.to_numpy(zero_copy_only=False)]
     data["predicted_label"] = labels
     created = table["created_at"]
     data["created_at"] = pd.to_datetime(

@@ -219,8 +219,11 @@ def _ids(ids: Sequence[str]) -> pa.Array:
     )
 
 
+@lru_cache(maxsize=256)
 def _repeat(value: str | None, n: int) -> pa.Array:
-    """`value` n times, built from buffers (no Python list of n items)."""
+    """`value` n times, built from buffers (no Python list of n items). Cached:
+    Arrow arrays are immutable, and a worker logs the same versions and a few
+    batch sizes over and over (single rows above all)."""
     if value is None:
         return pa.nulls(n, _STR)
     data = value.encode()
@@ -230,7 +233,7 @@ def _repeat(value: str | None, n: int) -> pa.Array:
 
 def _traces(traces: Any, n: int) -> pa.Array:
     if traces is None:
-        return pa.nulls(n, _STR)
+        return _repeat(None, n)
     return pa.array(
         [None if t is None else orjson.dumps(t).decode() for t in traces], _STR
     )

@@ -287,7 +287,7 @@ class ServedStateRow(Base):
 
 # --- the people's side: managed categories and the review queue -----------------
 
-REVIEW_REASONS = ("abstained", "low_margin", "audit")
+REVIEW_REASONS = ("abstained", "low_margin", "audit", "label_issue")
 REVIEW_STATUSES = ("pending", "answered", "skipped")
 
 

@@ -68,7 +68,7 @@ class WriterOptions:
     max_wait_s: float = 1.0
     sample_rate: float = 1.0
     compact: bool = True
-    row_group_rows: int = 16_384
+    row_group_rows: int = 1024
     orphan_check_s: float = 30.0
 
 
@@ -92,9 +92,10 @@ class _Segment:
         # end-of-stream marker: each is written whole by one call.
         self._write(schema.serialize())
 
-    def append(self, batch: pa.RecordBatch) -> None:
-        self._write(batch.serialize())
-        self.rows += batch.num_rows
+    def append(self, message: pa.Buffer, rows: int) -> None:
+        """Write one serialized record batch (`RecordBatch.serialize()`)."""
+        self._write(message)
+        self.rows += rows
         self.synced = False
 
     def _write(self, data: pa.Buffer | bytes) -> None:
@@ -161,10 +162,20 @@ class PredictionLog:
         n = len(batch)
         if n == 0:
             return True
+        # The message is built outside the lock: only the write is serialised.
+        schema = schema_for(batch)
+        record = to_record_batch(batch, schema)
+        if self.options.sample_rate < 1:
+            keep = self._rng.random(n) < self.options.sample_rate
+            self._sampled_out += int((~keep).sum())
+            if not keep.any():
+                return True
+            record = record.filter(pa.array(keep))
+        message = record.serialize()
         if not self._acquire():
             self._refuse(n, "storage is busy with an earlier append")
         try:
-            self._append_locked(batch)
+            self._append_locked(batch, schema, message, record.num_rows)
         finally:
             self._lock.release()
         return True
@@ -174,22 +185,16 @@ class PredictionLog:
             return self._lock.acquire(blocking=False)
         return self._lock.acquire(timeout=self.options.max_wait_s)
 
-    def _append_locked(self, batch: LogBatch) -> None:
+    def _append_locked(
+        self, batch: LogBatch, schema: pa.Schema, message: pa.Buffer, rows: int
+    ) -> None:
         if self._closing:
             self._refuse(len(batch), "the log is closing")
-        schema = schema_for(batch)
-        record = to_record_batch(batch, schema)
-        if self.options.sample_rate < 1:
-            keep = self._rng.random(len(batch)) < self.options.sample_rate
-            self._sampled_out += int((~keep).sum())
-            if not keep.any():
-                return
-            record = record.filter(pa.array(keep))
         deadline = time.monotonic() + self.options.max_wait_s
         while True:
             try:
                 segment = self._segment_for(schema, batch)
-                segment.append(record)
+                segment.append(message, rows)
                 if self.options.fsync_interval_s == 0:
                     os.fsync(segment.fd)
                     segment.synced = True
@@ -205,12 +210,12 @@ class PredictionLog:
                 ):
                     self._refuse(len(batch), f"appending failed ({exc.strerror})")
                 time.sleep(0.05)
-        self._written += record.num_rows
+        self._written += rows
 
     def _segment_for(self, schema: pa.Schema, batch: LogBatch) -> _Segment:
         segment = self._segment
         if segment is not None and (
-            segment.schema != schema
+            segment.schema is not schema  # schemas are cached: one object each
             or segment.size >= self.options.rotate_bytes
             or time.monotonic() - segment.opened >= self.options.rotate_age_s
         ):
@@ -458,7 +463,7 @@ def compact_segment(wal: Path, *, row_group_rows: int) -> Path | None:
     writer = wal.name.split("_", 2)[2].removesuffix(".arrows")
     target = wal.with_name(segment_name(start_ms, end_ms, writer))
     tmp = wal.with_name(f".tmp-{target.name}")
-    pq.write_table(table, tmp, row_group_size=row_group_rows, compression="zstd")
+    pq.write_table(table, tmp, row_group_size=row_group_rows, compression="snappy")
     os.replace(tmp, target)
     wal.unlink(missing_ok=True)
     return target

@@ -28,7 +28,7 @@ from feedback.regression import RegressionReport, run_regression
 from feedback.replay import pack_predictor
 from packs.errors import PackError
 from packs.format import PackMetadata
-from packs.loader import ModelPack, load_table
+from packs.loader import load_table
 from packs.model_store import PackStore, StoredPack
 
 
@@ -44,7 +44,12 @@ class Judgement:
     baseline_version: str
 
     def to_text(self) -> str:
-        return f"{self.report.to_text()}\n\n{self.decision.to_text()}"
+        # The verdict and its counts first, the full report after, the verdict
+        # with its reasons last (where a terminal leaves the eye).
+        return (
+            f"{self.decision.headline()}\n\n{self.report.to_text()}\n\n"
+            f"{self.decision.to_text()}"
+        )
 
     def summary(self) -> dict[str, Any]:
         """JSON-safe: versions, run id, the decision and the regression summary."""
@@ -69,6 +74,7 @@ def judge_candidate(
     max_newly_broken: int = 0,
     max_metric_drop: float = 0.01,
     out_dir: Path | None = None,
+    allow_empty: bool = False,
 ) -> Judgement:
     """Run the regression suite for `candidate_dir`, store the run and the decision."""
     cand = pack_predictor(candidate_dir, policy_path)
@@ -96,7 +102,10 @@ def judge_candidate(
         out_dir=out_dir,
     )
     decision = gate(
-        report, max_newly_broken=max_newly_broken, max_metric_drop=max_metric_drop
+        report,
+        max_newly_broken=max_newly_broken,
+        max_metric_drop=max_metric_drop,
+        allow_empty=allow_empty,
     )
     assert report.run_id is not None
     store.set_run_decision(
@@ -166,7 +175,6 @@ class Promoter:
         a pack that does not store, load or fit, 409 when the gate refuses it."""
         try:
             stored = self.store.add(Path(pack_dir))
-            ModelPack.load(stored.path, providers=["CPUExecutionProvider"])
         except PackError as exc:
             raise Unprocessable(
                 f"candidate pack is not loadable: {exc.message}", field="pack_dir"

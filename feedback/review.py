@@ -152,6 +152,40 @@ def _item(row: LoggedRow, reason: str, margin: float | None) -> ReviewItem:
 
 
 @store_function
+def queue_label_check(
+    session: Session,
+    *,
+    ref: str,
+    inputs: dict[str, Any],
+    label: str,
+    model_version: str | None,
+    context: str | None = None,
+) -> ReviewItem:
+    """Queue a row whose label looks wrong (e.g. a training row cleanlab flagged)
+    for a person to answer; `ref` names it uniquely (committed, idempotent)."""
+    begin_write(session)
+    existing = session.scalars(
+        select(ReviewItem).where(ReviewItem.prediction_id == ref)
+    ).first()
+    if existing is not None:
+        return existing
+    item = ReviewItem(
+        prediction_id=ref,
+        logged_at=utcnow(),
+        reason="label_issue",
+        model_version=model_version,
+        context=context,
+        inputs=inputs,
+        outputs={"label": label, "labelled": True},
+        label=label,
+        status="pending",
+    )
+    session.add(item)
+    session.commit()
+    return item
+
+
+@store_function
 def list_review_items(
     session: Session,
     *,

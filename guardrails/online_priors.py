@@ -1,6 +1,8 @@
 """Online prior estimation over a sliding window of recent traffic.
 
-`observe` only copies rows into a ring buffer (cheap, on the request path);
+`observe` only copies rows into a ring buffer (cheap, on the request path),
+leaving out rows without finite probabilities and counting, by reason, every row
+it did not take (also those of requests that named their own priors or context);
 `refresh` runs EM and the likelihood-ratio test over the window (off the request
 path: the service calls it periodically); `current` returns the last estimate.
 An estimate is *used* only when the window holds at least `min_window_rows`, the
@@ -23,7 +25,7 @@ Thread-safe: one lock guards the buffer and the estimate; EM runs outside it.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,6 +59,10 @@ class PriorEstimate:
     """Total variation distance between the EM estimate and the null priors."""
     em_estimate: np.ndarray | None = None
     """(k,) the raw EM estimate, also when it is not used; None before EM ran."""
+    rows_observed: int = 0
+    """Rows taken into the window since the estimator started (across requests)."""
+    left_out: dict[str, int] = field(default_factory=dict)
+    """Rows not taken since the estimator started, by reason."""
 
     def to_dict(self, labels: list[str]) -> dict[str, Any]:
         """JSON-friendly form for an endpoint or a log line."""
@@ -75,6 +81,8 @@ class PriorEstimate:
             else {
                 lab: float(v) for lab, v in zip(labels, self.em_estimate, strict=True)
             },
+            "rows_observed": self.rows_observed,
+            "left_out": dict(self.left_out),
         }
 
 
@@ -106,6 +114,8 @@ class OnlinePriorEstimator:
         self._buffer = np.zeros((window_rows, len(self.train_priors)))
         self._next = 0
         self._count = 0
+        self._observed = 0
+        self._left_out: dict[str, int] = {}
         self._lock = threading.Lock()
         self._estimate = PriorEstimate(
             self.train_priors.copy(), 0, False, None, "no estimate yet"
@@ -149,7 +159,14 @@ class OnlinePriorEstimator:
         return self._count
 
     def observe(self, probabilities: np.ndarray) -> None:
-        """Append rows (after temperature, before priors) to the window."""
+        """Append rows (after temperature, before priors) to the window; rows
+        without finite probabilities are left out and counted."""
+        finite = np.isfinite(probabilities).all(axis=1)
+        if not finite.all():
+            self.leave_out(int((~finite).sum()), "no finite probabilities")
+            probabilities = probabilities[finite]
+        with self._lock:
+            self._observed += len(probabilities)
         rows = probabilities[-self.window_rows :]
         m = len(rows)
         if m == 0:
@@ -165,6 +182,12 @@ class OnlinePriorEstimator:
             self._next = end % self.window_rows
             self._count = min(self._count + m, self.window_rows)
 
+    def leave_out(self, rows: int, reason: str) -> None:
+        """Count rows not taken into the window, and why."""
+        if rows:
+            with self._lock:
+                self._left_out[reason] = self._left_out.get(reason, 0) + rows
+
     def window(self) -> np.ndarray:
         """A copy of the rows in the window (order not preserved)."""
         with self._lock:
@@ -174,6 +197,9 @@ class OnlinePriorEstimator:
         """Re-estimate from the window; returns and keeps the new estimate."""
         estimate = self.estimate(self.window())
         with self._lock:
+            estimate = replace(
+                estimate, rows_observed=self._observed, left_out=dict(self._left_out)
+            )
             self._estimate = estimate
         return estimate
 
@@ -201,6 +227,11 @@ class OnlinePriorEstimator:
         )
 
     def current(self) -> PriorEstimate:
-        """The last refreshed estimate."""
+        """The last refreshed estimate, with the row counts as of now."""
         with self._lock:
-            return self._estimate
+            last = self._estimate
+            if (last.rows_observed, last.left_out) == (self._observed, self._left_out):
+                return last
+            return replace(
+                last, rows_observed=self._observed, left_out=dict(self._left_out)
+            )

@@ -79,7 +79,8 @@ def adjust(
 class PriorsStage(Stage):
     """Also the online estimate's source: it feeds the estimator the rows of
     requests that name neither priors nor a context, as they arrive here (after
-    temperature, before any prior), leaving out rows already abstained on."""
+    temperature, before any prior), and counts the other requests' rows as left
+    out."""
 
     name = "priors"
 
@@ -180,6 +181,8 @@ class PriorsStage(Stage):
         choice = prepared
         if choice.observe_online:
             self._observe(batch)
+        elif self.estimator is not None:
+            self.estimator.leave_out(batch.n, f"request named {choice.source} priors")
         if choice.weights is None:
             return TraceColumn(choice.trace)
         batch.prior_weights = choice.weights
@@ -202,9 +205,8 @@ class PriorsStage(Stage):
         return TraceColumn(choice.trace, rows, entries)
 
     def _observe(self, batch: Batch) -> None:
-        # Rows already abstained on (outside the input bounds) say nothing about
-        # the deployment priors.
+        # Rows outside the input bounds still have the model's probabilities and
+        # are part of the deployment's label mix: leaving them out starved the
+        # window. The estimator itself leaves out rows without finite ones.
         assert self.estimator is not None
-        inside = batch.abstain_code == 0
-        probabilities = batch.probabilities
-        self.estimator.observe(probabilities if inside.all() else probabilities[inside])
+        self.estimator.observe(batch.probabilities)

@@ -217,21 +217,14 @@ def log_insert_rate(
     rows: int,
     *,
     context: str | None,
-    db_url: str | None = None,
 ) -> dict[str, Any]:
-    """Sustained rows/s of the write-behind log into a fresh SQLite file (or the
-    empty database at `db_url`), fed 1,000-row batches as the service feeds it."""
-    from feedback.db import make_engine, migrate
+    """Sustained rows/s of the prediction log's appends into a fresh directory,
+    fed 1,000-row batches as the service feeds it (each append is synchronous)."""
     from feedback.prediction_log import PredictionLog
 
-    db = work / f"log-bench-{context or 'none'}.db"
-    engine = make_engine(db_url or f"sqlite:///{db}")
-    migrate(engine)
     batches = log_batches(pack_dir, policy_path, rows, context=context)
     rows = sum(map(len, batches))
-    plog = PredictionLog(
-        engine, max_queue_rows=rows + 1, batch_rows=1000, flush_interval_ms=200
-    ).start()
+    plog = PredictionLog(work / f"log-bench-{context or 'none'}").start()
     started = time.perf_counter()
     submit_s = 0.0
     for batch in batches:
@@ -241,9 +234,8 @@ def log_insert_rate(
     flushed = plog.flush(timeout_s=300)
     seconds = time.perf_counter() - started
     plog.close(timeout_s=10)
-    engine.dispose()
     return {
-        "backend": engine.dialect.name,
+        "backend": "arrow-wal",
         "rows": rows,
         "context": context,
         "traced_rows": sum(sum(t is not None for t in b.traces or ()) for b in batches),

@@ -93,13 +93,18 @@ class AccuracyEstimator:
         return prior_adjusted(out, self.training_priors) if adjust_priors else out
 
     def estimate(
-        self, probabilities: np.ndarray, *, adjust_priors: bool = True
+        self,
+        probabilities: np.ndarray,
+        *,
+        answers: np.ndarray | None = None,
+        adjust_priors: bool = True,
     ) -> dict[str, float]:
-        """{estimator: estimated accuracy} of a window's served answers (NaN for
-        an empty window)."""
+        """{estimator: estimated accuracy} of a window's served answers (label
+        index per row; default the argmax), NaN for an empty window."""
         if not len(probabilities):
             return dict.fromkeys(ACCURACY_ESTIMATORS, float("nan"))
-        answers = probabilities.argmax(axis=1)
+        if answers is None:
+            answers = probabilities.argmax(axis=1)
         confidence = answer_confidence(
             self.judged(probabilities, adjust_priors), answers
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shlex
 import signal
 import subprocess
@@ -29,6 +30,11 @@ from typing import Annotated, Any
 import typer
 
 from common.cli import new_app, run, step
+
+DEFAULT_PACK = Path("data/packs/penguins")
+PACK_FOR_HINT = typer.Option(
+    help="Pack whose project is prepared before the first drift run (if present)"
+)
 
 app = new_app(__doc__)
 log = logging.getLogger("monitoring.cli")
@@ -84,6 +90,13 @@ def drift(
     ] = None,
     rate_window_s: Annotated[float, typer.Option(min=1.0)] = 3600.0,
     fail_on_drift: Annotated[bool, typer.Option()] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            help="Stay up as a niced drift worker: one run per line read on "
+            "stdin, one JSON result line on stdout (Evidently imported once)"
+        ),
+    ] = False,
     metrics: Annotated[
         bool,
         typer.Option(
@@ -120,6 +133,25 @@ def drift(
             feature_names=meta.feature_names,
         )  # fmt: skip
 
+    def read_probabilities(rows: int) -> Any:
+        from feedback.log_probabilities import read_answered_probabilities
+
+        return read_answered_probabilities(
+            log_reader, limit_rows=rows, labels=meta.labels, model_version=version
+        )
+
+    from monitoring.accuracy_window import window_accuracy_for_pack
+
+    def read_audit() -> Any:
+        from feedback.audit_accuracy import audit_accuracy
+
+        with sessions() as session:
+            return audit_accuracy(session, model_version=version)
+
+    estimate_accuracy = window_accuracy_for_pack(
+        pack, read_probabilities, read_audit=read_audit,
+        window_rows=window_rows, min_window_rows=min_window_rows,
+    )  # fmt: skip
     from monitoring.drift_metrics import DriftMetrics, NullDriftMetrics
 
     recorder: DriftMetrics | NullDriftMetrics = NullDriftMetrics()
@@ -154,15 +186,58 @@ def drift(
             if report_rate_per_1000
             else None
         ),
+        estimate_accuracy=estimate_accuracy,
     )  # fmt: skip
+    if serve:
+        try:
+            _serve_runs(job)
+        finally:
+            engine.dispose()
+        return
     try:
         with step(f"drift run over up to {window_rows} logged rows"):
             result = job.run_once()
     finally:
         engine.dispose()
-    typer.echo(json.dumps(result.to_dict(), indent=2))
+    out_json = result.to_dict()
+    if job.last_accuracy is not None:
+        out_json["estimated_accuracy"] = {
+            "rows": job.last_accuracy.rows,
+            "heldout_accuracy": job.last_accuracy.heldout_accuracy,
+            "audit_answered": (
+                job.last_accuracy.audit.answered if job.last_accuracy.audit else None
+            ),
+            **{
+                name: None if math.isnan(value) else value
+                for name, value in job.last_accuracy.estimates.items()
+            },
+        }
+    typer.echo(json.dumps(out_json, indent=2))
     if fail_on_drift and result.dataset_drift:
         raise typer.Exit(DRIFT_EXIT)
+
+
+#: The drift worker's niceness: its CPU goes to the serving workers first.
+DRIFT_WORKER_NICE = 10
+
+
+def _serve_runs(job: Any) -> None:
+    """The drift worker: niced, Evidently imported once, then one run per line
+    on stdin until it closes; each result is one JSON line on stdout."""
+    import os
+
+    from monitoring.evidently_import import import_evidently
+
+    os.nice(DRIFT_WORKER_NICE)
+    import_evidently()
+    print(json.dumps({"ready": True}), flush=True)
+    for _line in sys.stdin:
+        try:
+            out = job.run_once().to_dict()
+        except Exception as exc:  # counted by the job; the worker stays up
+            log.exception("drift run failed")
+            out = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(out, default=str), flush=True)
 
 
 def _store(db: str) -> tuple[Any, Any]:
@@ -208,10 +283,38 @@ def _request_opener(sessions: Any) -> Any:
 def ui(
     workspace: Annotated[Path, typer.Option(help="Evidently workspace directory")],
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    pack: Annotated[Path, PACK_FOR_HINT] = DEFAULT_PACK,
 ) -> None:
     """Serve Evidently's UI on 127.0.0.1 for the workspace (foreground)."""
     workspace.mkdir(parents=True, exist_ok=True)
+    _prepare_project(workspace, pack)
     raise typer.Exit(_run_foreground([evidently_ui_command(workspace, port)]))
+
+
+def _prepare_project(workspace: Path, pack: Path) -> None:
+    """The pack's Evidently project with its panels and, until the first drift
+    run, a text panel saying when that run comes (skipped without a pack)."""
+    from packs.format import METADATA_FILE
+
+    if not (pack / METADATA_FILE).is_file():
+        return
+    from monitoring.evidently_workspace import prepare_project
+    from monitoring.settings import MonitoringSettings
+    from packs.loader import read_metadata
+
+    meta = read_metadata(pack)
+    defaults = MonitoringSettings()
+    hint = (
+        "By default the drift job runs every "
+        f"{defaults.drift_interval_s:g} s (FLYWHEEL_MONITORING__DRIFT_INTERVAL_S) "
+        f"once at least {defaults.drift_min_window_rows} predictions are logged "
+        "(FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS); the charts fill from its "
+        "first run. Run one now with `python -m monitoring.cli drift`."
+    )
+    prepare_project(
+        workspace, project_name=meta.name, features=meta.feature_names,
+        labels=meta.labels, hint=hint,
+    )  # fmt: skip
 
 
 def evidently_ui_command(workspace: Path, port: int) -> list[str]:
@@ -256,9 +359,11 @@ def up(
     ),
     prometheus_port: Annotated[int, typer.Option()] = 9090,
     ui_port: Annotated[int, typer.Option()] = 8000,
+    pack: Annotated[Path, PACK_FOR_HINT] = DEFAULT_PACK,
 ) -> None:
     """Prometheus scraping the service plus Evidently's UI, until Ctrl-C."""
     workspace.mkdir(parents=True, exist_ok=True)
+    _prepare_project(workspace, pack)
     commands = [
         _prometheus_command(target, prometheus_port, data, 5.0),
         evidently_ui_command(workspace, ui_port),

@@ -5,9 +5,10 @@ keeps those newer than the last judged window (`judged_until`: consecutive windo
 never share a row, so each run is fresh evidence), runs `drift.run_drift` against
 the reference (a skipped window leaves its rows for the next run), saves the HTML
 report under `out_dir` (keeping the newest `keep_html_reports`), adds the snapshot
-to the Evidently workspace, sets the drift gauges and feeds the retraining
-trigger. `start` runs it every `interval_s` on a daemon thread, off the request
-path.
+to the Evidently workspace, sets the drift gauges, estimates the served accuracy
+without labels (given `estimate_accuracy`, see `monitoring.accuracy_window`) and
+feeds the retraining trigger. `start` runs it every `interval_s` on a daemon
+thread, off the request path.
 
 Run it in one process only (e.g. the first BentoML worker, or cron through
 `python -m monitoring.cli drift`): every worker running it would repeat the work
@@ -40,8 +41,10 @@ from monitoring.drift import (
     run_drift,
 )
 from monitoring.drift_metrics import DriftMetrics, NullDriftMetrics
+from packs.writer import reference_size_warning
 
 if TYPE_CHECKING:
+    from monitoring.accuracy_window import AccuracyReading
     from monitoring.retraining import RetrainTrigger
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,7 @@ class DriftJob:
         model: Callable[[], PredictProba] | None = None,
         categorical_features: Sequence[str] = (),
         cursor_path: Path | None = None,
+        estimate_accuracy: Callable[[], AccuracyReading] | None = None,
     ):
         """`model` returns the served model's `predict_proba` (its outputs are
         tested too); `cursor_path` keeps `judged_until` across processes (cron)."""
@@ -90,6 +94,7 @@ class DriftJob:
         self.categorical_features = list(categorical_features)
         self._cursor_path = Path(cursor_path) if cursor_path else None
         self.judged_until: datetime | None = self._load_cursor()
+        self._reference_checked: int | None = None
         self.out_dir = Path(out_dir)
         self.workspace_dir = Path(workspace_dir) if workspace_dir else None
         self._model_version = model_version
@@ -100,6 +105,8 @@ class DriftJob:
         self.keep_html_reports = keep_html_reports
         self.keep_snapshots = keep_snapshots
         self._read_report_counts = read_report_counts
+        self._estimate_accuracy = estimate_accuracy
+        self.last_accuracy: AccuracyReading | None = None
         self._run_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,6 +123,7 @@ class DriftJob:
                 raise
             self._metrics.observe_drift(result, seconds=time.perf_counter() - started)
             self.last_result = result
+            self._observe_accuracy()
         if self._trigger is not None:
             self._trigger.observe(result)
             if self._read_report_counts is not None:
@@ -126,6 +134,19 @@ class DriftJob:
                     model_version=result.model_version,
                 )
         return result
+
+    def _observe_accuracy(self) -> None:
+        """The label-free accuracy estimate of the latest window, as gauges. It
+        fails on its own: the drift run's result stands."""
+        if self._estimate_accuracy is None:
+            return
+        try:
+            reading = self._estimate_accuracy()
+        except Exception:
+            log.exception("accuracy estimate failed")
+            return
+        self.last_accuracy = reading
+        self._metrics.observe_accuracy(reading)
 
     def _run(self) -> DriftResult:
         reference = self._reference() if callable(self._reference) else self._reference
@@ -138,6 +159,7 @@ class DriftJob:
             c for c in reference.columns
             if c not in (LABEL_COLUMN, PREDICTION_COLUMN) and _is_numeric(reference[c])
         ]  # fmt: skip
+        self._check_reference(reference, features)
         window = self._unjudged(self._read_window(self.window_rows))
         result = run_drift(
             window,
@@ -171,6 +193,16 @@ class DriftJob:
             )
         log.info("drift run: %s", result.summary())
         return replace(result, html_path=str(html_path), snapshot_id=snapshot_id)
+
+    def _check_reference(self, reference: pd.DataFrame, features: list[str]) -> None:
+        """Warn (once per reference size) when the reference caps the tests."""
+        distinct = len(reference.drop_duplicates(subset=features))
+        if distinct == self._reference_checked:
+            return
+        self._reference_checked = distinct
+        warning = reference_size_warning(distinct, self.window_rows)
+        if warning:
+            log.warning("%s", warning)
 
     def _unjudged(self, window: pd.DataFrame) -> pd.DataFrame:
         """The rows logged after the last judged window."""

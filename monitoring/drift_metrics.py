@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from monitoring.accuracy import ACCURACY_ESTIMATORS
 from monitoring.detector import PREDICTION_COLUMN, probability_columns
 from monitoring.metrics import _Bounded
 
 if TYPE_CHECKING:
+    from monitoring.accuracy_window import AccuracyReading
     from monitoring.drift import DriftResult
 
 RETRAIN_REASONS = ("drift", "report_rate", "manual")
@@ -113,6 +115,31 @@ class DriftMetrics:
             "Wall time of one drift run (window read, Evidently, report, snapshot).",
             namespace=ns, registry=r, buckets=DRIFT_RUN_BUCKETS_S,
         )  # fmt: skip
+        self._estimated_accuracy = _Bounded(
+            gauge("estimated_accuracy",
+                  "Accuracy of the served answers in the last window, estimated "
+                  "without labels, by estimator (NaN: window too small).",
+                  ["estimator"]),
+            ACCURACY_ESTIMATORS,
+        )  # fmt: skip
+        self._heldout_accuracy = gauge(
+            "heldout_accuracy",
+            "Accuracy of the served model on its pack's held-out validation rows.",
+        )
+        self._audit_accuracy = _Bounded(
+            gauge("audit_accuracy",
+                  "Accuracy measured on the answered audit sample of the review "
+                  "queue: the estimate and its 95% Wilson interval.",
+                  ["bound"]),
+            ("estimate", "low", "high"),
+        )  # fmt: skip
+        self._audit_answered = gauge(
+            "audit_answered_rows", "Audit items a person has answered."
+        )
+        self._accuracy_window = gauge(
+            "estimated_accuracy_window_rows",
+            "Answered rows the last accuracy estimate read.",
+        )
         self._retrain = _Bounded(
             Counter("retraining_requests", "Retraining requests opened, by reason.",
                     ["reason"], namespace=ns, registry=r),
@@ -165,6 +192,22 @@ class DriftMetrics:
     def observe_drift_failure(self) -> None:
         self._drift_runs["failed"].inc()
 
+    def observe_accuracy(self, reading: AccuracyReading) -> None:
+        """Set the accuracy gauges from one label-free estimate."""
+        self._accuracy_window.set(reading.rows)
+        self._heldout_accuracy.set(reading.heldout_accuracy)
+        for name, value in reading.estimates.items():
+            self._estimated_accuracy[name].set(value)
+        audit = reading.audit
+        if audit is not None:
+            self._audit_answered.set(audit.answered)
+            for bound, value in (
+                ("estimate", audit.accuracy),
+                ("low", audit.low),
+                ("high", audit.high),
+            ):
+                self._audit_accuracy[bound].set(value)
+
     def observe_retraining_request(self, reason: str) -> None:
         self._retrain[reason].inc()
 
@@ -179,6 +222,9 @@ class NullDriftMetrics:
         pass
 
     def observe_drift_failure(self) -> None:
+        pass
+
+    def observe_accuracy(self, reading: AccuracyReading) -> None:
         pass
 
     def observe_retraining_request(self, reason: str) -> None:

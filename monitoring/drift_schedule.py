@@ -1,23 +1,29 @@
-"""Run the drift job on a schedule, in a child process, from one worker.
+"""Run the drift job in a child process of one worker.
 
-Evidently costs ~4 s and ~300 MiB to import and holds the GIL while it computes,
-so each run is `python -m monitoring.cli drift --metrics` in its own process: the
-workers never import it, and because the child inherits BentoML's
-`PROMETHEUS_MULTIPROC_DIR` its drift gauges appear on the service's `/metrics`.
-Only the first worker schedules runs (one snapshot per window, not one per worker);
-across replicas sharing a store, `service.wiring` calls `run_once` through a lease
-(`feedback.windowed_job`) so that one replica runs each window.
+Evidently costs seconds of CPU and ~300 MiB to import and holds the GIL while it
+computes, so the runs happen in a child: `python -m monitoring.cli drift
+--metrics` per run, or, with `drift_worker`, `... --serve` started once, which
+imports Evidently once and then makes one run per request (niced, so serving
+comes first). The serving workers never import it, and
+because the child inherits BentoML's `PROMETHEUS_MULTIPROC_DIR` its drift gauges
+appear on the service's `/metrics`. Only the first worker schedules runs (one
+snapshot per window, not one per worker); across replicas sharing a store,
+`service.wiring` calls `run_once` through a lease (`feedback.windowed_job`) so
+that one replica runs each window.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import select
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from monitoring.settings import MonitoringSettings
 
@@ -70,6 +76,16 @@ def drift_command(
 
 
 class DriftSchedule:
+    """Drift runs in child processes: with `drift_worker`, one long-lived, niced
+    child (`drift --serve`); without, one child per run (the default until the
+    worker has been measured in CI).
+
+    The worker imports Evidently once and then runs whenever asked: `run_once`
+    writes a line to its stdin and waits (at most `drift_timeout_s`) for its
+    one-line JSON result. A child that died, hangs past the timeout, or serves
+    another pack than the one served now is replaced.
+    """
+
     def __init__(
         self,
         mon: MonitoringSettings,
@@ -79,53 +95,121 @@ class DriftSchedule:
         self.mon = mon
         self.target = target
         self._pack_dir = pack_dir
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        interval = self.mon.drift_interval_s
-        if interval <= 0:
-            return
-        self._thread = threading.Thread(target=self._loop, name="drift", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        interval = self.mon.drift_interval_s
-        while not self._stop.wait(interval):
-            self.run_once()
+        self._child_pack: Path | None = None
+        self.last_result: dict[str, Any] | None = None
 
     def run_once(self) -> int | None:
-        """One drift run; returns its exit code (None if it was killed)."""
+        """One drift run; 0 when it completed or skipped, 1 when it failed,
+        None when it had to be killed (timed out or gone)."""
+        if not self.mon.drift_worker:
+            return self._run_child()
+        with self._lock:
+            child = self._worker()
+            if child is None:
+                return None
+            assert child.stdin is not None and child.stdout is not None
+            try:
+                child.stdin.write(b"run\n")
+                child.stdin.flush()
+            except (BrokenPipeError, OSError):
+                self._kill("drift worker is gone")
+                return None
+            line = _read_line(child, self.mon.drift_timeout_s)
+            if line is None:
+                self._kill(f"drift run gave no answer in {self.mon.drift_timeout_s}s")
+                return None
+            self.last_result = json.loads(line)
+            if "error" in self.last_result:
+                log.warning("drift run failed: %s", self.last_result["error"])
+                return 1
+            return 0
+
+    def _run_child(self) -> int | None:
+        """One run in a child process of its own (Evidently imported each time)."""
         self.target.out_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.target.out_dir / "drift-job.log"
-        with log_path.open("ab") as out:
-            self._child = subprocess.Popen(
+        with self._lock, log_path.open("ab") as out:
+            self._child = child = subprocess.Popen(
                 drift_command(self.mon, self.target, self._pack_dir()),
                 cwd=PROJECT_ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
             try:
-                code = self._child.wait(timeout=self.mon.drift_timeout_s)
+                code = child.wait(timeout=self.mon.drift_timeout_s)
             except subprocess.TimeoutExpired:
-                self._child.kill()
-                self._child.wait()
+                child.kill()
+                child.wait()
                 log.error("drift run killed after %ss", self.mon.drift_timeout_s)
                 return None
+            finally:
+                self._child = None
         if code != 0:
             log.warning("drift run exited with %s; see %s", code, log_path)
         return code
 
+    def _worker(self) -> subprocess.Popen[bytes] | None:
+        pack = self._pack_dir()
+        child = self._child
+        if child is not None and child.poll() is None and self._child_pack == pack:
+            return child
+        if child is not None:
+            self._kill("serving another pack" if child.poll() is None else None)
+        self.target.out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.target.out_dir / "drift-job.log"
+        with log_path.open("ab") as err:
+            child = subprocess.Popen(
+                [*drift_command(self.mon, self.target, pack), "--serve"],
+                cwd=PROJECT_ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+            )
+        self._child, self._child_pack = child, pack
+        # The first line says the worker is up (Evidently imported).
+        if _read_line(child, self.mon.drift_timeout_s) is None:
+            self._kill(f"drift worker did not start; see {log_path}")
+            return None
+        return child
+
+    def _kill(self, why: str | None) -> None:
+        child = self._child
+        self._child = None
+        if child is None:
+            return
+        if why:
+            log.error("stopping the drift worker: %s", why)
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+
     def cancel_run(self) -> None:
-        """Kill the running drift child, if any (its lease was lost)."""
+        """Kill the drift worker (its run's lease was lost); the next run starts
+        a fresh one."""
         child = self._child
         if child is not None and child.poll() is None:
             child.kill()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._child is not None and self._child.poll() is None:
-            self._child.terminate()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        child, self._child = self._child, None
+        if child is None or child.poll() is not None:
+            return
+        if child.stdin is not None:
+            child.stdin.close()  # end of input: the worker exits after its run
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _read_line(child: subprocess.Popen[bytes], timeout_s: float) -> str | None:
+    """The child's next stdout line, or None if none came in `timeout_s`."""
+    assert child.stdout is not None
+    ready, _, _ = select.select([child.stdout], [], [], timeout_s)
+    if not ready:
+        return None
+    line = child.stdout.readline()
+    return line.decode() if line else None

@@ -102,28 +102,92 @@ def dashboard_panels(
 
 
 def ensure_dashboard(
+    workspace: Any,
     project: Any,
     *,
     features: Sequence[str],
     labels: Sequence[str],
     model_version: str | None = None,
+    first_run_hint: str | None = None,
 ) -> int:
     """Create missing panels (all-versions tab, and the version's tab); returns
-    how many were added, 0 when the dashboard is already complete."""
+    how many were added, 0 when the dashboard is already complete.
+
+    The dashboard model is edited and saved whole rather than through
+    `project.dashboard.add_panel`, which in Evidently 0.7 lists a panel twice when
+    its tab already exists (every panel then renders twice). Tabs written that way
+    are repaired here. `first_run_hint` adds a text panel saying when data will
+    appear (a project with no run yet); without it that panel is removed."""
+    from evidently.sdk.models import DashboardTabModel
+
     wanted = [(ALL_VERSIONS_TAB, p) for p in dashboard_panels(features, labels)]
     if model_version is not None:
         tab = f"Model {model_version}"
         tags = [version_tag(model_version)]
         wanted += [(tab, p) for p in dashboard_panels(features, labels, tags)]
     model = project.dashboard.model()
+    changed = _drop_hint(model) if first_run_hint is None else False
+    if first_run_hint is not None:
+        wanted.insert(0, (ALL_VERSIONS_TAB, _hint_panel(first_run_hint)))
+    for tab in model.tabs:
+        unique = list(dict.fromkeys(tab.panels))
+        if unique != tab.panels:
+            tab.panels, changed = unique, True
     titles = {p.id: p.title for p in model.panels}
     present = {(t.title, titles.get(pid)) for t in model.tabs for pid in t.panels}
+    tabs = {t.title: t for t in model.tabs}
     added = 0
-    for tab, panel in wanted:
-        if (tab, panel.title) not in present:
-            project.dashboard.add_panel(panel, tab=tab)
-            added += 1
+    for title, panel in wanted:
+        if (title, panel.title) in present:
+            continue
+        if title not in tabs:
+            tabs[title] = DashboardTabModel(title=title, panels=[])
+            model.tabs.append(tabs[title])
+        model.panels.append(panel)
+        tabs[title].panels.append(panel.id)
+        added += 1
+    if added or changed:
+        workspace.save_dashboard(project.id, model)
     return added
+
+
+HINT_TITLE = "No drift run yet"
+
+
+def _hint_panel(text: str) -> Any:
+    from evidently.sdk.panels import text_panel
+
+    return text_panel(HINT_TITLE, text)
+
+
+def _drop_hint(model: Any) -> bool:
+    hints = {p.id for p in model.panels if p.title == HINT_TITLE}
+    if not hints:
+        return False
+    model.panels = [p for p in model.panels if p.id not in hints]
+    for tab in model.tabs:
+        tab.panels = [pid for pid in tab.panels if pid not in hints]
+    return True
+
+
+def prepare_project(
+    workspace_dir: Path,
+    *,
+    project_name: str,
+    features: Sequence[str],
+    labels: Sequence[str],
+    hint: str,
+) -> None:
+    """Create the project and its panels before the first drift run, with a text
+    panel saying when the first run will come (removed by that run), so the UI is
+    not an empty list in the meantime. A project with runs is left as it is."""
+    workspace = open_workspace(workspace_dir)
+    project = open_project(workspace, project_name)
+    if list(workspace.list_runs(project.id)):
+        return
+    ensure_dashboard(
+        workspace, project, features=features, labels=labels, first_run_hint=hint
+    )
 
 
 def record_run(
@@ -143,7 +207,11 @@ def record_run(
     workspace = open_workspace(workspace_dir)
     project = open_project(workspace, project_name)
     ensure_dashboard(
-        project, features=features, labels=labels, model_version=result.model_version
+        workspace,
+        project,
+        features=features,
+        labels=labels,
+        model_version=result.model_version,
     )
     ref = workspace.add_run(project.id, result.snapshot, include_data=False)
     if keep is not None:

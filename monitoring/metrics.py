@@ -123,6 +123,12 @@ class ServiceMetrics:
                     ["stage"], namespace=ns, registry=r),
             guardrail_stages,
         )  # fmt: skip
+        self._set_size = Histogram(
+            "prediction_set_size",
+            "Labels in each row's conformal prediction set (0: empty).",
+            namespace=ns, registry=r,
+            buckets=tuple(float(i) for i in range(len(self.labels) + 1)),
+        )  # fmt: skip
         self._init_feedback_and_state(r, ns, report_categories)
 
     def _init_feedback_and_state(
@@ -206,6 +212,7 @@ class ServiceMetrics:
         *,
         total_seconds: float | None = None,
         guardrail_actions: Mapping[str, int] | None = None,
+        prediction_set_sizes: Sequence[int] | None = None,
     ) -> None:
         """Record one answered request.
 
@@ -236,6 +243,9 @@ class ServiceMetrics:
             for stage, n in guardrail_actions.items():
                 if n:
                     self._guardrail_actions[stage].inc(n)
+        if prediction_set_sizes is not None:
+            for size in prediction_set_sizes:
+                self._set_size.observe(size)
 
     def observe_request(
         self,

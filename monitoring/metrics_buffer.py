@@ -54,11 +54,12 @@ class MetricsBuffer:
         *,
         total_seconds: float | None = None,
         guardrail_actions: Mapping[str, int] | None = None,
+        prediction_set_sizes: Sequence[int] | None = None,
     ) -> None:
         """Same meaning as `ServiceMetrics.observe_prediction`, applied later."""
         self._pending.append(
             (endpoint, rows, label_counts, abstain_reasons, stage_seconds,
-             total_seconds, guardrail_actions)
+             total_seconds, guardrail_actions, prediction_set_sizes)
         )  # fmt: skip
 
     def observe_request(
@@ -69,7 +70,7 @@ class MetricsBuffer:
     ) -> None:
         """Same meaning as `ServiceMetrics.observe_request`, applied later."""
         self._pending.append(
-            (endpoint, None, None, None, stage_seconds, total_seconds, None)
+            (endpoint, None, None, None, stage_seconds, total_seconds, None, None)
         )
 
     # Not per request: straight through.
@@ -106,7 +107,9 @@ class MetricsBuffer:
         m = self.metrics
         hist: dict[Any, list[float]] = defaultdict(list)
         counts: dict[Any, float] = defaultdict(float)
-        for endpoint, rows, labels, reasons, stages, total, actions in pending:
+        for endpoint, rows, labels, reasons, stages, total, actions, sizes in pending:
+            if sizes is not None:
+                hist[m._set_size].extend(sizes)
             if rows is not None:  # None: a request that is not a prediction
                 hist[m._batch[endpoint]].append(rows)
             if total is not None:

@@ -31,6 +31,9 @@ class MonitoringSettings(BaseModel):
     homogeneity p-value."""
     drift_categorical_features: list[str] = Field(default_factory=list)
     """Input features compared as categories rather than numbers."""
+    drift_worker: bool = False
+    """Run drift in one long-lived, niced worker process that imports Evidently
+    once, instead of a new process (and import) per run."""
     drift_timeout_s: float = Field(300.0, gt=0)
     """Longest one drift run may take before it is killed."""
     retrain_consecutive_windows: int = Field(3, ge=1)

@@ -112,6 +112,17 @@ class TemperatureFit(_Strict):
     """Why no temperature was fitted, when `fitted` is false."""
 
 
+class ReferenceInfo(_Strict):
+    """What the drift reference (`reference.parquet`) holds."""
+
+    splits: list[str]
+    """The data splits its rows come from (e.g. `train`, `validation`)."""
+    rows: int = Field(ge=0)
+    """Rows in the reference table."""
+    distinct_rows: int = Field(ge=0)
+    """Distinct feature rows: the evidence a drift test can weigh."""
+
+
 class SplitSpec(_Strict):
     method: Literal["stratified", "files", "builder"]
     """`stratified`: the packer split one sample by label with `seed`; `files`:
@@ -123,8 +134,9 @@ class SplitSpec(_Strict):
     files: dict[str, str] = Field(default_factory=dict)
     """File names per part, when the parts came from files."""
     rows: dict[str, int] = Field(default_factory=dict)
-    """Rows per part: `fit` (priors, reference), `validation` (temperature),
-    `test` (metrics, the gate), `bounds` (the training sample bounds come from)."""
+    """Rows per part: `fit` (priors; with validation, the drift reference),
+    `validation` (temperature), `test` (metrics, the gate), `bounds` (the
+    training sample bounds come from)."""
 
 
 class PackMetadata(_Strict):
@@ -146,6 +158,8 @@ class PackMetadata(_Strict):
     context_column: str | None = None
     """Column of the test and reference tables naming each row's deployment
     context (the penguin pack: `island`), used to replay rows in context."""
+    reference: ReferenceInfo | None = None
+    """The drift reference's make-up; None in packs written before it was kept."""
     split: SplitSpec | None = None
     """Which rows were used for what; None in packs written before it was kept."""
     constant_features: list[str] = Field(default_factory=list)

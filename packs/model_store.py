@@ -1,11 +1,12 @@
 """Model packs in BentoML's model store: named by the pack, versioned by content.
 
-A pack enters the store as a copy (`PackStore.add`): its files are hashed, copied
-into a new store entry `<pack name>:<first 32 hex digits of the SHA-256>`, and the
-copy is hashed again before BentoML saves it, so a file changed or swapped while
-it was copied leaves nothing in the store. The entry's metadata keeps the full
-hash, and `PackStore.open` hashes the entry again every time something is about to
-load it: what a worker serves is, byte for byte, what was gated.
+A pack enters the store as a copy (`PackStore.add`), once it loads: its files are
+hashed, copied into a new store entry `<pack name>:<first 32 hex digits of the
+SHA-256>`, and the copy is hashed again before BentoML saves it, so a file changed
+or swapped while it was copied leaves nothing in the store. The entry's metadata
+keeps the full hash, and `PackStore.open` hashes the entry again every time
+something is about to load it: what a worker serves is, byte for byte, what was
+gated.
 
 The store is BentoML's own (`$BENTOML_HOME/models`, or a built bento's `models/`
 when BentoML serves the bento), so `bentoml build` carries a pack listed in
@@ -28,7 +29,7 @@ from packs.errors import (
     PackNotStored,
     PackTampered,
 )
-from packs.loader import read_metadata
+from packs.loader import ModelPack, read_metadata
 
 #: Files BentoML writes into every store entry; they are not part of the pack.
 STORE_FILES = frozenset({"model.yaml", "custom_objects.pkl"})
@@ -95,7 +96,9 @@ class PackStore:
     def add(self, pack_dir: Path | str) -> StoredPack:
         """Copy `pack_dir` into the store (a no-op if that content is there) and
         return the verified copy."""
-        import bentoml
+        # What `bentoml.models.create` does, without importing `bentoml.models`
+        # (its usage-analytics imports cost seconds at every start).
+        from bentoml._internal.models.model import Model, ModelContext, ModelOptions
 
         src = Path(pack_dir)
         if not src.is_dir():
@@ -111,22 +114,30 @@ class PackStore:
         tag = f"{name}:{before[:VERSION_DIGITS]}"
         if self._has(tag):
             return self.open(tag)
-        with bentoml.models.create(
+        # A pack that does not load never enters the store, and its errors name
+        # the directory the operator gave, not the store's copy.
+        ModelPack.load(src, providers=("CPUExecutionProvider",))
+        model = Model.create(
             tag,
+            module="",
+            api_version="v1",
+            signatures={},
             labels=PACK_LABEL,
+            options=ModelOptions(),
             metadata={"sha256": before},
-            _model_store=self._store,
-        ) as model:
-            dest = Path(model.path)
-            for path in sorted(src.rglob("*")):
-                target = dest / path.relative_to(src)
-                if path.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                else:
-                    shutil.copyfile(path, target)
-            if pack_digest(dest) != before:
-                # Raising inside `create` discards the entry before it is saved.
-                raise PackChangedWhileCopied(src)
+            context=ModelContext(framework_name="", framework_versions={}),
+        )
+        dest = Path(model.path)
+        for path in sorted(src.rglob("*")):
+            target = dest / path.relative_to(src)
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                shutil.copyfile(path, target)
+        if pack_digest(dest) != before:
+            raise PackChangedWhileCopied(src)
+        model.flush()
+        model.save(self._store)
         return self.open(tag)
 
     def open(self, tag: str) -> StoredPack:

@@ -25,7 +25,7 @@ _TEMPLATE = """\
 #
 # Every prediction passes through these stages, in this order:
 #   input_bounds -> (model) -> temperature -> priors -> blacklist
-#   -> output_bounds -> decision
+#   -> conformal -> output_bounds -> decision
 # Labels: {labels}
 # Features: {n_features} ({features})
 # Edit it and serve it with the pack (the service reads the pack's policy.yaml
@@ -88,12 +88,24 @@ blacklist:
   per_context: {{}}
   action: fallback         # fallback: best allowed label; abstain: reason blacklisted
 
-# 5. Abstain when the answer would be too uncertain (probabilities still shown).
+# 5. Conformal prediction sets: every answer carries `prediction_set`, the labels
+# that hold the true one with probability >= 1 - alpha, calibrated on this pack's
+# validation split (calibration.parquet) and reweighted under deployment priors.
+conformal:
+  enabled: true
+  mode: report             # report: sets shown only; abstain: see the two below
+  score: lac               # lac (smallest sets) | aps (adaptive) | raps
+  alpha: 0.1               # sets miss the true label at most 10% of the time
+  max_set_size: null       # abstain mode: abstain (large_prediction_set) above this
+  abstain_on_empty: false  # abstain mode: abstain (empty_prediction_set) on {{}}
+  weighted: true           # reweight calibration rows by the deployment prior
+
+# 6. Abstain when the answer would be too uncertain (probabilities still shown).
 output_bounds:
   min_top_probability: 0.0 # e.g. 0.5: abstain, reason low_confidence
   max_entropy_nats: null   # reason high_entropy
 
-# 6. Decision: the most probable allowed label, or with a cost matrix
+# 7. Decision: the most probable allowed label, or with a cost matrix
 # {{true_label: {{predicted_label: cost}}}} the lowest expected cost.
 decision:
   cost_matrix: null

@@ -40,6 +40,7 @@ from packs.format import (
     InputSpec,
     OutputSpec,
     PackMetadata,
+    ReferenceInfo,
     TemperatureFit,
 )
 from packs.label_order import check_label_order, require_label_order
@@ -79,6 +80,36 @@ def training_priors(train: pd.DataFrame, labels: list[str]) -> dict[str, float]:
         )
     total = float(counts.sum())
     return {label: float(counts.get(label, 0)) / total for label in labels}
+
+
+def drift_reference(
+    splits: Splits, names: list[str], *, rows: int = REFERENCE_ROWS
+) -> tuple[pd.DataFrame, ReferenceInfo]:
+    """The drift reference: training and validation rows together (both drawn
+    from the distribution the model was fitted for; the test split stays held
+    out), at most `rows`. A drift test's power is capped by its smaller sample,
+    so the reference takes every labelled row it may."""
+    frame = pd.concat([splits.train, splits.validation], ignore_index=True)
+    reference = frame.head(rows).copy()
+    info = ReferenceInfo(
+        splits=["train", "validation"],
+        rows=len(reference),
+        distinct_rows=len(reference.drop_duplicates(subset=names)),
+    )
+    return reference, info
+
+
+def reference_size_warning(distinct_rows: int, window_rows: int) -> str | None:
+    """A sentence when the reference is smaller than the drift window: then the
+    reference, not the window, bounds what the drift tests can detect (a K-S
+    test's effective sample size n*m/(n+m) never exceeds the smaller side)."""
+    if distinct_rows >= window_rows:
+        return None
+    return (
+        f"drift reference has {distinct_rows} distinct rows, fewer than the "
+        f"drift window of {window_rows} rows: the reference caps the drift "
+        "tests' power (pack more labelled rows to detect smaller shifts)"
+    )
 
 
 def write_pack(
@@ -168,10 +199,16 @@ def write_pack(
             "test_log_loss_calibrated": log_loss(cal_p, test_y),
             "test_ece_calibrated": expected_calibration_error(cal_p, test_y),
         }
+        reference, reference_info = drift_reference(splits, names)
+        echo(f"writing the reference ({len(reference)} rows)")
+        ref_p = pack.predict_proba(reference[names].to_numpy(dtype=np.float32))
+        reference["predicted_label"] = [labels[i] for i in ref_p.argmax(1)]
+        reference.to_parquet(staging / REFERENCE_FILE, index=False)
         meta = draft.model_copy(
             update={
                 "temperature": temp,
                 "metrics": {k: round(v, 6) for k, v in metrics.items()},
+                "reference": reference_info,
             }
         )
         (staging / METADATA_FILE).write_text(metadata_json(meta))
@@ -186,11 +223,6 @@ def write_pack(
             ),
             encoding="utf-8",
         )
-        echo(f"writing the reference ({min(len(splits.train), REFERENCE_ROWS)} rows)")
-        reference = splits.train.head(REFERENCE_ROWS).copy()
-        ref_p = pack.predict_proba(reference[names].to_numpy(dtype=np.float32))
-        reference["predicted_label"] = [labels[i] for i in ref_p.argmax(1)]
-        reference.to_parquet(staging / REFERENCE_FILE, index=False)
         splits.test.to_parquet(staging / TEST_FILE, index=False)
         splits.validation.to_parquet(staging / VALIDATION_FILE, index=False)
         ModelPack.load(staging, providers=["CPUExecutionProvider"])

@@ -75,19 +75,24 @@ def preflight(settings: Settings) -> None:
     """Load what the workers will serve once, before BentoML starts them.
 
     BentoML restarts a worker that fails in its __init__ forever; checking here
-    turns a broken pack or policy into one message and exit code 2. It also
-    copies the configured pack into the model store and records what the
+    turns a broken pack or policy, or a database that cannot be reached, is
+    corrupt or is at another schema revision, into one message and exit code 2.
+    It also copies the configured pack into the model store and records what the
     deployment serves, as the workers would.
     """
     from common.errors import ServiceError
-    from feedback.db import make_engine, migrate, session_factory
+    from feedback.db import make_engine, session_factory
+    from feedback.store_ready import StoreNotReady, check_store
     from packs.model_store import PackStore
     from service.served import ServedState
 
+    try:
+        # Reachable, intact, at the code's revision (migrated when allowed).
+        check_store(settings.database_url, migrate=settings.feedback.migrate_on_start)
+    except StoreNotReady as exc:
+        raise _refuse(exc.message) from None
     engine = make_engine(settings.database_url)
     try:
-        if settings.feedback.migrate_on_start:
-            migrate(engine)
         store = PackStore.at(settings.model_store_dir)
         ServedState(settings, sessions=session_factory(engine), store=store)
     except ServiceError as exc:
@@ -159,12 +164,13 @@ def store_pack(
 
 @app.command(context_settings={"max_content_width": 120})
 def pack(
-    model: Path = typer.Argument(..., help="ONNX classifier file, as exported."),
+    # Required, but checked below so that a missing one is a one-line error.
+    model: Path = typer.Argument(None, help="ONNX classifier file, as exported."),
     data: Path = typer.Argument(
-        ..., help="CSV or Parquet training sample with a label column."
+        None, help="CSV or Parquet training sample with a label column."
     ),
-    out: Path = typer.Option(..., help="Pack directory to write."),
-    name: str = typer.Option(..., help="Pack name."),
+    out: Path = typer.Option(None, help="Pack directory to write (required)."),
+    name: str = typer.Option(None, help="Pack name (required)."),
     labels: str = typer.Option(
         None,
         help="Comma-separated label-column values in output column order "
@@ -205,6 +211,10 @@ def pack(
         return None if text is None else [s.strip() for s in text.split(",")]
 
     try:
+        given = {"MODEL": model, "DATA": data, "--out": out, "--name": name}
+        missing = [what for what, value in given.items() if value is None]
+        if missing:
+            raise PackerInputInvalid(f"missing {', '.join(missing)}; see --help")
         for path in (model, data, validation, test):
             if path is not None and not path.is_file():
                 raise PackerInputInvalid(f"no such file: {path}")
@@ -234,6 +244,14 @@ def pack(
         f"{m['test_accuracy']:.3f} (majority {m['test_majority_rate']:.3f}) on "
         f"{int(m['test_rows'])} rows; serve it with FLYWHEEL_PACK_DIR={out}"
     )
+    from packs.writer import reference_size_warning
+
+    window = load_settings().monitoring.drift_window_rows
+    warning = meta.reference and reference_size_warning(
+        meta.reference.distinct_rows, window
+    )
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()

@@ -126,6 +126,11 @@ class DataPlane:
             },
             total_seconds=parse_s + (t6 - t0),
             guardrail_actions=batch.acted_counts(),
+            prediction_set_sizes=(
+                None
+                if batch.prediction_sets is None
+                else batch.prediction_sets.sum(axis=1).tolist()
+            ),
         )
         return answer
 

@@ -40,6 +40,9 @@ DEMO_SETTINGS = {
     "FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS": "100",
     "FLYWHEEL_MONITORING__RETRAIN_CONSECUTIVE_WINDOWS": "2",
     "FLYWHEEL_SERVING__RELOAD_POLL_S": "0.5",
+    # The promotion replays the gate inside its request; a busy machine can take
+    # longer than BentoML's default 30 s for it.
+    "FLYWHEEL_SERVING__REQUEST_TIMEOUT_S": "300",
 }
 
 
@@ -55,10 +58,25 @@ def send(client: httpx.Client, rows: list[dict[str, float]], batch: int = 25) ->
         r.raise_for_status()
 
 
-def wait_for_drift_runs(client: httpx.Client, runs: int, timeout_s: float = 120) -> str:
-    """Wait until `runs` more drift runs have completed; returns /metrics text."""
-    name = 'flywheel_drift_runs_total{outcome="completed"}'
-    start = metric(client.get("/metrics").text, name) or 0.0
+COMPLETED_RUNS = 'flywheel_drift_runs_total{outcome="completed"}'
+
+
+def completed_drift_runs(client: httpx.Client) -> float:
+    return metric(client.get("/metrics").text, COMPLETED_RUNS) or 0.0
+
+
+def wait_for_drift_runs(
+    client: httpx.Client,
+    runs: int,
+    timeout_s: float = 120,
+    *,
+    since: float | None = None,
+) -> str:
+    """Wait until `runs` more drift runs than `since` (default: now) have
+    completed; returns /metrics text. A run only completes on rows it has not
+    judged before, so read `since` before sending the rows it should judge."""
+    name = COMPLETED_RUNS
+    start = completed_drift_runs(client) if since is None else since
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = client.get("/metrics").text
@@ -87,7 +105,7 @@ def run_demo(
         data / "packs" / "served",
     )
     token = secrets.token_hex(16)
-    env = {**DEMO_SETTINGS, "FLYWHEEL_SECURITY__ADMIN_TOKEN": token}
+    env: dict[str, Any] = {**DEMO_SETTINGS, "FLYWHEEL_SECURITY__ADMIN_TOKEN": token}
     summary: dict[str, Any] = {}
     with running(data / "state", pack, port=port, **env) as svc:
         echo(f"service up at {svc.url} (data in {data / 'state'})")
@@ -151,31 +169,44 @@ def _flywheel(
     svc: ServiceProcess, client: httpx.Client, echo: Callable[[str], Any], data: Path
 ) -> dict[str, Any]:
     admin = svc.admin_headers()
-    send(client, instances(like_training(300, seed=1)))
-    text = wait_for_drift_runs(client, 1)
+
+    def window(rows: list[dict[str, float]]) -> str:
+        """Send `rows` in one request (one window) and wait until it is judged."""
+        before = completed_drift_runs(client)
+        send(client, rows, batch=len(rows))
+        return wait_for_drift_runs(client, 1, since=before)
+
+    text = window(instances(like_training(300, seed=1)))
     calm = metric(text, "flywheel_drift_detected")
     echo(
         f"1. traffic like training: drift detected = {calm}, "
         f"drift share = {metric(text, 'flywheel_drift_share')}"
     )
-    send(client, instances(drifted(300, seed=2)))
-    text = wait_for_drift_runs(client, 2)
+    # Each drifted window is new rows: the policy's two windows take two batches.
+    text = window(instances(drifted(300, seed=2)))
+    early = client.get("/admin/retraining-requests", headers=admin).json()
     echo(
-        "2. drifted traffic: drift detected = "
+        "2. drifted traffic, first window: drift detected = "
         f"{metric(text, 'flywheel_drift_detected')}, "
-        f"drift share = {metric(text, 'flywheel_drift_share')}"
+        f"drift share = {metric(text, 'flywheel_drift_share')}; "
+        f"retraining requests: {len(early)} (two drifted windows needed)"
     )
+    text = window(instances(drifted(300, seed=3)))
     requests = client.get("/admin/retraining-requests", headers=admin).json()
-    echo(f"3. retraining requests open: {[(r['id'], r['reason']) for r in requests]}")
+    echo(
+        "3. second drifted window; retraining requests open: "
+        f"{[(r['id'], r['reason']) for r in requests]}"
+    )
     drift = next((r["details"] for r in requests if r["reason"] == "drift"), None)
     if drift is not None:
         echo(
-            f"   drifted features: {', '.join(drift['drifted_features'])}; "
-            f"drift share {drift['drift_share']:.2f} >= threshold "
-            f"{drift['drift_share_threshold']} on {drift['consecutive_windows']} "
-            f"consecutive windows of {drift['window_rows']} logged rows "
-            f"(window at most {DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_WINDOW_ROWS']}"
-            f", at least {DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS']})"
+            f"   {drift['summary']}; on {drift['consecutive_windows']} "
+            f"consecutive windows of new rows (this one {drift['window_rows']} rows, "
+            f"{drift['distinct_rows']} distinct; at least "
+            f"{DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS']}, at most "
+            f"{DEMO_SETTINGS['FLYWHEEL_MONITORING__DRIFT_WINDOW_ROWS']}; "
+            f"{DEMO_SETTINGS['FLYWHEEL_MONITORING__RETRAIN_CONSECUTIVE_WINDOWS']} "
+            "drifted windows open a request)"
         )
     wrong = client.post("/predict", json={"instances": [MISTAKEN_ADELIE]}).json()[
         "predictions"
@@ -198,8 +229,9 @@ def _flywheel(
     return {
         "calm_drift_detected": calm,
         "drift_detected": metric(text, "flywheel_drift_detected"),
+        "requests_after_one_drifted_window": len(early),
         "retraining_requests": len(requests),
-        "drifted_features": drift["drifted_features"] if drift else [],
+        "drifted_features": drift.get("drifted_features", []) if drift else [],
         "reported_label": wrong["label"],
         "snapshots": len(list((data / "state" / "evidently").rglob("*.json"))),
     }

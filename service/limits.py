@@ -32,8 +32,11 @@ class _TooLarge(Exception):
     pass
 
 
-async def _reply(send: Send, status: int, code: str, message: str) -> None:
-    body = orjson.dumps({"error": {"code": code, "message": message, "field": "body"}})
+async def reply(
+    send: Send, status: int, code: str, message: str, *, field: str = "body"
+) -> None:
+    """Answer with the error envelope, before the app has seen the request."""
+    body = orjson.dumps({"error": {"code": code, "message": message, "field": field}})
     await send(
         {
             "type": "http.response.start",
@@ -80,12 +83,12 @@ class RequestLimits:
         headers = dict(scope["headers"])
         length = _declared_length(headers)
         if length == -1:
-            await _reply(
+            await reply(
                 send, 400, "bad_request", "Content-Length is not a whole number"
             )
             return
         if length is not None and length > self.max_body_bytes:
-            await _reply(
+            await reply(
                 send,
                 413,
                 "payload_too_large",
@@ -96,7 +99,7 @@ class RequestLimits:
         path = scope["path"]
         ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if path in self.json_paths and ctype != b"application/json":
-            await _reply(
+            await reply(
                 send,
                 415,
                 "unsupported_media_type",
@@ -105,7 +108,7 @@ class RequestLimits:
             )
             return
         if path in self.yaml_paths and ctype not in _YAML_TYPES:
-            await _reply(
+            await reply(
                 send,
                 415,
                 "unsupported_media_type",
@@ -130,7 +133,7 @@ class RequestLimits:
             if seen > self.max_body_bytes:
                 if not refused:
                     refused = True
-                    await _reply(
+                    await reply(
                         send,
                         413,
                         "payload_too_large",

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from common.errors import ServiceError
+from service.column_request import parse_column_request
 from service.deps import worker_in
 from service.http_errors import (
     service_error_response,
@@ -36,7 +37,9 @@ async def answer_predict(
         worker = worker_in(state)
         worker.access.check_client(authorization)
         try:
-            request = PredictRequest.model_validate_json(body)
+            request = parse_column_request(body) or PredictRequest.model_validate_json(
+                body
+            )
         except ValidationError as exc:
             return validation_response(list(exc.errors()))
         parse_s = time.perf_counter() - started

@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 
 import bentoml
 
 from common.errors import ServiceError
 from service.app import create_app
+from service.header_limits import HeaderLimits
+from service.parent_death import die_with_parent
 from service.settings import Settings
 from service.startup_failure import stop_server
 from service.wiring import build_worker
 
 settings = Settings()
+# uvicorn rewrites the client address from X-Forwarded-For when the peer is in
+# FORWARDED_ALLOW_IPS (default: loopback), read when BentoML's worker builds its
+# uvicorn config, after importing this module. Only the configured proxies count.
+os.environ["FORWARDED_ALLOW_IPS"] = settings.http.trusted_proxies
 api = create_app(max_body_bytes=settings.serving.max_body_bytes)
 log = logging.getLogger(__name__)
 # BentoML always installs OpenTelemetry's ASGI middleware; excluded URLs skip it.
@@ -37,6 +44,7 @@ UNTRACED = ["/predict", "/report", "/admin", "/info", "/priors"]
 @bentoml.asgi_app(api, path="/")
 class InferenceService:
     def __init__(self) -> None:
+        die_with_parent()  # never outlive the arbiter, nor keep its port
         # Runs once per worker: a broken pack or policy raises here and stops the
         # whole server with its one-line message (see packs.errors,
         # guardrails.errors) instead of BentoML restarting the worker forever.
@@ -59,3 +67,12 @@ class InferenceService:
     @bentoml.on_shutdown
     def shutdown(self) -> None:
         self.worker.close()
+
+
+# On the BentoML app rather than ours, so its own routes (probes, /metrics) are
+# covered too. (mypy sees the class, not the BentoML service it became.)
+InferenceService.add_asgi_middleware(  # type: ignore[attr-defined]
+    HeaderLimits,
+    max_header_bytes=settings.http.max_header_bytes,
+    max_headers=settings.http.max_headers,
+)

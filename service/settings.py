@@ -8,15 +8,17 @@ everything else receives values through constructors.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feedback.log_stream import LogStreamSettings
 from monitoring.drift_schedule import DriftTarget
 from monitoring.settings import MonitoringSettings
+from service.token_strength import MIN_TOKEN_BITS, strong_enough
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 UNSAFE_TOKENS = {"", "changeme", "admin", "secret", "dev-admin-token"}
@@ -119,7 +121,7 @@ class PredictionLogSettings(BaseModel):
     """... or once it is this old, also when idle."""
     compact: bool = True
     """Rewrite closed segments as Parquet (zstd, row groups) in the background."""
-    row_group_rows: int = Field(16_384, ge=1024)
+    row_group_rows: int = Field(1024, ge=256)
     """Rows per Parquet row group: what a lookup by id reads at most per file."""
     retention_days: float | None = Field(None, ge=0)
     """Delete segments whose newest row is older than this (the policy's
@@ -155,6 +157,30 @@ class UISettings(BaseModel):
     """Rows per page in the admin pages' queues."""
 
 
+class HttpSettings(BaseModel):
+    """How the HTTP edge treats a request before any route sees it."""
+
+    trusted_proxies: str = ""
+    """Comma-separated addresses or networks (e.g. `10.0.0.5,10.1.0.0/16`) whose
+    X-Forwarded-For / X-Forwarded-Proto headers are believed; empty: nobody's, so
+    a client is always its peer address."""
+    max_header_bytes: int = Field(16_384, ge=1024)
+    """Largest total size of a request's header names and values (431 beyond)."""
+    max_headers: int = Field(100, ge=8)
+    """Most header fields one request may carry (431 beyond)."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        entries = [e.strip() for e in value.split(",") if e.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return ",".join(entries)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FLYWHEEL_",
@@ -181,15 +207,24 @@ class Settings(BaseSettings):
     ui: UISettings = UISettings()
     leases: LeaseSettings = LeaseSettings()
     log_stream: LogStreamSettings = LogStreamSettings()
+    http: HttpSettings = HttpSettings()
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> Settings:
         if self.environment == "production":
             token = self.security.admin_token
             value = token.get_secret_value() if token else ""
-            if value in UNSAFE_TOKENS or len(value) < 16:
+            if value in UNSAFE_TOKENS or not strong_enough(value):
                 raise ValueError(
-                    "production needs FLYWHEEL_SECURITY__ADMIN_TOKEN of 16+ characters"
+                    "production needs FLYWHEEL_SECURITY__ADMIN_TOKEN with at least "
+                    f"{MIN_TOKEN_BITS} bits of entropy (no repeats), e.g. from "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
+            key = self.security.api_key
+            if key is not None and not strong_enough(key.get_secret_value()):
+                raise ValueError(
+                    "production needs FLYWHEEL_SECURITY__API_KEY, when set, with at "
+                    f"least {MIN_TOKEN_BITS} bits of entropy (no repeats)"
                 )
         return self
 

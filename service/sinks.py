@@ -7,7 +7,7 @@ passes `NullPredictionLog` or `NullMetrics`, never `None`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from feedback.log_batch import LogBatch
@@ -45,6 +45,7 @@ class MetricsSink(Protocol):
         *,
         total_seconds: float | None = None,
         guardrail_actions: Mapping[str, int] | None = None,
+        prediction_set_sizes: Sequence[int] | None = None,
     ) -> None: ...
 
     def observe_request(
@@ -96,6 +97,7 @@ class NullMetrics:
         *,
         total_seconds: float | None = None,
         guardrail_actions: Mapping[str, int] | None = None,
+        prediction_set_sizes: Sequence[int] | None = None,
     ) -> None:
         pass
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from feedback import analysis, categories, store
 from feedback.cli import app
+from feedback.regression import classification_metrics
 from feedback.replay import pack_predictor
 from feedback.schemas import OutputRecord, ReportCreate, ReportUpdate
 from packs.format import VALIDATION_FILE
@@ -45,6 +46,21 @@ def file_report(
             session, report.id, update=ReportUpdate(status=status), labels=LABELS
         )
     return report.id
+
+
+@pytest.mark.parametrize(
+    ("truth", "answers"),
+    [
+        (["a", "b", "c"], ["a", "b", "c"]),
+        (["a", "b", "c", "a"], ["a", None, "b", "a"]),
+        (["a"], [None]),
+    ],
+)
+def test_error_rate_is_one_minus_the_regression_reports_accuracy(
+    truth: list[str], answers: list[str | None]
+) -> None:
+    expected = 1 - classification_metrics(truth, answers, ["a", "b", "c"])["accuracy"]
+    assert analysis.error_rate(truth, answers) == pytest.approx(expected)
 
 
 def test_category_shares_count_each_reported_error_once_per_tag(

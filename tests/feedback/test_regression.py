@@ -5,17 +5,20 @@ refusal; the run is stored with one result per case."""
 from __future__ import annotations
 
 import math
+import sqlite3
 import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from feedback import store
 from feedback.cli import app
+from feedback.db import make_engine, session_factory
 from feedback.gate import gate
 from feedback.models import RegressionResult, RegressionRun
 from feedback.regression import (
@@ -28,6 +31,7 @@ from feedback.regression import (
 )
 from feedback.replay import PackPredictor, pack_predictor
 from feedback.schemas import OutputRecord, ReportCreate, ReportFilter, ReportUpdate
+from feedback.served_state import write_served
 from packs.loader import load_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,7 +223,9 @@ def test_regress_command_exits_1_on_refusal_and_0_on_success(
     )
     assert passed.exit_code == 0, passed.output
     assert "GATE PASSED" in passed.output
-    purged = runner.invoke(app, ["purge", "--db", db, "--days", "30"])
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    purged = runner.invoke(app, ["purge", "--log-dir", str(log_dir), "--days", "30"])
     assert purged.exit_code == 0 and "deleted 0" in purged.output
 
 
@@ -318,3 +324,107 @@ def test_metrics_count_abstentions_as_wrong_and_confusion_has_their_column() -> 
     assert matrix.loc["A"].tolist() == [1, 0, 1]
     assert matrix.loc["B"].tolist() == [1, 1, 0]
     assert list(matrix.columns) == ["A", "B", "(abstained)"]
+
+
+# --- a gate that cannot pass by accident ---------------------------------------------
+
+
+def _regress(db: str, candidate: Path, baseline: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(
+        app,
+        [
+            "regress",
+            "--db",
+            db,
+            "--candidate",
+            str(candidate),
+            "--baseline",
+            str(baseline),
+            *extra,
+        ],
+    )
+
+
+def test_regress_refuses_a_missing_database_and_creates_none(
+    default_pack: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nope" / "x.db"
+    result = _regress(f"sqlite:///{missing}", default_pack, default_pack)
+    assert result.exit_code == 2, result.output
+    assert "no database at" in result.stderr and str(missing) in result.stderr
+    assert "GATE PASSED" not in result.output
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_regress_refuses_an_unmigrated_database(
+    default_pack: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    result = _regress(f"sqlite:///{empty}", default_pack, default_pack)
+    assert result.exit_code == 2, result.output
+    assert "schema revision none (empty)" in result.stderr
+    assert "feedback.cli migrate" in result.stderr
+    assert "GATE PASSED" not in result.output
+
+
+def test_a_gate_with_no_case_and_no_test_row_fails_unless_allowed() -> None:
+    nothing = report_of([], math.nan, math.nan)
+    nothing.test_rows = 0
+    refused = gate(nothing)
+    assert not refused.passed
+    assert "nothing was replayed" in refused.reasons[0]
+    assert gate(nothing, allow_empty=True).passed
+
+
+def test_the_first_line_of_the_summary_counts_fixed_broken_and_still_failing() -> None:
+    cases = [
+        outcome(1, "A", "B", "A"),  # fixed
+        outcome(2, "A", "B", "B"),  # still failing
+        outcome(3, "A", "B", "B"),  # still failing
+        outcome(4, "A", "A", "A"),  # still passing
+    ]
+    decision = gate(report_of(cases, 0.9, 0.9))
+    assert decision.passed
+    assert decision.to_text().splitlines()[0] == (
+        "GATE PASSED: of 4 confirmed case(s) the candidate fixes 1, breaks 0, "
+        "still fails 2; test set 100 row(s)"
+    )
+
+
+def _migrated(tmp_path: Path) -> str:
+    db = f"sqlite:///{tmp_path / 'gate.db'}"
+    assert CliRunner().invoke(app, ["migrate", "--db", db]).exit_code == 0
+    return db
+
+
+def test_regress_replays_under_the_deployments_served_policy_by_default(
+    default_pack: Path, tmp_path: Path
+) -> None:
+    db = _migrated(tmp_path)
+    policy = yaml.safe_load(POLICY.read_text())
+    policy["version"] = "served-policy-7"
+    with session_factory(make_engine(db))() as session:
+        write_served(
+            session,
+            "default",
+            pack_tag="penguins:x",
+            pack_sha256="0" * 64,
+            policy_yaml=yaml.safe_dump(policy),
+            policy_source="PUT /admin/policy",
+            configured="c",
+        )
+    result = _regress(db, default_pack, default_pack, "--allow-empty")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].startswith("GATE PASSED: of 0 confirmed")
+    assert "(policy served-policy-7)" in result.stdout
+
+
+def test_regress_replays_under_the_candidates_own_policy_before_anything_is_served(
+    default_pack: Path, tmp_path: Path
+) -> None:
+    db = _migrated(tmp_path)
+    own = yaml.safe_load((default_pack / "policy.yaml").read_text())["version"]
+    result = _regress(db, default_pack, default_pack)
+    assert result.exit_code == 0, result.output
+    assert f"(policy {own})" in result.stdout

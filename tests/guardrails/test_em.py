@@ -198,3 +198,54 @@ def test_anchoring_stops_a_miscalibrated_model_seeing_a_shift_that_is_not_there(
     result = anchored.estimate(shifted)
     assert result.used
     assert abs(result.priors[2] - 0.8) < 0.1 and result.em_estimate is not None
+
+
+def test_rows_outside_the_input_bounds_fill_the_window_across_requests() -> None:
+    """200 rows over four requests, one in ten outside the input bounds: the
+    window reaches its minimum of 200 and the estimate is computed."""
+    policy = policy_with(
+        input_bounds={"action": "abstain"},
+        priors={"online": {"enabled": True, "window_rows": 1000}},
+    )
+    meta = make_meta()
+    est = OnlinePriorEstimator.from_policy(policy, meta)
+    assert est is not None
+    pipeline = GuardrailPipeline(policy, meta, est)
+    probs = posteriors(np.array([0.05, 0.05, 0.9]), 200, 11)
+    features = inside(200)
+    features[::10, 0] = 1e6  # far outside x0's training range
+    for part in range(4):
+        rows = slice(50 * part, 50 * (part + 1))
+        out = pipeline.run(features[rows], fixed(probs[rows]), RequestContext())
+        assert out.reasons.count("out_of_bounds") == 5
+    estimate = est.refresh()
+    assert est.rows_seen == 200 and estimate.rows_observed == 200
+    assert "needs" not in estimate.reason and estimate.used
+    assert estimate.left_out == {}
+
+
+def test_the_estimate_says_which_rows_it_left_out_and_why() -> None:
+    policy = policy_with(
+        priors={
+            "contexts": {"home": {"cat": 1}},
+            "online": {"enabled": True, "window_rows": 500, "min_window_rows": 100},
+        }
+    )
+    meta = make_meta()
+    est = OnlinePriorEstimator.from_policy(policy, meta)
+    assert est is not None
+    pipeline = GuardrailPipeline(policy, meta, est)
+    probs = posteriors(TRAIN, 30, 12)
+    pipeline.run(inside(30), fixed(probs), RequestContext("home"))
+    pipeline.run(inside(30), fixed(probs), RequestContext(priors=dict(TRAIN_PRIORS)))
+    broken = probs.copy()
+    broken[:4] = np.nan
+    est.observe(broken)
+    shown = est.current().to_dict(meta.labels)
+    assert shown["rows_observed"] == 26
+    assert shown["left_out"] == {
+        "request named context:home priors": 30,
+        "request named explicit priors": 30,
+        "no finite probabilities": 4,
+    }
+    assert est.refresh().reason == "window has 26 rows, needs 100"

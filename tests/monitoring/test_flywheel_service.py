@@ -4,12 +4,20 @@ ends with a retrained model passing the gate and being served."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from monitoring.traffic import instances, like_training
-from service.demo import DEMO_SETTINGS, metric, run_demo, send, wait_for_drift_runs
+from service.demo import (
+    DEMO_SETTINGS,
+    completed_drift_runs,
+    metric,
+    run_demo,
+    send,
+    wait_for_drift_runs,
+)
 from service.settings import Settings
 from tests.servers import running
 
@@ -23,8 +31,9 @@ def test_undrifted_traffic_opens_no_retraining_request(
         running(tmp_path / "data", default_pack, **DEMO_SETTINGS) as svc,
         svc.client() as c,
     ):
-        send(c, instances(like_training(300, seed=5)))
-        text = wait_for_drift_runs(c, 2)
+        before = completed_drift_runs(c)
+        send(c, instances(like_training(300, seed=5)), batch=300)
+        text = wait_for_drift_runs(c, 1, since=before)
         assert metric(text, "flywheel_drift_detected") == 0.0
         assert metric(text, "flywheel_drift_window_rows") == 300.0
         assert (
@@ -40,8 +49,13 @@ def test_demo_drift_to_promotion_end_to_end(tmp_path: Path, default_pack: Path) 
     summary = run_demo(settings, echo=lambda _line: None)
     assert summary["calm_drift_detected"] == 0.0
     assert summary["drift_detected"] == 1.0
+    # Two drifted windows are required: none after the first, one after the second.
+    assert summary["requests_after_one_drifted_window"] == 0
     assert summary["retraining_requests"] == 1
     assert summary["snapshots"] > 0
     assert summary["reported_label"] == "Chinstrap"
     assert summary["fixed_label"] == "Adelie"
     assert summary["promoted_version"] != default_pack.name
+    assert summary["drifted_features"]  # the summary names them
+    report = json.loads(Path(summary["regression_report"]).read_text())
+    assert report["model_version"] == summary["promoted_version"]

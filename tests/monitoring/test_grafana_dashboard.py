@@ -32,6 +32,8 @@ def test_dashboard_covers_what_on_call_needs() -> None:
         'http_response_code=~"5.."', "flywheel_guardrail_actions_total",
         "flywheel_abstentions_total", "flywheel_reports_total",
         "flywheel_drift_share", "flywheel_prediction_log_dropped_rows_total",
+        "flywheel_estimated_accuracy", "flywheel_heldout_accuracy",
+        "flywheel_prediction_set_size_bucket", "flywheel_audit_accuracy",
     ]:  # fmt: skip
         assert needed in text, needed
     assert board["uid"] == "inference-service"

@@ -65,6 +65,7 @@ def test_buffer_applies_on_flush_what_direct_calls_apply_at_once() -> None:
             {"inference": 5e-6, "validation": 2e-5},
             1e-4,
             {"priors": 1},
+            [1],
         ),
         (
             "predict",
@@ -74,17 +75,27 @@ def test_buffer_applies_on_flush_what_direct_calls_apply_at_once() -> None:
             {"guardrails": 3e-5},
             2e-3,
             None,
+            [0, 2, 3],
         ),
-        ("predict", 2, {"Chinstrap": 2}, None, None, None, {"blacklist": 2}),
+        ("predict", 2, {"Chinstrap": 2}, None, None, None, {"blacklist": 2}, None),
     ]
-    for endpoint, rows, labels, reasons, stages, total, actions in calls:
-        kw = {"total_seconds": total, "guardrail_actions": actions}
+    for endpoint, rows, labels, reasons, stages, total, actions, sizes in calls:
+        kw = {
+            "total_seconds": total,
+            "guardrail_actions": actions,
+            "prediction_set_sizes": sizes,
+        }
         direct.observe_prediction(endpoint, rows, labels, reasons, stages, **kw)
         buffer.observe_prediction(endpoint, rows, labels, reasons, stages, **kw)
     before = samples(buffered_reg)
     assert before[("flywheel_predictions_total", (("label", "Adelie"),))] == 0
     assert buffer.flush() == 3
     assert samples(buffered_reg) == samples(direct_reg)
+    # Set sizes 1, 0, 2, 3: one empty set, two of at most 1 label, all 4 within 3.
+    after = samples(buffered_reg)
+    assert after[("flywheel_prediction_set_size_bucket", (("le", "0.0"),))] == 1
+    assert after[("flywheel_prediction_set_size_bucket", (("le", "1.0"),))] == 2
+    assert after[("flywheel_prediction_set_size_count", ())] == 4
     assert buffer.flush() == 0
 
 

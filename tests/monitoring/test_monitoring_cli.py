@@ -96,6 +96,10 @@ def test_drift_command_reads_the_log_and_records_everything(
     assert set(result["outputs"]) >= {"proba_Gentoo", "predicted_label"}
     assert "bill_length_mm" in result["summary"]
     assert Path(result["html_path"]).is_file()
+    # Rows logged without probabilities are not judged: no estimate, not a 0.
+    accuracy = result["estimated_accuracy"]
+    assert accuracy["rows"] == 0 and accuracy["cbpe"] is None
+    assert accuracy["heldout_accuracy"] > 0.9
     assert list(workspace.glob(f"*/snapshots/{result['snapshot_id']}.json"))
     assert [(r.reason, r.model_version) for r in open_requests(db)] == [
         ("drift", pack_meta.version)
@@ -111,7 +115,8 @@ def test_drift_command_reads_the_log_and_records_everything(
 
     # The next run finds no row it has not judged yet: skipped, no second request.
     again = run_cli(
-        "drift", "--db", db, "--pack", str(default_pack), "--out", str(out),
+        "drift", "--db", db, "--log-dir", str(log_dir_of(db)),
+        "--pack", str(default_pack), "--out", str(out),
         "--workspace", str(workspace), "--consecutive-windows", "1",
         "--min-window-rows", "100",
     )  # fmt: skip

@@ -278,6 +278,7 @@ def test_a_constant_feature_is_reported_and_left_unchecked(tmp_path: Path) -> No
         ([], "no label column 'label'; columns: sepal length"),
         (["--validation", "{csv}"], "pass both --validation and --test"),
         (["--labels", "0,1,2", "--features", "nope"], "no columns ['nope']"),
+        (["--name"], "missing --name; see --help"),
     ],
 )
 def test_cli_mistakes_are_one_line_and_exit_2(
@@ -287,6 +288,8 @@ def test_cli_mistakes_are_one_line_and_exit_2(
 
     extra = [] if args == [] else ["--label-column", "species"]
     args = [a.format(csv=iris["csv"]) for a in args]
+    name = [] if args == ["--name"] else ["--name", "iris"]
+    args = [] if args == ["--name"] else args
     result = CliRunner().invoke(
         app,
         [
@@ -295,8 +298,7 @@ def test_cli_mistakes_are_one_line_and_exit_2(
             str(iris["csv"]),
             "--out",
             str(tmp_path / "p"),
-            "--name",
-            "iris",
+            *name,
             *extra,
             *args,
         ],

@@ -1,4 +1,5 @@
-"""A broken model pack or policy stops `serve` at start-up with one clear message.
+"""A broken model pack or policy, or a database that cannot be used (unreachable,
+unsupported, corrupt, unmigrated), stops `serve` at start-up with one clear message.
 
 Without that check BentoML's process manager restarts the failing worker forever:
 the service never exits and its log fills with the same traceback.
@@ -9,11 +10,14 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import socket
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from feedback.db import migrate
 from tests.reliability.helpers import MarkerOnUnpickle, run_to_exit, write_policy
 
 pytestmark = pytest.mark.integration
@@ -87,3 +91,80 @@ def test_broken_pack_or_policy_stops_serve_with_one_message(
     assert output.count(expected) == 1, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     assert not (tmp_path / "unpickled").exists()
+
+
+# --- the database ------------------------------------------------------------------
+
+PASSWORD = "TopSecretPw"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:  # bound, never listening: connections are refused
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _postgres_on_a_closed_port(tmp_path: Path) -> tuple[dict[str, str], str]:
+    url = f"postgresql://u:{PASSWORD}@127.0.0.1:{_closed_port()}/flywheel"
+    return {"FLYWHEEL_FEEDBACK__DATABASE_URL": url}, "is unreachable"
+
+
+def _unsupported_url(tmp_path: Path) -> tuple[dict[str, str], str]:
+    url = f"mysql://u:{PASSWORD}@127.0.0.1:3306/flywheel"
+    return {"FLYWHEEL_FEEDBACK__DATABASE_URL": url}, "unsupported database URL"
+
+
+def _corrupt_sqlite_file(tmp_path: Path) -> tuple[dict[str, str], str]:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "flywheel.db").write_bytes(b"this is not an SQLite file " * 200)
+    return {}, "is not a readable SQLite file"
+
+
+def _damaged_sqlite_pages(tmp_path: Path) -> tuple[dict[str, str], str]:
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / "flywheel.db"
+    migrate(f"sqlite:///{path}")
+    raw = bytearray(path.read_bytes())
+    raw[4096 * 2 : 4096 * 4] = b"\xff" * (4096 * 2)  # smash pages 3 and 4
+    path.write_bytes(bytes(raw))
+    return {"FLYWHEEL_FEEDBACK__MIGRATE_ON_START": "false"}, "database"
+
+
+def _unmigrated_without_migration(tmp_path: Path) -> tuple[dict[str, str], str]:
+    data = tmp_path / "data"
+    data.mkdir()
+    sqlite3.connect(data / "flywheel.db").close()
+    return {"FLYWHEEL_FEEDBACK__MIGRATE_ON_START": "false"}, "schema revision none"
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        _postgres_on_a_closed_port,
+        _unsupported_url,
+        _corrupt_sqlite_file,
+        _damaged_sqlite_pages,
+        _unmigrated_without_migration,
+    ],
+    ids=lambda f: f.__name__.strip("_"),
+)
+def test_an_unusable_database_stops_serve_with_one_message(
+    breakage: Callable[[Path], tuple[dict[str, str], str]],
+    tmp_path: Path,
+    default_pack: Path,
+) -> None:
+    overrides, expected = breakage(tmp_path)
+    code, output = run_to_exit(
+        tmp_path / "data", default_pack, timeout_s=START_TIMEOUT_S * 2, **overrides
+    )
+    assert code is not None, (
+        f"still running {START_TIMEOUT_S * 2} s after start with "
+        f"{breakage.__name__}:\n{output[-3000:]}"
+    )
+    assert code == 2, output[-3000:]
+    lines = [line for line in output.splitlines() if line.startswith("cannot start")]
+    assert len(lines) == 1 and expected in lines[0], output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert PASSWORD not in output

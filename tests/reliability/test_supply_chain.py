@@ -5,14 +5,19 @@ is pinned in the lock file that is installed and audited (`make audit`)."""
 from __future__ import annotations
 
 import ast
+import os
 import pickle
 import re
 import shutil
+import socket
+import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
+from common.audit import NO_ADVISORY_SERVICE
 from packs.loader import ModelPack
 from tests.reliability.helpers import MarkerOnUnpickle
 from tests.servers import ROOT
@@ -199,3 +204,35 @@ def test_the_audit_of_the_lock_file_is_a_make_target_and_documented() -> None:
     assert target and "pip-audit" in target.group(1)
     assert "requirements.lock" in target.group(1)
     assert "make audit" in (ROOT / "SECURITY.md").read_text()
+
+
+def test_audit_without_the_advisory_service_says_so_and_exits_3() -> None:
+    """A proxy on a closed loopback port stands in for "no network"."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{s.getsockname()[1]}"
+        env = {**os.environ, "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy}
+        env.pop("NO_PROXY", None)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "common.audit",
+                str(Path(sys.executable).parent / "pip-audit"),
+                "--strict",
+                "--no-deps",
+                "--disable-pip",
+                "-r",
+                str(ROOT / "requirements.lock"),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == NO_ADVISORY_SERVICE == 3, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("audit not run"), lines[-5:]
+    assert "Traceback" not in done.stderr

@@ -56,8 +56,8 @@ def report(c: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
 def ui_service(
     tmp_path_factory: pytest.TempPathFactory, default_pack: Path
 ) -> Iterator[ServiceProcess]:
-    """A service whose store starts with two managed categories; every low-margin
-    answer goes to review, sampled every half second."""
+    """A service whose store starts with two managed categories; every answer
+    goes to review, sampled every half second."""
     data_dir = tmp_path_factory.mktemp("ui-service")
     engine = make_engine(f"sqlite:///{data_dir / 'flywheel.db'}")
     migrate(engine)
@@ -68,10 +68,10 @@ def ui_service(
     with running(
         data_dir,
         default_pack,
-        # Start-up takes minutes on a loaded 2-core machine.
-        ready_timeout_s=300,
         FLYWHEEL_FEEDBACK__REVIEW_INTERVAL_S="0.5",
         FLYWHEEL_FEEDBACK__REVIEW_SAMPLE_SHARE="1",
+        # Every answer's margin is below 1: every logged row reaches the queue.
+        FLYWHEEL_FEEDBACK__REVIEW_MARGIN="1",
     ) as svc:
         with svc.client() as c:
             wrong = predict(c, MISTAKEN_ADELIE, context="Dream")
@@ -118,6 +118,10 @@ def page(browser: Browser, ui_service: ServiceProcess) -> Iterator[Page]:
     context = browser.new_context(
         base_url=ui_service.url, viewport={"width": 1400, "height": 900}
     )
+    # Generous waits: the first error-analysis page imports scikit-learn in the
+    # worker, which took over 30 s on the shared, loaded test machine.
+    context.set_default_timeout(120_000)
+    expect.set_options(timeout=60_000)
     try:
         yield context.new_page()
     finally:
@@ -185,3 +189,93 @@ def test_managed_categories_are_counted_by_name(ui_service: ServiceProcess) -> N
         None,
     )
     assert line is not None and float(line.rsplit(" ", 1)[1]) >= 1, metrics[-2000:]
+
+
+# A Gentoo with a body mass no other test row has, to find it in the queue.
+REVIEWED_GENTOO = {
+    "bill_length_mm": 47.5,
+    "bill_depth_mm": 15.0,
+    "flipper_length_mm": 218,
+    "body_mass_g": 5123,
+}
+
+
+def percent(page: Page, category: str) -> str:
+    cell = page.locator(f"#percentages td[data-category='{category}']")
+    return cell.inner_text()
+
+
+def test_reviewer_answers_a_queued_row_and_it_becomes_a_regression_case(
+    page: Page, ui_service: ServiceProcess, shots: Path
+) -> None:
+    with ui_service.client() as c:
+        said = predict(c, REVIEWED_GENTOO)["label"]
+    log_in(page, "/admin/ui/review")
+    row = page.locator("#review tbody tr[data-item]", has_text="5123.0")
+    for _ in range(60):  # the sampler runs every half second
+        if row.count():
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("low_margin")
+    page.screenshot(path=shots / "review-queue.png", full_page=True)
+    row.locator("a").click()
+    answer = "Chinstrap" if said != "Chinstrap" else "Adelie"
+    page.check(f"#answer-form input[name=answer][value='{answer}']")
+    page.check("#answer-form input[value='measurement error']")
+    page.click("#answer-form button[value=answer]")
+    expect(page).to_have_url(re.compile(r"/admin/ui/review\?answered="))
+    expect(page.locator("#review tbody tr", has_text="5123.0")).to_have_count(0)
+
+    with ui_service.client(headers=ui_service.admin_headers()) as c:
+        reports = c.get("/admin/reports", params={"category": "measurement error"})
+    (filed,) = [r for r in reports.json() if r["inputs"]["body_mass_g"] == 5123]
+    assert filed["status"] == "confirmed" and filed["corrected_label"] == answer
+    assert filed["regression_case_id"] is not None
+
+
+def test_error_analysis_percentages_follow_triage(
+    page: Page, ui_service: ServiceProcess, shots: Path
+) -> None:
+    log_in(page, "/admin/ui/analysis")
+    before = percent(page, "measurement error")
+    errors_before = page.locator("#category-shares tbody tr").count()
+    with ui_service.client() as c:
+        wrong = predict(c, MISTAKEN_ADELIE, context="Dream")
+        filed = report(
+            c,
+            {
+                "prediction_id": wrong["prediction_id"],
+                "expected_label": "Adelie",
+                "categories": ["measurement error"],
+            },
+        )
+    page.reload()
+    after = percent(page, "measurement error")
+    assert after != before, (before, after)
+    assert float(after.rstrip("%")) > float(before.rstrip("%"))
+    expect(page.locator("#category-shares tbody tr")).to_have_count(errors_before + 1)
+    expect(page.locator("#errors tr[data-set='train-dev']")).to_contain_text("%")
+    expect(page.locator(f"#category-shares a[href$='{filed['id']}']")).to_have_count(1)
+    page.screenshot(path=shots / "error-analysis.png", full_page=True)
+
+
+def test_data_view_draws_reference_live_and_reported_points(
+    page: Page, ui_service: ServiceProcess, shots: Path
+) -> None:
+    log_in(page, "/admin/ui/data")
+    svg = page.locator("svg#projection")
+    expect(svg).to_be_visible()
+    assert page.locator("svg#projection circle").count() > 100
+    assert page.locator("svg#projection a.report-point").count() >= 2
+    for _ in range(60):  # the first view starts loading cleanlab in the background
+        if not page.locator("#finder-loading").count():
+            break
+        page.wait_for_timeout(2000)
+        page.reload()
+    expect(page.locator("#label-issues")).to_be_visible()
+    page.screenshot(path=shots / "data-view.png", full_page=True)
+    # The last drawn is on top: reports of the same input share one spot.
+    page.locator("svg#projection a.report-point").last.click()
+    expect(page).to_have_url(re.compile(r"/admin/ui/reports/[0-9a-f]{32}$"))

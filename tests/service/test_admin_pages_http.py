@@ -6,6 +6,8 @@ Also: `/docs` is served with local Swagger UI assets only."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -23,9 +25,14 @@ def login_form(c: httpx.Client) -> str:
     return match.group(1)
 
 
-def logged_in(svc: ServiceProcess) -> tuple[httpx.Client, str]:
+@contextmanager
+def logged_in(svc: ServiceProcess) -> Iterator[tuple[httpx.Client, str]]:
     """A client holding a session, and the CSRF token of its forms."""
-    c = svc.client()
+    with svc.client() as c:
+        yield c, session_csrf(c)
+
+
+def session_csrf(c: httpx.Client) -> str:
     csrf = login_form(c)
     r = c.post(
         "/admin/ui/login",
@@ -36,7 +43,7 @@ def logged_in(svc: ServiceProcess) -> tuple[httpx.Client, str]:
     assert page.status_code == 200
     match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     assert match is not None
-    return c, match.group(1)
+    return match.group(1)
 
 
 def test_pages_without_a_session_redirect_to_login_or_refuse(
@@ -83,12 +90,11 @@ def test_session_cookie_is_httponly_strict_and_scoped(
 
 
 def test_form_with_a_bad_csrf_token_is_403(running_service: ServiceProcess) -> None:
-    c, csrf = logged_in(running_service)
-    with c:
+    with logged_in(running_service) as (c, csrf):
         r = c.post("/admin/ui/categories", data={"csrf_token": "x", "name": "a"})
         assert r.status_code == 403 and "CSRF" in r.text
-        other, other_csrf = logged_in(running_service)
-        other.close()
+        with logged_in(running_service) as (_, other_csrf):
+            pass
         r = c.post("/admin/ui/categories", data={"csrf_token": other_csrf, "name": "a"})
         assert r.status_code == 403
         ok = c.post("/admin/ui/categories", data={"csrf_token": csrf, "name": "a"})
@@ -98,8 +104,7 @@ def test_form_with_a_bad_csrf_token_is_403(running_service: ServiceProcess) -> N
 def test_bad_page_input_is_a_4xx_page_naming_the_field(
     running_service: ServiceProcess,
 ) -> None:
-    c, csrf = logged_in(running_service)
-    with c:
+    with logged_in(running_service) as (c, csrf):
         r = c.get("/admin/ui/reports?date_from=yesterday")
         assert r.status_code == 422 and "date_from" in r.text
         r = c.get("/admin/ui/reports/no-such-report")
@@ -126,3 +131,47 @@ def test_docs_page_uses_only_local_assets(running_service: ServiceProcess) -> No
             r = c.get(asset)
             assert r.status_code == 200 and len(r.content) > 10_000
         assert c.get("/openapi.json").status_code == 200
+
+
+def test_retraining_request_is_acknowledged_then_closed_with_notes(
+    running_service: ServiceProcess,
+) -> None:
+    from feedback import store
+    from feedback.db import make_engine, session_factory
+
+    engine = make_engine(f"sqlite:///{running_service.data_dir / 'flywheel.db'}")
+    try:
+        with session_factory(engine)() as session:
+            opened = store.open_retraining_request(
+                session, reason="drift", details={"drift_share": 0.75}
+            )
+            request_id = opened.id
+    finally:
+        engine.dispose()
+    with logged_in(running_service) as (c, csrf):
+        path = f"/admin/ui/retraining/{request_id}"
+        r = c.post(
+            path, data={"csrf_token": csrf, "action": "acknowledge", "note": "seen"}
+        )
+        assert r.status_code == 303
+        page = c.get("/admin/ui/retraining?status=acknowledged").text
+        assert f'data-request="{request_id}"' in page and "seen" in page
+        r = c.post(path, data={"csrf_token": csrf, "action": "done", "note": "v2 out"})
+        assert r.status_code == 303
+        r = c.post(path, data={"csrf_token": csrf, "action": "done"})
+        assert r.status_code == 422 and "already closed" in r.text
+    with running_service.client(headers=running_service.admin_headers()) as c:
+        rows = c.get("/admin/retraining-requests", params={"status": "done"}).json()
+    assert request_id in [row["id"] for row in rows]
+
+
+def test_latest_drift_report_is_one_click_away(running_service: ServiceProcess) -> None:
+    drift_dir = running_service.data_dir / "drift"
+    with logged_in(running_service) as (c, _):
+        if not list(drift_dir.glob("drift-*.html")):
+            assert c.get("/admin/ui/drift/latest").status_code == 404
+        drift_dir.mkdir(parents=True, exist_ok=True)
+        (drift_dir / "drift-29991231T000000-v9.html").write_text("<p>drift v9</p>")
+        page = c.get("/admin/ui/retraining").text
+        assert 'href="/admin/ui/drift/latest"' in page and 'href="/metrics"' in page
+        assert "drift v9" in c.get("/admin/ui/drift/latest").text

@@ -45,16 +45,26 @@ def test_a_built_bento_serves_its_pack_from_a_clean_directory(
     tag = run([BENTOML, "build", "-f", "bentofile.yaml", "--output", "tag"], env)
     tag = tag.strip().splitlines()[-1].removeprefix("__tag__:")
     src = next((home / "bentos" / "flywheel").glob("*/src"))
-    for needed in ("service/service.py", "policies/default.yaml", "packs/loader.py"):
+    for needed in (
+        "service/service.py",
+        "service/ui/static/style.css",
+        "service/ui/templates/base.html",
+        "policies/default.yaml",
+        "packs/loader.py",
+        "feedback/migrations/env.py",
+    ):
         assert (src / needed).is_file(), needed
     assert not (src / "tests").exists()
     assert not (src / "data").exists()
-    assert list((src.parent / "models" / "penguins").glob("*/model.onnx"))
+    # BentoML 1.4 lists the models in bento.yaml and packs them at export.
+    assert f"tag: {stored.strip()}" in (src.parent / "bento.yaml").read_text()
 
     exported = tmp_path / "flywheel.bento"
     run([BENTOML, "export", tag, str(exported)], clean_env(home))
     fresh = tmp_path / "fresh-home"
     run([BENTOML, "import", str(exported)], clean_env(fresh))
+    version = stored.strip().split(":")[1]
+    assert (fresh / "models" / "penguins" / version / "model.onnx").is_file()
     clean = tmp_path / "clean"
     clean.mkdir()
     port = free_port()

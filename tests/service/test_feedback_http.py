@@ -285,7 +285,13 @@ def promo_service(
 ) -> Iterator[ServiceProcess]:
     root = tmp_path_factory.mktemp("promotion")
     pack = shutil.copytree(default_pack, root / "packs" / "served")
-    with running(root / "data", pack, FLYWHEEL_SERVING__RELOAD_POLL_S="0.2") as svc:
+    with running(
+        root / "data",
+        pack,
+        FLYWHEEL_SERVING__RELOAD_POLL_S="0.2",
+        # A promotion replays the gate inside its request: slow on a busy machine.
+        FLYWHEEL_SERVING__REQUEST_TIMEOUT_S="300",
+    ) as svc:
         yield svc
 
 

@@ -7,6 +7,7 @@ Real SQLite and PostgreSQL (`db_url`), a real model store, real packs; no server
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from feedback.db import SessionFactory, make_engine, migrate, session_factory
 from guardrails.errors import PolicyInvalid
+from guardrails.policy import Policy
 from packs.errors import PackFileMissing, PackPolicyMissing
 from packs.format import METADATA_FILE
 from packs.loader import POLICY_FILE
@@ -23,6 +25,12 @@ from service.served import ServedState
 from service.settings import PROJECT_ROOT, DeploymentSettings, Settings
 
 DEFAULT_POLICY = (PROJECT_ROOT / "policies" / "default.yaml").read_text()
+DEFAULT_VERSION = Policy.from_yaml(DEFAULT_POLICY).version
+
+
+def versioned(version: str) -> str:
+    """The shipped default policy under another version name."""
+    return re.sub(r"^version: .*$", f"version: {version}", DEFAULT_POLICY, flags=re.M)
 
 
 @pytest.fixture()
@@ -50,14 +58,22 @@ def settings_for(tmp_path: Path, pack: Path, name: str = "default", **kw) -> Set
 def with_policy(pack: Path, out: Path, version: str) -> Path:
     """A copy of `pack` carrying its own policy (the default one, renamed)."""
     copy = shutil.copytree(pack, out)
-    (copy / POLICY_FILE).write_text(
-        DEFAULT_POLICY.replace("version: default-2026-11-23", f"version: {version}")
-    )
+    (copy / POLICY_FILE).write_text(versioned(version))
     return copy
 
 
+def policy_version_of(pack: Path) -> str:
+    """The version of the policy `pack` is served with by default."""
+    own = pack / POLICY_FILE
+    return (
+        Policy.from_yaml(own.read_text()).version if own.is_file() else DEFAULT_VERSION
+    )
+
+
 def renamed(pack: Path, out: Path, name: str) -> Path:
+    """A copy of `pack` under another name, carrying no policy."""
     copy = shutil.copytree(pack, out)
+    (copy / POLICY_FILE).unlink(missing_ok=True)
     meta = json.loads((copy / METADATA_FILE).read_text())
     meta["name"] = name
     (copy / METADATA_FILE).write_text(json.dumps(meta))
@@ -81,7 +97,7 @@ def test_the_pack_policy_is_served_unless_one_is_set(
     own = ServedState(settings_for(tmp_path, pack, "a"), sessions=sessions, store=store)
     assert own.current.versions[1] == "carried-by-the-pack"
     explicit = tmp_path / "explicit.yaml"
-    explicit.write_text(DEFAULT_POLICY.replace("default-2026-11-23", "explicit-one"))
+    explicit.write_text(versioned("explicit-one"))
     settings = settings_for(tmp_path, pack, "b")
     settings.guardrails.policy_path = explicit
     chosen = ServedState(settings, sessions=sessions, store=store)
@@ -91,11 +107,10 @@ def test_the_pack_policy_is_served_unless_one_is_set(
 def test_the_default_pack_without_a_policy_falls_back_to_the_shipped_one(
     tmp_path: Path, default_pack: Path, sessions: SessionFactory, store: PackStore
 ) -> None:
-    assert not (default_pack / POLICY_FILE).exists()
-    served = ServedState(
-        settings_for(tmp_path, default_pack), sessions=sessions, store=store
-    )
-    assert served.current.versions[1] == "default-2026-11-23"
+    old = shutil.copytree(default_pack, tmp_path / "old-default")
+    (old / POLICY_FILE).unlink(missing_ok=True)
+    served = ServedState(settings_for(tmp_path, old), sessions=sessions, store=store)
+    assert served.current.versions[1] == DEFAULT_VERSION
 
 
 def test_another_pack_without_a_policy_is_refused_with_one_message(
@@ -137,11 +152,11 @@ def test_a_policy_change_reaches_its_own_deployment_only(
     b = ServedState(
         settings_for(tmp_path, default_pack, "b"), sessions=sessions, store=store
     )
-    a1.replace_policy(DEFAULT_POLICY.replace("default-2026-11-23", "put-on-a"))
+    a1.replace_policy(versioned("put-on-a"))
     assert a2.follow() is True
     assert a2.current.versions[1] == "put-on-a"
     assert b.follow() is False
-    assert b.current.versions[1] == "default-2026-11-23"
+    assert b.current.versions[1] == policy_version_of(default_pack)
 
 
 def test_a_restart_resumes_its_own_deployment_unless_the_settings_changed(
@@ -149,16 +164,16 @@ def test_a_restart_resumes_its_own_deployment_unless_the_settings_changed(
 ) -> None:
     settings = settings_for(tmp_path, default_pack, "a")
     ServedState(settings, sessions=sessions, store=store).replace_policy(
-        DEFAULT_POLICY.replace("default-2026-11-23", "put-on-a")
+        versioned("put-on-a")
     )
     resumed = ServedState(settings, sessions=sessions, store=store)
     assert resumed.current.versions[1] == "put-on-a"
     other = ServedState(
         settings_for(tmp_path, default_pack, "b"), sessions=sessions, store=store
     )
-    assert other.current.versions[1] == "default-2026-11-23"
+    assert other.current.versions[1] == policy_version_of(default_pack)
     explicit = tmp_path / "explicit.yaml"
-    explicit.write_text(DEFAULT_POLICY.replace("default-2026-11-23", "explicit-one"))
+    explicit.write_text(versioned("explicit-one"))
     settings.guardrails.policy_path = explicit
     reconfigured = ServedState(settings, sessions=sessions, store=store)
     assert reconfigured.current.versions[1] == "explicit-one"
