@@ -23,6 +23,7 @@ row holds: any Arrow table travels.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -50,6 +51,9 @@ Sink = Callable[[str, pa.Table], None]
 """Stores one batch; called again with the same id after a redelivery."""
 
 MSG_ID_HEADER = "Nats-Msg-Id"
+#: Empty or failed fetches (0.5 s each) in a row after which the writer subscribes
+#: again.
+IDLE_FETCHES = 10
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -256,17 +260,28 @@ class LogWriter:
         )
 
     async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:
-        while not self._stop.is_set():
+        """Fetch and store until stopped; returns (to subscribe afresh) after
+        `IDLE_FETCHES` empty or failed fetches in a row: after a node's loss the
+        consumer's new leader may not answer a subscription made before it."""
+        idle = 0
+        while not self._stop.is_set() and idle < IDLE_FETCHES:
             try:
                 messages = await sub.fetch(self.fetch_batch, timeout=0.5)
             except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError):
+                idle += 1
                 continue
             except (nats.errors.Error, nats.js.errors.Error) as exc:
                 log.info("fetch failed (%s); retrying", exc)
+                idle += 1
                 await asyncio.sleep(0.2)
                 continue
+            idle = 0
             for msg in messages:
+                if self._stop.is_set():
+                    return  # not acked: delivered again to the next writer
                 await self._store(msg)
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
     async def _store(self, msg: Msg) -> None:
         batch_id = (msg.headers or {}).get(MSG_ID_HEADER)
@@ -292,7 +307,7 @@ class LogWriter:
         self._loop.close()
 
 
-async def _retrying(ack: Callable[[], Awaitable[object]], attempts: int = 20) -> None:
+async def _retrying(ack: Callable[[], Awaitable[object]], attempts: int = 5) -> None:
     """Ack, retrying through a reconnect; an ack that never lands means a
     redelivery, which the idempotent sink absorbs."""
     for attempt in range(1, attempts + 1):

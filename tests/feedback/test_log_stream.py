@@ -301,7 +301,7 @@ def test_an_r3_stream_losing_its_leader_mid_stream_loses_and_doubles_nothing(
             batch_id = f"r{i:04d}"
             publisher.publish(batch_id, _batch(i))  # raises if never stored
             acked.add(batch_id)
-        _wait_for(lambda: acked <= set(_written(out)), 60, "every acked batch")
+        _wait_for(lambda: acked <= set(_written(out)), 120, "every acked batch")
     finally:
         publisher.close()
         writer.stop()
