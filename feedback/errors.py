@@ -169,12 +169,27 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
 
 
+#: What SQLite says of a damaged file. Not transient, but the answer is the same:
+#: nothing can be stored or read back, so 503, never an acknowledged write.
+_SQLITE_DAMAGED = ("database disk image is malformed", "file is not a database")
+
+
+def is_damaged_sqlite(exc: BaseException) -> bool:
+    return isinstance(exc, sa_exc.DatabaseError) and any(
+        marker in str(exc.orig) for marker in _SQLITE_DAMAGED
+    )
+
+
 @contextmanager
 def translate_db_errors(operation: str = "this request") -> Iterator[None]:
-    """Re-raise transient database errors as `DatabaseUnavailable` (503)."""
+    """Re-raise transient database errors, and a damaged SQLite file, as
+    `DatabaseUnavailable` (503)."""
     try:
         yield
     except sa_exc.SQLAlchemyError as exc:
+        if is_damaged_sqlite(exc):
+            log.error("the SQLite database is damaged during %s: %s", operation, exc)
+            raise DatabaseUnavailable(operation) from exc
         if not is_transient(exc):
             raise
         # The message can hold host names; it goes to the log, not the client.

@@ -64,6 +64,7 @@ def train_model(
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     names = [f.name for f in FEATURES]
     model = make_pipeline(
@@ -76,7 +77,12 @@ def train_model(
             alpha=alpha,
         ),
     )
-    model.fit(train[names].to_numpy(dtype=np.float32), train[LABEL_COLUMN].to_numpy())
+    # One BLAS thread: the fitted weights, hence the pack's bytes and version,
+    # must not depend on the machine's core count or its BLAS threading.
+    with threadpool_limits(limits=1):
+        model.fit(
+            train[names].to_numpy(dtype=np.float32), train[LABEL_COLUMN].to_numpy()
+        )
     if list(model.classes_) != LABELS:
         raise RuntimeError(f"unexpected classes {model.classes_}")
     return model

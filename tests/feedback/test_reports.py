@@ -509,3 +509,26 @@ def test_retraining_requests_open_and_close(session: Session) -> None:
     assert store.retraining_requests(session, status=None)[0].details == {
         "drift_share": 0.75
     }
+
+
+def test_a_damaged_sqlite_file_is_503_for_reads_and_writes(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    with session_factory(engine)() as s:
+        for _ in range(50):
+            store.create_report(s, data=direct(), labels=LABELS)
+    engine.dispose()
+    raw = bytearray(path.read_bytes())
+    raw[4096:] = b"\xff" * (len(raw) - 4096)  # every page after the first
+    path.write_bytes(bytes(raw))
+    engine = make_engine(f"sqlite:///{path}")
+    sessions = session_factory(engine)
+    try:
+        with sessions() as s, pytest.raises(DatabaseUnavailable) as read:
+            store.list_reports(s, filter=ReportFilter(), limit=10, offset=0)
+        with sessions() as s, pytest.raises(DatabaseUnavailable) as write:
+            store.create_report(s, data=direct(), labels=LABELS)
+        assert read.value.status_code == write.value.status_code == 503
+    finally:
+        engine.dispose()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +88,38 @@ def test_default_pack_build_is_deterministic(
     assert (tmp_path / "again" / MODEL_FILE).read_bytes() == (
         default_pack / MODEL_FILE
     ).read_bytes()
+
+
+def test_default_pack_is_byte_identical_across_data_folders_and_processes(
+    tmp_path: Path,
+) -> None:
+    """`build-pack` in two data folders (different depths), in two processes with
+    different hash seeds and BLAS thread counts: every file the same bytes."""
+    root = Path(__file__).resolve().parents[2]
+    folders = [tmp_path / "a" / "data", tmp_path / "b" / "deeper" / "data"]
+    for folder, (seed, threads) in zip(folders, [("1", "1"), ("2", "2")], strict=True):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+        env |= {
+            "FLYWHEEL_DATA_DIR": str(folder),
+            "PYTHONHASHSEED": seed,
+            "OMP_NUM_THREADS": threads,
+            "OPENBLAS_NUM_THREADS": threads,
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "service.cli", "build-pack"],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    a, b = (f / "packs" / "penguins" for f in folders)
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir()) and MODEL_FILE in names
+    differing = [n for n in names if (a / n).read_bytes() != (b / n).read_bytes()]
+    assert differing == []
+    assert str(folders[0]) not in (a / METADATA_FILE).read_text()
 
 
 def test_probabilities_are_distributions(default_pack: Path) -> None:
