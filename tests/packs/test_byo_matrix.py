@@ -35,9 +35,10 @@ from tests.servers import running
 #: Share of held-out rows allowed outside the default bounds of a pack's policy.
 MAX_OUT_OF_BOUNDS = 0.01
 BREAST_CANCER_500 = (
-    "POST /admin/promote of a breast-cancer candidate answered 500 after a "
-    "confirmed report (once, on a loaded machine; the gate alone passes in "
-    "process); open until its cause is found"
+    "POST /admin/promote of the breast-cancer forest answers 500: the pack's "
+    "calibration.parquet holds a probability below 0 (the forest's ONNX output), "
+    "packs.calibration_scores.read_calibration refuses it with PackMetadataInvalid, "
+    "and the promote route does not map that to a 422"
 )
 
 
