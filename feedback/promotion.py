@@ -194,6 +194,13 @@ class Promoter:
                 )
             except PacksIncompatible as exc:
                 raise Unprocessable(str(exc), field="pack_dir") from None
+            except PackError as exc:
+                # A file the store copy holds but only the guardrails read (the
+                # calibration set, say) is found wanting here: still the
+                # candidate's fault, never the server's.
+                raise Unprocessable(
+                    f"candidate pack is not usable: {exc.message}", field="pack_dir"
+                ) from None
             summary = judgement.summary()
             if not judgement.decision.passed:
                 raise Conflict(

@@ -43,9 +43,10 @@ def write_calibration(
     """Write `calibration.parquet` into a pack directory being built."""
     import pandas as pd
 
-    frame = pd.DataFrame(
-        {f"p{j}": probabilities[:, j].astype(np.float64) for j in range(len(labels))}
-    )
+    # Tree ensembles exported by skl2onnx can answer a hair below 0 (float
+    # rounding); such values are zeros, kept as zeros.
+    p = _clipped(np.asarray(probabilities, dtype=np.float64), pack_dir)
+    frame = pd.DataFrame({f"p{j}": p[:, j] for j in range(len(labels))})
     frame[LABEL_COLUMN] = [labels[i] for i in np.asarray(y, dtype=int)]
     frame.to_parquet(Path(pack_dir) / CALIBRATION_FILE, index=False)
 
@@ -66,8 +67,25 @@ def read_calibration(pack_dir: Path, labels: list[str]) -> CalibrationSet | None
     unknown = sorted(set(frame[LABEL_COLUMN].astype(str)) - set(index))
     if unknown:
         raise PackMetadataInvalid(path, f"unknown labels {unknown}; labels: {labels}")
-    probabilities = frame[columns].to_numpy(dtype=np.float64)
-    if not (np.isfinite(probabilities).all() and (probabilities >= 0).all()):
-        raise PackMetadataInvalid(path, "probabilities must be finite and >= 0")
+    probabilities = _clipped(frame[columns].to_numpy(dtype=np.float64), path)
     y = frame[LABEL_COLUMN].astype(str).map(index).to_numpy(dtype=np.intp)
     return CalibrationSet(probabilities, y)
+
+
+#: Negative probabilities down to this are rounding error and read as 0.
+ROUNDING_TOLERANCE = 1e-6
+
+
+def _clipped(probabilities: np.ndarray, where: Path) -> np.ndarray:
+    """Probabilities with rounding-error negatives set to 0; anything else that is
+    not a finite non-negative number makes the pack invalid."""
+    if (
+        not np.isfinite(probabilities).all()
+        or (probabilities < -ROUNDING_TOLERANCE).any()
+    ):
+        raise PackMetadataInvalid(
+            Path(where),
+            "calibration probabilities must be finite and >= 0 "
+            f"(rounding down to -{ROUNDING_TOLERANCE:g} is tolerated)",
+        )
+    return np.clip(probabilities, 0.0, None)

@@ -34,12 +34,6 @@ from tests.servers import running
 
 #: Share of held-out rows allowed outside the default bounds of a pack's policy.
 MAX_OUT_OF_BOUNDS = 0.01
-BREAST_CANCER_500 = (
-    "POST /admin/promote of the breast-cancer forest answers 500: the pack's "
-    "calibration.parquet holds a probability below 0 (the forest's ONNX output), "
-    "packs.calibration_scores.read_calibration refuses it with PackMetadataInvalid, "
-    "and the promote route does not map that to a 422"
-)
 
 
 @functools.cache
@@ -108,15 +102,7 @@ def held_out_instances(data: Dataset) -> list[list[float]]:
     return data.x(data.held_out).tolist()  # type: ignore[no-any-return]
 
 
-HTTP_DATASETS = [
-    pytest.param(name, marks=pytest.mark.skip(reason=BREAST_CANCER_500))
-    if name == "breast_cancer"
-    else name
-    for name in DATASETS
-]
-
-
-@pytest.mark.parametrize("name", HTTP_DATASETS)
+@pytest.mark.parametrize("name", DATASETS)
 def test_served_pack_predicts_takes_reports_and_replays_the_gate_over_http(
     workdir: Path, tmp_path: Path, name: str
 ) -> None:
