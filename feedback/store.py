@@ -22,6 +22,7 @@ from sqlalchemy import (
     select,
     type_coerce,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session
 from feedback.db import begin_write
 from feedback.errors import (
     BadTriageUpdate,
+    DatabaseUnavailable,
     IdempotencyConflict,
     PredictionNotFound,
     ReportNotFound,
@@ -149,7 +151,27 @@ def create_report(
         if existing is None:
             raise
         return existing, False
+    _read_back(session, report)
     return report, True
+
+
+def _read_back(session: Session, report: Report) -> None:
+    """Acknowledge a report only once the database gives it back: a damaged file
+    (or storage that drops writes) can take a commit it cannot return, and an
+    acknowledged report that is not there is worse than a 503 the client retries
+    with the same Idempotency-Key."""
+    # The identity, not `report.id`: reading an expired attribute would reload
+    # the row and fail differently when it is not there.
+    identity = sa_inspect(report).identity
+    stored = (
+        None
+        if identity is None
+        else session.execute(
+            select(Report.id).where(Report.id == identity[0])
+        ).scalar_one_or_none()
+    )
+    if stored is None:
+        raise DatabaseUnavailable("reading back the stored report")
 
 
 def _new_report(

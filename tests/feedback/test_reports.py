@@ -108,6 +108,28 @@ def test_direct_report_gets_the_served_versions_when_it_names_none(
     assert public.id == report.id and public.regression_case_id is None
 
 
+def test_a_report_the_database_does_not_give_back_is_never_acknowledged(
+    tmp_path: Path,
+) -> None:
+    # A trigger stands in for storage that takes a commit and loses the row (a
+    # damaged file): the report must be a 503 to retry, never an acknowledgement.
+    engine = make_engine(f"sqlite:///{tmp_path / 'lossy.db'}")
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER lose_reports AFTER INSERT ON reports "
+            "BEGIN DELETE FROM reports WHERE id = NEW.id; END"
+        )
+    try:
+        with (
+            session_factory(engine)() as lossy,
+            pytest.raises(DatabaseUnavailable, match="reading back"),
+        ):
+            store.create_report(lossy, data=direct(), labels=LABELS)
+    finally:
+        engine.dispose()
+
+
 def test_unknown_prediction_id_is_not_found_and_stores_nothing(
     tmp_path: Path, session: Session
 ) -> None:
