@@ -33,7 +33,7 @@ from guardrails.online_priors import OnlinePriorEstimator
 from guardrails.policy import Policy
 from guardrails.registry import ABSTAIN_REASONS, REASON_CODES, build_stages
 from packs.calibration_scores import CalibrationSet
-from packs.format import PackMetadata
+from packs.format import PROBABILITY_ROUNDING, PackMetadata
 
 __all__ = ["GuardedBatch", "GuardrailPipeline", "Pending", "RequestContext"]
 
@@ -192,7 +192,16 @@ class GuardrailPipeline:
         k = len(self.labels)
         if raw.shape != (n, k):
             raise ModelOutputInvalid(f"shape {raw.shape}, expected ({n}, {k})")
+        if (raw < 0).any():
+            # Tree ensembles exported by skl2onnx answer a hair below 0 (float
+            # rounding) where a leaf holds no row of a class: those are zeros.
+            if (raw < -PROBABILITY_ROUNDING).any():
+                raise ModelOutputInvalid(
+                    f"values must be >= 0 (down to -{PROBABILITY_ROUNDING:g} is "
+                    "taken as rounding error)"
+                )
+            raw = np.clip(raw, 0.0, None)
         total = raw.sum(axis=1, keepdims=True)
-        if not (np.isfinite(total).all() and (total > 0).all() and (raw >= 0).all()):
-            raise ModelOutputInvalid("values must be finite, >= 0, with positive rows")
+        if not (np.isfinite(total).all() and (total > 0).all()):
+            raise ModelOutputInvalid("values must be finite, with positive rows")
         return raw / total

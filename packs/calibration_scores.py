@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from packs.errors import PackMetadataInvalid
-from packs.format import LABEL_COLUMN
+from packs.format import LABEL_COLUMN, PROBABILITY_ROUNDING
 
 CALIBRATION_FILE = "calibration.parquet"
 
@@ -72,20 +72,16 @@ def read_calibration(pack_dir: Path, labels: list[str]) -> CalibrationSet | None
     return CalibrationSet(probabilities, y)
 
 
-#: Negative probabilities down to this are rounding error and read as 0.
-ROUNDING_TOLERANCE = 1e-6
-
-
 def _clipped(probabilities: np.ndarray, where: Path) -> np.ndarray:
     """Probabilities with rounding-error negatives set to 0; anything else that is
     not a finite non-negative number makes the pack invalid."""
     if (
         not np.isfinite(probabilities).all()
-        or (probabilities < -ROUNDING_TOLERANCE).any()
+        or (probabilities < -PROBABILITY_ROUNDING).any()
     ):
         raise PackMetadataInvalid(
             Path(where),
             "calibration probabilities must be finite and >= 0 "
-            f"(rounding down to -{ROUNDING_TOLERANCE:g} is tolerated)",
+            f"(rounding down to -{PROBABILITY_ROUNDING:g} is tolerated)",
         )
     return np.clip(probabilities, 0.0, None)

@@ -32,6 +32,9 @@ TEST_FILE = "test.parquet"
 POLICY_FILE = "policy.yaml"
 VALIDATION_FILE = "validation.parquet"
 LABEL_COLUMN = "label"
+#: Model probabilities down to minus this are float rounding (skl2onnx's tree
+#: ensembles answer -1e-8 for a class no leaf row had) and are read as 0.
+PROBABILITY_ROUNDING = 1e-6
 
 
 class _Strict(BaseModel):

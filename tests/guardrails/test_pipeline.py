@@ -223,6 +223,16 @@ def test_a_broken_model_output_is_a_server_error(raw: np.ndarray) -> None:
     assert info.value.status_code == 500
 
 
+def test_rounding_error_below_zero_is_read_as_zero() -> None:
+    # skl2onnx's tree ensembles answer about -1e-8 for a class no leaf row had.
+    pipeline = GuardrailPipeline(make_policy(), make_meta())
+    raw = np.array([[1.0 + 3e-8, -3e-8, 0.0], [0.2, 0.3, 0.5]])
+    out = pipeline.run(inside(2), fixed(raw), RequestContext())
+    assert (out.probabilities >= 0).all()
+    assert out.probabilities[0, 1] == 0.0
+    np.testing.assert_allclose(out.probabilities.sum(axis=1), 1.0)
+
+
 @pytest.mark.parametrize("shape", [(2, 3), (2,), (1, 1, 2)])
 def test_features_of_the_wrong_shape_are_refused(shape: tuple[int, ...]) -> None:
     pipeline = GuardrailPipeline(make_policy(), make_meta())
