@@ -23,6 +23,7 @@ row holds: any Arrow table travels.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -174,9 +175,18 @@ class LogPublisher:
     def __init__(self, settings: LogStreamSettings):
         self.settings = settings
         self._loop = _EventLoopThread("log-publisher")
-        self._nc: Client = self._loop.run(_connect(settings), timeout_s=30)
-        self._js = self._nc.jetstream()
-        self._loop.run(ensure_stream(self._js, settings), timeout_s=30)
+        try:
+            self._nc: Client = self._loop.run(_connect(settings), timeout_s=30)
+        except BaseException:
+            self._loop.close()
+            raise
+        try:
+            self._js = self._nc.jetstream()
+            self._loop.run(ensure_stream(self._js, settings), timeout_s=30)
+        except BaseException:
+            # A client left behind would reconnect forever in its thread.
+            self.close()
+            raise
 
     def publish(self, batch_id: str, table: pa.Table) -> int:
         """Store one batch in the stream; returns its stream sequence (the first
@@ -206,7 +216,7 @@ class LogPublisher:
 
     def close(self) -> None:
         try:
-            self._loop.run(self._nc.drain(), timeout_s=10)
+            self._loop.run(_closed(self._nc), timeout_s=15)
         finally:
             self._loop.close()
 
@@ -243,7 +253,7 @@ class LogWriter:
                     continue
                 await self._consume(sub)
         finally:
-            await nc.close()
+            await _closed(nc)
 
     async def _subscribe(
         self, js: JetStreamContext
@@ -301,10 +311,35 @@ class LogWriter:
         self.written += 1
 
     def stop(self) -> None:
+        """Stop fetching; a batch handed to the sink but not acked comes again to
+        the next writer. Waits up to 30 s, then cancels the consumer."""
         self._loop.loop.call_soon_threadsafe(self._stop.set)
-        if self._task is not None:
-            self._task.result(timeout=30)
-        self._loop.close()
+        try:
+            if self._task is not None:
+                try:
+                    self._task.result(timeout=30)
+                except concurrent.futures.TimeoutError:
+                    log.warning("log consumer did not stop in 30 s; cancelled")
+                    self._task.cancel()
+                    with contextlib.suppress(
+                        concurrent.futures.CancelledError,
+                        concurrent.futures.TimeoutError,
+                    ):
+                        self._task.result(timeout=10)
+        finally:
+            self._loop.close()
+
+
+async def _closed(nc: Client) -> None:
+    """Drain and close a client, bounded: a client still reconnecting to a lost
+    node may never finish draining, and one left open reconnects forever."""
+    try:
+        await asyncio.wait_for(nc.drain(), timeout=5)
+    except Exception:
+        log.info("nats drain did not finish; closing")
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), timeout=5)
 
 
 async def _retrying(ack: Callable[[], Awaitable[object]], attempts: int = 5) -> None:

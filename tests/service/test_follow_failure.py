@@ -49,7 +49,8 @@ def test_a_replica_that_cannot_load_the_new_pack_keeps_the_old_and_says_so(
     b.on_follow(seen.append)
     old_versions = b.current.versions
     candidate = shutil.copytree(default_pack, tmp_path / "candidate")
-    (candidate / POLICY_FILE).write_text(DEFAULT_POLICY)  # a different pack digest
+    # Another pack digest (the default pack already carries the default policy).
+    (candidate / POLICY_FILE).write_text(DEFAULT_POLICY + "\n# the candidate\n")
     stored = store_a.add(candidate)
     a.serve_pack(stored)  # reaches A's store only
 
