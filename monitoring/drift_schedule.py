@@ -14,6 +14,7 @@ that one replica runs each window.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import select
@@ -191,6 +192,10 @@ class DriftSchedule:
         child = self._child
         if child is not None and child.poll() is None:
             child.kill()
+            # Reaped before returning: until then `poll()` still says running, and
+            # the next run would hand its window to the dead worker.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=10)
 
     def stop(self) -> None:
         child, self._child = self._child, None
