@@ -54,6 +54,11 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+#: Largest page offset a listing takes: past it no store holds rows, and a bigger
+#: number overflows the database's 64-bit integers (a 500, not an answer).
+MAX_OFFSET = 10**9
+
+
 def _check_label(field: str, label: str | None, labels: Sequence[str]) -> None:
     if label is not None and label not in labels:
         raise UnknownLabel(field, label, labels)

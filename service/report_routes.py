@@ -68,7 +68,7 @@ def list_reports(
     request: Request,
     filter: Annotated[ReportFilter, Query()],
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=store.MAX_OFFSET)] = 0,
 ) -> list[ReportPublic]:
     with worker_of(request).sessions() as session:
         rows = store.list_reports(session, filter=filter, limit=limit, offset=offset)

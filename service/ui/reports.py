@@ -83,7 +83,8 @@ def queue(p: Annotated[Page, Depends(page)]) -> Response:
     query = clean_query(p.request)
     flt = report_filter(query)
     rows_per_page = p.worker.settings.ui.page_rows
-    offset = int(query["offset"]) if query.get("offset", "").isdigit() else 0
+    raw_offset = query.get("offset", "")
+    offset = min(int(raw_offset), store.MAX_OFFSET) if raw_offset.isdigit() else 0
     with p.worker.sessions() as session:
         rows = store.list_reports(
             session, filter=flt, limit=rows_per_page, offset=offset

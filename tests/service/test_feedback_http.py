@@ -227,6 +227,16 @@ def test_bad_reports_get_a_4xx_naming_the_problem(
     ), error
 
 
+def test_a_listing_offset_past_any_store_is_a_422_not_a_500(
+    running_service: ServiceProcess,
+) -> None:
+    with running_service.client(headers=running_service.admin_headers()) as c:
+        r = c.get("/admin/reports", params={"offset": 10**27})
+        assert r.status_code == 422, r.text
+        assert "offset" in r.text
+        assert c.get("/admin/reports", params={"offset": 10**9}).json() == []
+
+
 def test_triage_lists_filters_and_confirms_into_a_regression_case(
     running_service: ServiceProcess,
 ) -> None:
