@@ -52,6 +52,21 @@ def direct_report(i: int = 0) -> dict[str, Any]:
     }
 
 
+def report_codes_until_limited(
+    svc: ServiceProcess, tries: int, headers: Callable[[int], dict[str, str]]
+) -> list[int]:
+    """Status codes of up to `tries` direct reports, each sent with `headers(i)`,
+    stopping at the first 429: what a rate-limit test looks at."""
+    codes = []
+    with svc.client() as c:
+        for i in range(tries):
+            r = c.post("/report", json=direct_report(i), headers=headers(i))
+            codes.append(r.status_code)
+            if r.status_code == 429:
+                break
+    return codes
+
+
 class MarkerOnUnpickle:
     """Unpickling this creates `marker`: proof that a loader ran pickled code."""
 

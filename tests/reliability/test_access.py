@@ -19,6 +19,7 @@ from tests.reliability.helpers import (
     ADELIE,
     DEFAULT_POLICY,
     direct_report,
+    report_codes_until_limited,
     serving,
     write_policy,
 )
@@ -263,20 +264,11 @@ def test_rate_limit_ignores_the_authorization_header_when_no_key_is_set(
 ) -> None:
     """Without an API key the header is unchecked: a fresh value per request must
     not be a fresh bucket."""
-    codes = []
-    with open_service.client() as c:
-        for i in range(OPEN_REPORTS_PER_MINUTE + 1):
-            r = c.post(
-                "/report",
-                json=direct_report(i),
-                headers={
-                    "Authorization": f"Bearer client-{i}",
-                    "Idempotency-Key": f"s{i}",
-                },
-            )
-            codes.append(r.status_code)
-            if r.status_code == 429:
-                break
+    codes = report_codes_until_limited(
+        open_service,
+        OPEN_REPORTS_PER_MINUTE + 1,
+        lambda i: {"Authorization": f"Bearer client-{i}", "Idempotency-Key": f"s{i}"},
+    )
     assert codes[-1] == 429, codes
 
 

@@ -12,7 +12,12 @@ from pydantic import ValidationError
 
 from service.settings import Settings
 from tests.reliability.conftest import OPEN_REPORTS_PER_MINUTE
-from tests.reliability.helpers import ADELIE, direct_report, serving
+from tests.reliability.helpers import (
+    ADELIE,
+    direct_report,
+    report_codes_until_limited,
+    serving,
+)
 from tests.servers import ServiceProcess
 
 PROXIED_REPORTS_PER_MINUTE = 2
@@ -42,20 +47,14 @@ def test_forwarded_for_from_loopback_never_makes_a_new_client(
 ) -> None:
     """No proxy is trusted by default: a fresh X-Forwarded-For per request is
     still the same client, so the rate limit is reached."""
-    codes = []
-    with open_service.client() as c:
-        for i in range(OPEN_REPORTS_PER_MINUTE + 1):
-            r = c.post(
-                "/report",
-                json=direct_report(i),
-                headers={
-                    "X-Forwarded-For": f"203.0.113.{i + 1}",
-                    "Idempotency-Key": f"xff-{uuid.uuid4().hex}",
-                },
-            )
-            codes.append(r.status_code)
-            if r.status_code == 429:
-                break
+    codes = report_codes_until_limited(
+        open_service,
+        OPEN_REPORTS_PER_MINUTE + 1,
+        lambda i: {
+            "X-Forwarded-For": f"203.0.113.{i + 1}",
+            "Idempotency-Key": f"xff-{uuid.uuid4().hex}",
+        },
+    )
     assert codes[-1] == 429, codes
 
 
