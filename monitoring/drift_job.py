@@ -113,7 +113,11 @@ class DriftJob:
         self.last_result: DriftResult | None = None
 
     def run_once(self) -> DriftResult:
-        """One drift run; raises on failure (counted in `drift_runs_total`)."""
+        """One drift run; raises on failure (counted in `drift_runs_total`).
+
+        The run counts as completed only after the retraining trigger has seen
+        it: whoever waits on the completed count then also sees any request the
+        run opened."""
         with self._run_lock:
             started = time.perf_counter()
             try:
@@ -121,19 +125,27 @@ class DriftJob:
             except Exception:
                 self._metrics.observe_drift_failure()
                 raise
-            self._metrics.observe_drift(result, seconds=time.perf_counter() - started)
             self.last_result = result
             self._observe_accuracy()
-        if self._trigger is not None:
-            self._trigger.observe(result)
-            if self._read_report_counts is not None:
-                reports, predictions = self._read_report_counts()
-                self._trigger.observe_report_rate(
-                    reports=reports,
-                    predictions=predictions,
-                    model_version=result.model_version,
+            try:
+                self._feed_trigger(result)
+            finally:
+                self._metrics.observe_drift(
+                    result, seconds=time.perf_counter() - started
                 )
         return result
+
+    def _feed_trigger(self, result: DriftResult) -> None:
+        if self._trigger is None:
+            return
+        self._trigger.observe(result)
+        if self._read_report_counts is not None:
+            reports, predictions = self._read_report_counts()
+            self._trigger.observe_report_rate(
+                reports=reports,
+                predictions=predictions,
+                model_version=result.model_version,
+            )
 
     def _observe_accuracy(self) -> None:
         """The label-free accuracy estimate of the latest window, as gauges. It

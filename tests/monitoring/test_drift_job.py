@@ -117,6 +117,22 @@ def test_drifted_traffic_is_reported_everywhere_and_opens_a_request(
     assert harness.gauge("flywheel_retraining_requests_total", reason="drift") == 1
 
 
+def test_a_run_counts_as_completed_only_after_its_request_is_open(
+    harness: Harness, drifted_window: pd.DataFrame
+) -> None:
+    # Whoever waits on the completed count (the demo, a dashboard) must then
+    # find the request the run opened.
+    completed = {"outcome": "completed"}
+    seen_when_opening: list[float | None] = []
+    harness.trigger._open_request = lambda reason, details: seen_when_opening.append(
+        harness.gauge("flywheel_drift_runs_total", **completed)
+    )
+    harness.window = drifted_window
+    harness.job.run_once()
+    assert seen_when_opening == [0.0]
+    assert harness.gauge("flywheel_drift_runs_total", **completed) == 1
+
+
 def test_undrifted_traffic_sets_the_gauge_to_zero_and_opens_nothing(
     harness: Harness, clean_window: pd.DataFrame
 ) -> None:
