@@ -151,7 +151,8 @@ class ServiceMetrics:
         )  # fmt: skip
         self._log_dropped = Counter(
             "prediction_log_dropped_rows",
-            "Prediction-log rows dropped because the queue was full.",
+            "Answered rows that never reached the log (none by design: a row the log "
+            "cannot take is refused with 503 instead).",
             namespace=ns, registry=r,
         )  # fmt: skip
         self._log_written = Counter(

@@ -31,7 +31,7 @@ def test_dashboard_covers_what_on_call_needs() -> None:
         "histogram_quantile(0.5", "bentoml_service_request_total",
         'http_response_code=~"5.."', "flywheel_guardrail_actions_total",
         "flywheel_abstentions_total", "flywheel_reports_total",
-        "flywheel_drift_share", "flywheel_prediction_log_dropped_rows_total",
+        "flywheel_drift_share", "flywheel_prediction_log_refused_rows_total",
         "flywheel_estimated_accuracy", "flywheel_heldout_accuracy",
         "flywheel_prediction_set_size_bucket", "flywheel_audit_accuracy",
     ]:  # fmt: skip
