@@ -20,10 +20,13 @@ from service.app import create_app
 from service.header_limits import HeaderLimits
 from service.parent_death import die_with_parent
 from service.settings import Settings
-from service.startup_failure import stop_server
+from service.startup_failure import exit_nonzero_after_failed_start, stop_server
 from service.wiring import build_worker
 
 settings = Settings()
+# In the arbiter (which imports this module too): a worker's failed start makes
+# `bentoml serve` exit 2 rather than 0.
+exit_nonzero_after_failed_start()
 # uvicorn rewrites the client address from X-Forwarded-For when the peer is in
 # FORWARDED_ALLOW_IPS (default: loopback), read when BentoML's worker builds its
 # uvicorn config, after importing this module. Only the configured proxies count.

@@ -104,5 +104,6 @@ def test_serving_a_missing_pack_exits_with_one_message(tmp_path: Path) -> None:
     message = f"cannot start: model pack file is missing: {tmp_path / 'nope'}"
     assert output.count(message) == 1, output[-3000:]
     assert "Traceback" not in output
+    assert done.returncode == 2, output[-3000:]
     assert time.monotonic() - started < 240
     assert not (tmp_path / "nope").exists()
