@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -102,6 +103,13 @@ def retraining_requests(
                 "details": r.details,
                 "model_version": r.model_version,
                 "status": r.status,
+                "acknowledged_at": _iso(r.acknowledged_at),
+                "closed_at": _iso(r.closed_at),
+                "note": r.note,
             }
             for r in rows
         ]
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None

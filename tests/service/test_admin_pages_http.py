@@ -162,7 +162,9 @@ def test_retraining_request_is_acknowledged_then_closed_with_notes(
         assert r.status_code == 422 and "already closed" in r.text
     with running_service.client(headers=running_service.admin_headers()) as c:
         rows = c.get("/admin/retraining-requests", params={"status": "done"}).json()
-    assert request_id in [row["id"] for row in rows]
+    (row,) = [row for row in rows if row["id"] == request_id]
+    assert row["note"] == "v2 out"
+    assert row["acknowledged_at"] is not None and row["closed_at"] is not None
 
 
 def test_latest_drift_report_is_one_click_away(running_service: ServiceProcess) -> None:
