@@ -6,7 +6,8 @@
     service code    what our code costs per request without any HTTP server:
                     `PredictRequest.model_validate_json` -> `DataPlane.predict` (with
                     real metrics and a real prediction log) -> `orjson.dumps`
-    prediction log  sustained insert rate of `PredictionLog` into a fresh SQLite file
+    prediction log  sustained append rate of the write-ahead `PredictionLog` into a
+                    fresh directory (1,000-row batches, as the service appends them)
 
 It runs in a child process (`python -m loadtests.inprocess --json ...`) so that the
 Prometheus client runs in multiprocess mode as it does under BentoML (the parent
