@@ -111,6 +111,7 @@ class DriftJob:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_result: DriftResult | None = None
+        self._last_features: list[str] = []
 
     def run_once(self) -> DriftResult:
         """One drift run; raises on failure (counted in `drift_runs_total`).
@@ -126,7 +127,9 @@ class DriftJob:
                 self._metrics.observe_drift_failure()
                 raise
             self.last_result = result
-            self._observe_accuracy()
+            reading = self._observe_accuracy()
+            if reading is not None and not result.skipped:
+                self._record_accuracy(result, reading)
             try:
                 self._feed_trigger(result)
             finally:
@@ -147,18 +150,43 @@ class DriftJob:
                 model_version=result.model_version,
             )
 
-    def _observe_accuracy(self) -> None:
+    def _observe_accuracy(self) -> AccuracyReading | None:
         """The label-free accuracy estimate of the latest window, as gauges. It
         fails on its own: the drift run's result stands."""
         if self._estimate_accuracy is None:
-            return
+            return None
         try:
             reading = self._estimate_accuracy()
         except Exception:
             log.exception("accuracy estimate failed")
-            return
+            return None
         self.last_accuracy = reading
         self._metrics.observe_accuracy(reading)
+        return reading
+
+    def _record_accuracy(self, result: DriftResult, reading: AccuracyReading) -> None:
+        """The reading as an accuracy snapshot, drawn over time next to drift."""
+        if self.workspace_dir is None or result.model_version is None:
+            return
+        from monitoring.evidently_workspace import record_accuracy
+
+        try:
+            record_accuracy(
+                self.workspace_dir,
+                reading,
+                project_name=self.project_name,
+                model_version=result.model_version,
+                computed_at=result.computed_at,
+                features=self._last_features,
+                labels=self._labels or sorted(result.label_share_reference),
+                keep=self._keep_snapshots(),
+            )
+        except Exception:
+            log.exception("recording the accuracy snapshot failed")
+
+    def _keep_snapshots(self) -> int:
+        """Snapshots kept: each judged window adds an accuracy one when estimated."""
+        return self.keep_snapshots * (2 if self._estimate_accuracy is not None else 1)
 
     def _run(self) -> DriftResult:
         reference = self._reference() if callable(self._reference) else self._reference
@@ -172,6 +200,7 @@ class DriftJob:
             if c not in (LABEL_COLUMN, PREDICTION_COLUMN) and _is_numeric(reference[c])
         ]  # fmt: skip
         self._check_reference(reference, features)
+        self._last_features = features
         window = self._unjudged(self._read_window(self.window_rows))
         result = run_drift(
             window,
@@ -201,7 +230,7 @@ class DriftJob:
                 project_name=self.project_name,
                 features=features,
                 labels=labels,
-                keep=self.keep_snapshots,
+                keep=self._keep_snapshots(),
             )
         log.info("drift run: %s", result.summary())
         return replace(result, html_path=str(html_path), snapshot_id=snapshot_id)

@@ -6,21 +6,41 @@ identified by its tab and title): an "All versions" tab, and one tab per model
 version whose panels filter snapshots by the `model_version=<v>` tag that
 `run_drift` puts on each snapshot. Panels read the metrics `run_drift` computes:
 `DriftedColumnsCount` (share / count), `ValueDrift` per column, `UniqueValueCount`
-of the predicted label.
+of the predicted label. Each judged window also gets a small accuracy snapshot
+(tag `accuracy`, see `record_accuracy`): the served accuracy estimated without
+labels, the audit sample's measured accuracy and the pack's held-out accuracy, as
+`MeanValue` metrics of one-row columns, drawn over time in one panel.
 
 Evidently is imported lazily, inside these functions.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from monitoring.accuracy import ACCURACY_ESTIMATORS
 from monitoring.drift import PREDICTION_COLUMN, DriftResult
 from monitoring.evidently_import import import_evidently
 
+if TYPE_CHECKING:
+    from monitoring.accuracy_window import AccuracyReading
+
 ALL_VERSIONS_TAB = "All versions"
+ACCURACY_TAG = "accuracy"
+ACCURACY_TITLE = "Accuracy over time: estimated without labels, audited, held-out"
+#: Column of the accuracy snapshot -> legend of its line.
+ACCURACY_SERIES = {
+    **{
+        f"estimated_accuracy_{name}": f"estimated, no labels ({name.upper()})"
+        for name in ACCURACY_ESTIMATORS
+    },
+    "audit_accuracy": "measured on the audit sample",
+    "heldout_accuracy": "held-out rows of the pack",
+}
 
 
 def version_tag(model_version: str) -> str:
@@ -97,6 +117,17 @@ def dashboard_panels(
                 for label in labels
             ],
             stacked=True,
+        ),
+        line_plot_panel(
+            ACCURACY_TITLE,
+            [
+                metric("MeanValue", legend, column=column)
+                for column, legend in ACCURACY_SERIES.items()
+            ],
+            description="The estimate is read from the served (calibrated, "
+            "prior-adjusted) probabilities of the latest window; the audit line is "
+            "the accuracy on the uniform audit sample people answered, which "
+            "checks the estimate.",
         ),
     ]
 
@@ -227,3 +258,65 @@ def prune_runs(workspace: Any, project_id: Any, *, keep: int) -> int:
     for snapshot_id in old:
         workspace.delete_run(project_id, snapshot_id)
     return len(old)
+
+
+def accuracy_values(reading: AccuracyReading) -> dict[str, float]:
+    """The finite values of one accuracy reading, by snapshot column."""
+    values = {
+        f"estimated_accuracy_{name}": value for name, value in reading.estimates.items()
+    }
+    values["heldout_accuracy"] = reading.heldout_accuracy
+    if reading.audit is not None:
+        values["audit_accuracy"] = reading.audit.accuracy
+    return {
+        column: float(value)
+        for column, value in values.items()
+        if column in ACCURACY_SERIES and math.isfinite(value)
+    }
+
+
+def record_accuracy(
+    workspace_dir: Path,
+    reading: AccuracyReading,
+    *,
+    project_name: str,
+    model_version: str,
+    computed_at: datetime,
+    features: Sequence[str],
+    labels: Sequence[str],
+    keep: int | None = None,
+) -> str | None:
+    """Add one accuracy snapshot (tags `accuracy` and the model version); returns
+    its id, or None when the reading has no estimate (a window too small)."""
+    values = accuracy_values(reading)
+    if not any(c.startswith("estimated_accuracy_") for c in values):
+        return None
+    import_evidently()
+    import pandas as pd
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import MeanValue
+
+    frame = pd.DataFrame({column: [value] for column, value in values.items()})
+    report = Report([MeanValue(column=column) for column in values])
+    snapshot = report.run(
+        Dataset.from_pandas(
+            frame, data_definition=DataDefinition(numerical_columns=list(values))
+        ),
+        None,
+        timestamp=computed_at,
+        tags=[version_tag(model_version), ACCURACY_TAG],
+        metadata={"rows": str(reading.rows)},
+    )
+    workspace = open_workspace(workspace_dir)
+    project = open_project(workspace, project_name)
+    ensure_dashboard(
+        workspace,
+        project,
+        features=features,
+        labels=labels,
+        model_version=model_version,
+    )
+    ref = workspace.add_run(project.id, snapshot, include_data=False)
+    if keep is not None:
+        prune_runs(workspace, project.id, keep=keep)
+    return str(ref.id)

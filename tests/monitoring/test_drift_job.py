@@ -12,11 +12,15 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
+from feedback.audit_accuracy import AuditAccuracy
+from monitoring.accuracy_window import AccuracyReading
 from monitoring.detector import DetectorConfig
 from monitoring.drift_job import DriftJob
 from monitoring.drift_metrics import DriftMetrics
 from monitoring.evidently_workspace import (
+    ACCURACY_TITLE,
     ALL_VERSIONS_TAB,
+    dashboard_panels,
     open_project,
     open_workspace,
 )
@@ -276,3 +280,60 @@ def test_the_settings_alpha_reaches_the_verdict_on_both_sides(
         assert result.alpha == alpha
         verdicts.append(result.dataset_drift)
     assert verdicts == [True, False]
+
+
+def _series(workspace: Path, project_id: Any, tags: list[str]) -> dict[str, list]:
+    """The accuracy panel's lines as Evidently's UI reads them (legend -> values)."""
+    from evidently.legacy.utils.sync import async_to_sync
+    from evidently.ui.service.base import SeriesFilter
+    from evidently.ui.service.storage.common import NoopAuthManager
+    from evidently.ui.service.storage.local import create_local_project_manager
+    from evidently.ui.service.type_aliases import ZERO_UUID
+
+    (panel,) = [
+        p for p in dashboard_panels(["f"], ["a"], tags) if p.title == ACCURACY_TITLE
+    ]
+    manager = create_local_project_manager(str(workspace), False, NoopAuthManager())
+    filters = [
+        SeriesFilter(
+            tags=m.tags, metadata={}, metric=m.metric, metric_labels=m.metric_labels
+        )
+        for m in panel.values
+    ]
+    response = async_to_sync(
+        manager.get_data_series(ZERO_UUID, project_id, filters, None, None)
+    )
+    legends = [m.legend for m in panel.values]
+    return {legends[s.filter_index]: list(s.values) for s in response.series}
+
+
+def test_each_judged_window_draws_estimated_and_audited_accuracy_over_time(
+    harness: Harness, drifted_window: pd.DataFrame, clean_window: pd.DataFrame
+) -> None:
+    readings = iter([0.91, 0.87, 0.5])
+
+    def estimate() -> AccuracyReading:
+        audit = AuditAccuracy(answered=40, correct=34, low=0.71, high=0.93)
+        return AccuracyReading(
+            rows=300,
+            estimates={"cbpe": next(readings), "atc": float("nan")},
+            heldout_accuracy=0.95,
+            audit=audit,
+        )
+
+    harness.job._estimate_accuracy = estimate
+    harness.window = clean_window
+    harness.job.run_once()
+    harness.window = drifted_window
+    harness.job.run_once()
+    harness.window = drifted_window.head(10)  # too small: skipped, no new point
+    assert harness.job.run_once().skipped
+
+    project = harness.project()
+    for tags in ([], [f"model_version={harness.version}"]):
+        lines = _series(harness.workspace, project.id, tags)
+        assert lines["estimated, no labels (CBPE)"] == [0.91, 0.87]
+        assert lines["measured on the audit sample"] == [0.85, 0.85]
+        assert lines["held-out rows of the pack"] == [0.95, 0.95]
+        assert "estimated, no labels (ATC)" not in lines  # NaN is left out
+    assert ACCURACY_TITLE in harness.panels_by_tab()[ALL_VERSIONS_TAB]
