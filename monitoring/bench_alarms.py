@@ -3,7 +3,8 @@
 For each dataset the reference is what a pack carries (train + validation rows,
 `packs.writer.drift_reference`) and the model's outputs come from its model: the
 default penguin pack's ONNX model, or a small scikit-learn model trained here on
-the fit part of a stratified split (wine, breast cancer: bring-your-own data).
+the fit part of a stratified split (iris, wine, breast cancer: bring-your-own
+data).
 Windows are judged by the drift job's own verdict function (`run_drift`, with the
 detector the settings pin, Evidently's report left out) at 200, 1,000 and 5,000
 rows:
@@ -211,7 +212,11 @@ def _sklearn(name: str) -> Dataset:
     from packs.splits import split_frame
     from packs.writer import drift_reference
 
-    loader = {"wine": datasets.load_wine, "breast_cancer": datasets.load_breast_cancer}
+    loader = {
+        "iris": datasets.load_iris,
+        "wine": datasets.load_wine,
+        "breast_cancer": datasets.load_breast_cancer,
+    }
     bunch = loader[name]()
     features = [str(f).replace(" ", "_") for f in bunch.feature_names]
     frame = pd.DataFrame(bunch.data, columns=features)
@@ -245,6 +250,7 @@ def _sklearn(name: str) -> Dataset:
 
 DATASETS: dict[str, Callable[[], Dataset]] = {
     "penguins": _penguins,
+    "iris": lambda: _sklearn("iris"),
     "wine": lambda: _sklearn("wine"),
     "breast_cancer": lambda: _sklearn("breast_cancer"),
 }
@@ -328,7 +334,8 @@ def render(
         "",
         "Written by `python -m monitoring.bench_alarms` (numbers from one run; "
         f"{windows} windows per cell, {seconds:.0f} s on this machine). Detector: "
-        f"K-S per feature and per class probability, chi-square on the predicted "
+        "K-S per feature, per feature relation (the feature's residual given the "
+        "other features) and per class probability, chi-square on the predicted "
         f"label, Bonferroni at family-wise alpha = {settings.drift_alpha}; "
         f"windows need {settings.drift_min_window_rows} distinct rows. Each "
         "cell is the share of windows that raised an alarm: a false-alarm rate "

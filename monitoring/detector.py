@@ -1,9 +1,11 @@
 """The drift detector: one hypothesis test per column, one family-wise error rate.
 
 A window is compared with the reference column by column: a two-sample
-Kolmogorov-Smirnov test for each numeric input feature and for each class
-probability the model gives (black-box shift detection: a change in inputs that
-matters to the model shows in its outputs), and a chi-square test of homogeneity
+Kolmogorov-Smirnov test for each numeric input feature, for how each goes with
+the others (`monitoring.relations`: the residual of a regression on the other
+features) and for each class probability the model gives (black-box shift
+detection: a change in inputs that matters to the model shows in its outputs),
+and a chi-square test of homogeneity
 for each categorical column, the predicted label included. The window counts as
 drifted when any test's p-value is below `alpha / m` (Bonferroni over the `m`
 tests), so with no shift the chance that a window raises an alarm is at most
@@ -24,7 +26,7 @@ import numpy as np
 
 NumericTest = Literal["ks"]
 CategoricalTest = Literal["chisquare"]
-ColumnKind = Literal["feature", "output"]
+ColumnKind = Literal["feature", "relation", "output"]
 
 #: The output column holding the predicted label (window, reference, gauges).
 PREDICTION_COLUMN = "predicted_label"

@@ -1,12 +1,13 @@
 """One drift comparison: a window of logged live rows against the pack's reference.
 
-The verdict comes from `monitoring.detector`: a K-S test per numeric feature and
-per class probability of the model, a chi-square test per categorical column and
-on the predicted label, combined with a Bonferroni correction at the family-wise
-`alpha` of the settings. One drifted column makes the window drifted. Evidently
-0.7 computes the report and the dashboards from the same configuration: the same
-tests, passed per column with the same per-test threshold, never the statistic it
-would pick from the reference size.
+The verdict comes from `monitoring.detector`: a K-S test per numeric feature, per
+feature relation (`monitoring.relations`) and per class probability of the
+model, a chi-square test per categorical column and on the predicted label,
+combined with a Bonferroni correction at the family-wise `alpha` of the settings.
+One drifted column makes the window drifted. Evidently 0.7 computes the report
+and the dashboards from the same configuration: the same tests, passed per column
+with the same per-test threshold, never the statistic it would pick from the
+reference size.
 
 Evidence is counted in distinct rows: identical input rows (a client retrying, a
 cache replaying one request) are kept once, in the window and in the reference,
@@ -42,6 +43,7 @@ from monitoring.detector import (
     probability_columns,
 )
 from monitoring.errors import DriftInputInvalid
+from monitoring.relations import relation_columns, relation_name
 
 LABEL_COLUMN = "label"
 
@@ -82,6 +84,9 @@ class DriftResult:
     """Share of feature columns that drifted (informative; not the verdict)."""
     drifted_columns: int | None = None
     features: dict[str, ColumnDrift] = field(default_factory=dict)
+    relations: dict[str, ColumnDrift] = field(default_factory=dict)
+    """Tests of each feature against what the other features predict for it
+    (`monitoring.relations`), by feature name."""
     outputs: dict[str, ColumnDrift] = field(default_factory=dict)
     """Tests on the model's outputs: each class probability, the predicted label."""
     prediction_drift: ColumnDrift | None = None
@@ -105,8 +110,13 @@ class DriftResult:
 
     @property
     def drifted(self) -> list[tuple[str, ColumnDrift]]:
-        """Every drifted column (features, then outputs), smallest p-value first."""
-        cols = [*self.features.items(), *self.outputs.items()]
+        """Every drifted column (features, relations, outputs), smallest p-value
+        first; a relation is named `relation_<feature>`."""
+        cols = [
+            *self.features.items(),
+            *((relation_name(n), c) for n, c in self.relations.items()),
+            *self.outputs.items(),
+        ]
         return sorted(((n, c) for n, c in cols if c.drifted), key=lambda x: x[1].score)
 
     def summary(self) -> str:
@@ -232,6 +242,16 @@ def run_drift(
                current[name].to_numpy(), ref[name].to_numpy())
         for name in features
     ]  # fmt: skip
+    numeric = [name for name in features if name not in categorical]
+    relations = relation_columns(
+        current[numeric].to_numpy(dtype="float64"),
+        ref[numeric].to_numpy(dtype="float64"),
+        numeric,
+    )
+    for column in relations:  # the report shows them too
+        current[column.name] = column.current
+        ref[column.name] = column.reference
+    columns += relations
     if predict_proba is not None:
         if not labels:
             raise ValueError("labels are needed to test the model's outputs")
@@ -263,6 +283,11 @@ def run_drift(
         )  # fmt: skip
     by_name = {t.name: _column_drift(t) for t in verdict.tests}
     feature_drift = {name: by_name[name] for name in features}
+    relation_drift = {
+        name: by_name[relation_name(name)]
+        for name in numeric
+        if relation_name(name) in by_name
+    }
     outputs = {t.name: by_name[t.name] for t in verdict.tests if t.kind == "output"}
     drifted = sum(c.drifted for c in feature_drift.values())
     live = current[PREDICTION_COLUMN]
@@ -282,6 +307,7 @@ def run_drift(
         drift_share=drifted / len(features),
         drifted_columns=drifted,
         features=feature_drift,
+        relations=relation_drift,
         outputs=outputs,
         prediction_drift=outputs.get(PREDICTION_COLUMN),
         label_share_live=_shares(live),

@@ -79,6 +79,19 @@ class DriftMetrics:
                   ["feature"]),
             features,
         )  # fmt: skip
+        self._relation_p = _Bounded(
+            gauge("drift_relation_p_value",
+                  "Per-feature relation test p-value of the last run (K-S on the "
+                  "residual of the feature given the other features).",
+                  ["feature"]),
+            features,
+        )  # fmt: skip
+        self._relation_drifted = _Bounded(
+            gauge("drift_relation_drifted",
+                  "1 if the feature's relation test rejected in the last run, else 0.",
+                  ["feature"]),
+            features,
+        )  # fmt: skip
         outputs = [*probability_columns(self.labels), PREDICTION_COLUMN]
         self._output_p = _Bounded(
             gauge("drift_output_p_value",
@@ -174,6 +187,9 @@ class DriftMetrics:
             self._feature_score[name].set(feature.score)
             self._feature_p[name].set(feature.score)
             self._feature_drifted[name].set(1.0 if feature.drifted else 0.0)
+        for name, relation in result.relations.items():
+            self._relation_p[name].set(relation.score)
+            self._relation_drifted[name].set(1.0 if relation.drifted else 0.0)
         for name, output in result.outputs.items():
             self._output_p[name].set(output.score)
             self._output_drifted[name].set(1.0 if output.drifted else 0.0)

@@ -106,6 +106,12 @@ def test_drifted_traffic_is_reported_everywhere_and_opens_a_request(
     assert result.dataset_drift is True
     assert harness.gauge("flywheel_drift_detected") == 1
     assert harness.gauge("flywheel_drift_share") == result.drift_share
+    for name, relation in result.relations.items():
+        p_value = harness.gauge("flywheel_drift_relation_p_value", feature=name)
+        assert p_value == relation.score
+        drifted = harness.gauge("flywheel_drift_relation_drifted", feature=name)
+        assert drifted == float(relation.drifted)
+    assert result.relations
     html = Path(result.html_path or "")
     assert html.is_file() and html.stat().st_size > 100_000
     project = harness.project()
@@ -264,10 +270,13 @@ def test_the_settings_alpha_reaches_the_verdict_on_both_sides(
         model_version="v", predict_proba=pack_model.predict_proba,
         labels=pack_meta.labels, with_report=False,
     )  # fmt: skip
-    smallest = min(
-        c.score for _, c in [*probe.features.items(), *probe.outputs.items()]
-    )
-    tests = len(probe.features) + len(probe.outputs)
+    every = [
+        *probe.features.values(),
+        *probe.relations.values(),
+        *probe.outputs.values(),
+    ]
+    smallest = min(c.score for c in every)
+    tests = len(every)
     assert 1e-6 < smallest * tests < 0.5
     verdicts = []
     for factor in (1.01, 0.99):

@@ -44,16 +44,19 @@ def test_shifted_features_are_drift_naming_features_and_outputs(
     assert result.drift_share == 0.5
     # The statistic is the K-S test whatever the reference size.
     assert all(f.method == "ks" for f in result.features.values())
-    # 4 features + 3 class probabilities + the predicted label, Bonferroni.
+    # 4 features, 4 relations (each feature given the other three), 3 class
+    # probabilities and the predicted label, Bonferroni over the 12 tests.
+    assert set(result.relations) == set(pack_meta.feature_names)
+    assert all(r.method == "ks" for r in result.relations.values())
     assert set(result.outputs) == {
         "proba_Adelie", "proba_Chinstrap", "proba_Gentoo", "predicted_label"
     }  # fmt: skip
-    assert result.per_test_alpha == pytest.approx(0.05 / 8)
+    assert result.per_test_alpha == pytest.approx(0.05 / 12)
     assert result.outputs["predicted_label"].method == "chisquare"
     assert result.prediction_drift is result.outputs["predicted_label"]
     summary = result.summary()
     assert "flipper_length_mm (feature, ks statistic" in summary
-    assert "p=" in summary and "< 0.0063" in summary
+    assert "p=" in summary and "< 0.0042" in summary
     as_dict = result.to_dict()
     assert as_dict["features"]["bill_length_mm"]["drifted"] is True
     assert as_dict["summary"] == summary
@@ -122,13 +125,14 @@ def test_the_evidently_report_uses_the_detectors_tests_and_threshold(
     )  # fmt: skip
     assert result.reference_rows > 1000
     level = result.per_test_alpha
-    assert level == pytest.approx(0.02 / 8)
+    assert level == pytest.approx(0.02 / 12)
     configs = {
         m["config"]["column"]: m["config"]
         for m in result.snapshot.dict()["metrics"]
         if m["config"].get("type", "").endswith("ValueDrift")
     }
-    assert set(configs) == {*result.features, *result.outputs}
+    relations = {f"relation_{name}" for name in result.relations}
+    assert set(configs) == {*result.features, *relations, *result.outputs}
     for name, config in configs.items():
         expected = "chisquare" if name == "predicted_label" else "ks"
         assert (config["method"], config["threshold"]) == (expected, level), name

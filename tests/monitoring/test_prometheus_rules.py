@@ -21,7 +21,7 @@ def promtool(*args: str, cwd: Path | None = None) -> str:
 
 def test_alert_rules_are_valid() -> None:
     out = promtool("check", "rules", str(RULES))
-    assert "SUCCESS: 11 rules found" in out
+    assert "SUCCESS: 12 rules found" in out
 
 
 def test_alert_rules_pass_their_unit_tests() -> None:
@@ -32,7 +32,7 @@ def test_alert_rules_pass_their_unit_tests() -> None:
 def test_rendered_config_is_valid_and_loads_the_rules(tmp_path: Path) -> None:
     config = write_config(tmp_path, ["127.0.0.1:3000", "127.0.0.1:3001"])
     out = promtool("check", "config", str(config))
-    assert "SUCCESS" in out and "11 rules found" in out
+    assert "SUCCESS" in out and "12 rules found" in out
     assert '"127.0.0.1:3000", "127.0.0.1:3001"' in config.read_text()
 
 
