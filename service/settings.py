@@ -92,6 +92,11 @@ class DeploymentSettings(BaseModel):
     pack_tag: str | None = None
     """Start from this pack in BentoML's model store (`name:version` or
     `name:latest`) instead of `pack_dir`; a built bento names the pack it carries."""
+    shared_packs_dir: Path | None = None
+    """Directory every replica of the deployment mounts (e.g. the prediction log's
+    shared volume): a served pack is copied there before the deployment's row names
+    it, and a replica whose own model store lacks the pack the row names takes it
+    from there. None: a pack reaches a replica only through its own model store."""
 
 
 class LeaseSettings(BaseModel):
