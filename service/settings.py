@@ -82,7 +82,8 @@ class FeedbackSettings(BaseModel):
     audit_share: float = Field(0.0, ge=0, le=1)
     """Share of the other answers sampled into the review queue as audits."""
     review_interval_s: float = Field(30.0, gt=0)
-    """How often one worker samples the prediction log into the review queue."""
+    """How often the prediction log is sampled into the review queue: once per
+    window of this length across every replica on the store (a lease)."""
 
 
 class DeploymentSettings(BaseModel):
