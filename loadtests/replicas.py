@@ -11,7 +11,8 @@ drives single-row POST /predict with wrk in phases of `--duration` seconds:
 - `one_replica`: the first replica alone, all connections on it;
 - `all_replicas`: every replica at once (one wrk each, connections split);
 - `reports`: POST /report for a logged prediction on the first replica (a log
-  lookup by id and one row written in the database per request);
+  lookup by id and one row written in the database per request; the database's
+  size and its reports table's are given at the end);
 - `drift_under_load`: the first replica under load while one drift run
   (`monitoring.cli drift`, the job the replicas' lease schedules) compares the
   newest 100,000 rows of the shared log (first logged from the training data, in
@@ -99,6 +100,22 @@ def _db_counters(server: str, url: str) -> dict[str, int]:
         ).fetchone()
     assert row is not None
     return dict(zip(("commits", "inserted", "updated", "deleted"), row, strict=True))
+
+
+def _db_size(server: str, url: str) -> dict[str, int]:
+    """The database's size and what it holds that grows with use."""
+    name = make_url(url).database
+    with psycopg.connect(_conninfo(server), autocommit=True) as conn:
+        size = conn.execute("SELECT pg_database_size(%s)", (name,)).fetchone()
+    with psycopg.connect(_conninfo(url), autocommit=True) as conn:
+        reports = conn.execute("SELECT count(*) FROM reports").fetchone()
+        table = conn.execute("SELECT pg_total_relation_size('reports')").fetchone()
+    assert size is not None and reports is not None and table is not None
+    return {
+        "database_bytes": int(size[0]),
+        "reports": int(reports[0]),
+        "reports_table_bytes": int(table[0]),
+    }
 
 
 def _log_files(log_dir: Path) -> dict[str, int]:
@@ -386,6 +403,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "shared_log": _log_size(
                 work / "shared-log", answered, wait_s=4 * ROTATE_AGE_S + 30
             ),
+            "database": _db_size(args.server, db),
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
         }
     finally:
