@@ -6,9 +6,13 @@ With a shared directory (a volume every replica mounts), the replica that makes
 the deployment's row name a pack first copies the pack's files to
 `<root>/<name>/<version>/` (`publish`: into a temporary directory, hashed, then
 renamed into place, so a reader never sees half a pack); a replica whose store
-lacks the pack the row names adds it from there (`fetch`: hashed against the
+lacks the pack the row names adds it from there (`open`: hashed against the
 tag's version and the row's SHA-256 before `PackStore.add`, which hashes it
 again). The directory holds only packs that were served; nothing is deleted.
+
+BentoML's store fills an entry in place, so the workers of one replica, which
+all follow the same row at once, open and fetch under one file lock: a worker
+never reads the entry another is still copying.
 
 Without a shared directory (`NoSharedPacks`), a pack reaches a replica only
 through its own store: one replica, a shared BENTOML_HOME, or `bentoml import`.
@@ -16,6 +20,8 @@ through its own store: one replica, a shared BENTOML_HOME, or `bentoml import`.
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import re
 import shutil
@@ -23,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Protocol
 
-from packs.errors import PackNotShared, PackTampered
+from packs.errors import PackNotShared, PackNotStored, PackTampered
 from packs.model_store import (
     STORE_FILES,
     VERSION_DIGITS,
@@ -31,6 +37,8 @@ from packs.model_store import (
     StoredPack,
     pack_digest,
 )
+
+log = logging.getLogger(__name__)
 
 _TAG = re.compile(
     rf"^([a-z0-9]([-._a-z0-9]*[a-z0-9])?):([0-9a-f]{{{VERSION_DIGITS}}})$"
@@ -44,9 +52,10 @@ class PackSharing(Protocol):
         """Make `stored` reachable by every replica (before a row names it)."""
         ...
 
-    def fetch(self, store: PackStore, tag: str, sha256: str) -> StoredPack:
-        """Add pack `tag` (whose files hash to `sha256`, when known) to `store`
-        from where the other replicas published it."""
+    def open(self, store: PackStore, tag: str, sha256: str) -> StoredPack:
+        """Pack `tag` from `store`, added first from where the other replicas
+        published it if `store` lacks it (its files must hash to `sha256`, when
+        known)."""
         ...
 
 
@@ -56,15 +65,20 @@ class NoSharedPacks:
     def publish(self, stored: StoredPack) -> None:
         return None
 
-    def fetch(self, store: PackStore, tag: str, sha256: str) -> StoredPack:
-        raise PackNotShared(tag, store.root, None)
+    def open(self, store: PackStore, tag: str, sha256: str) -> StoredPack:
+        try:
+            return store.open(tag)
+        except PackNotStored:
+            raise PackNotShared(tag, store.root, None) from None
 
 
 class SharedPacks:
     """Packs published under one directory that every replica mounts."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, lock_path: Path):
         self.root = Path(root)
+        self.lock_path = Path(lock_path)
+        """A file of this replica's own (its workers share it) to lock."""
 
     def path_for(self, tag: str) -> Path | None:
         """Where pack `tag` is published; None for a tag that names no single
@@ -104,7 +118,18 @@ class SharedPacks:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def fetch(self, store: PackStore, tag: str, sha256: str) -> StoredPack:
+    def open(self, store: PackStore, tag: str, sha256: str) -> StoredPack:
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return store.open(tag)
+            except PackNotStored:
+                return self._fetch(store, tag, sha256)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _fetch(self, store: PackStore, tag: str, sha256: str) -> StoredPack:
         src = self.path_for(tag)
         if src is None or not src.is_dir():
             raise PackNotShared(tag, store.root, self.root)
@@ -115,4 +140,5 @@ class SharedPacks:
         stored = store.add(src)
         if stored.tag != tag:  # changed between our hash and the store's
             raise PackTampered(tag, expected, stored.sha256)
+        log.info("added %s to the model store from %s", tag, src)
         return stored

@@ -38,7 +38,7 @@ from guardrails.build import build_pipeline
 from guardrails.online_priors import OnlinePriorEstimator
 from guardrails.pipeline import GuardrailPipeline
 from guardrails.policy import Policy
-from packs.errors import PackNotStored, PackTampered
+from packs.errors import PackTampered
 from packs.format import PackMetadata
 from packs.loader import ModelPack
 from packs.model_store import PackStore, StoredPack
@@ -243,15 +243,7 @@ class ServedState:
         if reuse is not None and reuse.pack_tag == record.pack_tag:
             pack, tag, sha256 = reuse.pack, reuse.pack_tag, reuse.pack_sha256
         else:
-            try:
-                stored = self.store.open(record.pack_tag)
-            except PackNotStored:
-                stored = self.shared.fetch(
-                    self.store, record.pack_tag, record.pack_sha256
-                )
-                log.info(
-                    "added %s to the model store from the shared packs", stored.tag
-                )
+            stored = self.shared.open(self.store, record.pack_tag, record.pack_sha256)
             if record.pack_sha256 and stored.sha256 != record.pack_sha256:
                 raise PackTampered(stored.tag, record.pack_sha256, stored.sha256)
             serving = self.settings.serving
@@ -300,4 +292,6 @@ class ServedState:
 def shared_packs(settings: Settings) -> PackSharing:
     """How this deployment's replicas share served packs (see packs.shared_packs)."""
     root = settings.deployment.shared_packs_dir
-    return NoSharedPacks() if root is None else SharedPacks(root)
+    if root is None:
+        return NoSharedPacks()
+    return SharedPacks(root, lock_path=settings.data_dir / "shared-packs.lock")

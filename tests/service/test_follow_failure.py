@@ -7,6 +7,7 @@ replicas with their own BentoML homes have."""
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +136,40 @@ def test_a_pack_not_in_the_shared_directory_is_reported_as_such(
     # Published again (a replica serving it restarts, say), B catches up.
     a.shared.publish(StoredPack(stored.tag, stored.path, stored.sha256))
     assert b.follow() is True and b.current.pack_tag == stored.tag
+
+
+def _follow_at(worker: ServedState, start: threading.Barrier) -> None:
+    start.wait()
+    worker.follow()
+
+
+def test_workers_of_one_replica_fetch_a_shared_pack_at_once_without_a_false_alarm(
+    tmp_path: Path, default_pack: Path, sessions: SessionFactory
+) -> None:
+    shared = tmp_path / "shared-packs"
+    a, store_a = _replica(tmp_path, default_pack, "a", sessions, shared)
+    store_b = PackStore.at(tmp_path / "store-b")
+    settings_b = Settings(
+        data_dir=tmp_path / "data-b",
+        pack_dir=default_pack,
+        deployment=DeploymentSettings(name="shared", shared_packs_dir=shared),
+    )
+    # Four workers of replica B: one data dir, one model store.
+    workers = [
+        ServedState(settings_b, sessions=sessions, store=store_b) for _ in range(4)
+    ]
+    for round_ in range(3):
+        candidate = shutil.copytree(default_pack, tmp_path / f"candidate-{round_}")
+        (candidate / POLICY_FILE).write_text(f"{DEFAULT_POLICY}\n# {round_}\n")
+        stored = store_a.add(candidate)
+        a.serve_pack(stored)
+        start = threading.Barrier(len(workers))
+        threads = [
+            threading.Thread(target=_follow_at, args=(w, start)) for w in workers
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [w.follow_failure for w in workers] == [None] * len(workers)
+        assert {w.current.pack_tag for w in workers} == {stored.tag}
