@@ -123,8 +123,10 @@ class SharedPacks:
         with self.lock_path.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                return store.open(tag)
-            except PackNotStored:
+                try:
+                    return store.open(tag)
+                except PackNotStored:
+                    pass  # fetched below, outside the handler: one error, not two
                 return self._fetch(store, tag, sha256)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
