@@ -8,6 +8,10 @@ releases it. A holder that dies mid-run stops renewing: its lease expires after
 `ttl_s` and the next poll elsewhere runs the window again. A holder that loses the
 lease while running (a pause longer than the ttl, a partition) is told through
 `on_lost` so it can stop, and its `mark_done` is refused.
+
+A job that reads what arrived since the last run (`run_window_if_due`) is told
+its window and where the last completed run's window ended, so whichever
+process runs next picks up from there, with no state of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import enum
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from feedback import leases
@@ -34,6 +39,16 @@ class Outcome(enum.Enum):
     """Another process holds the lease (running it now, or died and not expired)."""
     LOST = "lost"
     """The lease was lost while the job ran; the window stays not done."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """The window a run is for, and what the runs before it covered."""
+
+    start: datetime
+    end: datetime
+    previous_end: datetime | None
+    """End of the window of the last completed run (None before the first)."""
 
 
 def window_bounds(now: datetime, interval_s: float) -> tuple[datetime, datetime]:
@@ -74,6 +89,12 @@ class OncePerWindow:
         """One poll: run `job` here if the current window is not done and the lease
         is free. `on_lost` is called (from the heartbeat thread) if the lease is
         lost while `job` runs."""
+        return self.run_window_if_due(lambda _window: job(), on_lost)
+
+    def run_window_if_due(
+        self, job: Callable[[Window], object], on_lost: Callable[[], object]
+    ) -> Outcome:
+        """`run_if_due` for a job that is given its `Window`."""
         with self.sessions() as session:
             start, end = window_bounds(leases.database_now(session), self.interval_s)
             current = leases.read(session, self.name)
@@ -87,10 +108,11 @@ class OncePerWindow:
             if _done(lease, start):  # finished elsewhere between our read and acquire
                 leases.release(session, lease)
                 return Outcome.DONE
+        window = Window(start, end, lease.done_until)
         heartbeat = _Heartbeat(self.sessions, lease, self.ttl_s, on_lost)
         heartbeat.start()
         try:
-            job()
+            job(window)
         finally:
             final = heartbeat.stop()
         if final is None:
@@ -106,11 +128,17 @@ class OncePerWindow:
 
     def start(self, job: Callable[[], object], on_lost: Callable[[], object]) -> None:
         """Poll every `poll_s` in a daemon thread until `stop`."""
+        self.start_windowed(lambda _window: job(), on_lost)
+
+    def start_windowed(
+        self, job: Callable[[Window], object], on_lost: Callable[[], object]
+    ) -> None:
+        """`start` for a job that is given its `Window`."""
 
         def loop() -> None:
             while not self._stop.wait(self.poll_s):
                 try:
-                    self.run_if_due(job, on_lost)
+                    self.run_window_if_due(job, on_lost)
                 except Exception:
                     log.exception("%s: scheduled run failed", self.name)
 

@@ -10,6 +10,7 @@ common.errors.ServiceError
     └── the model store (packs.model_store): PackNotStored(tag), PackTampered(tag),
         PackChangedWhileCopied(path), PackNotStorable(path, problem),
         PackPolicyMissing(tag, path)
+    └── shared packs (packs.shared_packs): PackNotShared(tag, store, shared dir)
 common.errors.Unprocessable
 └── PackerInputInvalid(message)  a packer user's mistake: bad file, label, option
 """
@@ -61,6 +62,17 @@ class GpuRequired(PackError):
 class PackNotStored(PackError):
     def __init__(self, tag: str, root: object):
         super().__init__(f"model pack {tag} is not in the model store {root}")
+
+
+class PackNotShared(PackError):
+    def __init__(self, tag: str, store: object, shared: object | None):
+        where = (
+            f"nor published in the shared pack directory {shared}"
+            if shared is not None
+            else "and no shared pack directory is set "
+            "(FLYWHEEL_DEPLOYMENT__SHARED_PACKS_DIR) to fetch it from"
+        )
+        super().__init__(f"model pack {tag} is not in the model store {store} {where}")
 
 
 class PackTampered(PackError):

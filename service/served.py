@@ -12,6 +12,10 @@ policy changes write the row, and every worker of the deployment polls it
 (`follow`) and swaps, so all workers follow an admin call that reached only one.
 A restart resumes the row unless the settings that chose the initial pack and
 policy changed since it was written (then the settings win). See `service.start`.
+
+Replicas with model stores of their own reach each other's packs through
+`deployment.shared_packs_dir` (`packs.shared_packs`): a pack is published there
+before the row names it, and fetched from there by a replica that lacks it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from packs.errors import PackTampered
 from packs.format import PackMetadata
 from packs.loader import ModelPack
 from packs.model_store import PackStore, StoredPack
+from packs.shared_packs import NoSharedPacks, PackSharing, SharedPacks
 from service.settings import Settings
 from service.start import start_record
 
@@ -112,14 +117,17 @@ class ServedState:
         self.settings = settings
         self.sessions = sessions
         self.store = store
+        self.shared = shared_packs(settings)
         self.deployment = settings.deployment.name
         self._subscribers: list[Callable[[Served], None]] = []
         self._on_follow: list[Callable[[FollowFailure | None], None]] = []
         self.follow_failure: FollowFailure | None = None
         """Set while the row names what this worker cannot load (None: in step)."""
-        record = start_record(settings, sessions, store)
+        record = start_record(settings, sessions, store, self.shared)
         self._revision: int | None = record.revision
         self.current = self._load(record, reuse=None)
+        # A row written before the shared directory was set: publish it now.
+        self.shared.publish(self._stored(self.current))
 
     def subscribe(self, on_swap: Callable[[Served], None]) -> None:
         """Call `on_swap(served)` now and after every swap."""
@@ -211,6 +219,9 @@ class ServedState:
             revision=0,
         )
         served = self._load(record, reuse=self.current)
+        # Published before the row names it, so no replica follows the row to a
+        # pack it cannot reach.
+        self.shared.publish(self._stored(served))
         with self.sessions() as session:
             old = read_served(session, self.deployment)
             written = write_served(
@@ -232,7 +243,7 @@ class ServedState:
         if reuse is not None and reuse.pack_tag == record.pack_tag:
             pack, tag, sha256 = reuse.pack, reuse.pack_tag, reuse.pack_sha256
         else:
-            stored = self.store.open(record.pack_tag)
+            stored = self.shared.open(self.store, record.pack_tag, record.pack_sha256)
             if record.pack_sha256 and stored.sha256 != record.pack_sha256:
                 raise PackTampered(stored.tag, record.pack_sha256, stored.sha256)
             serving = self.settings.serving
@@ -254,6 +265,10 @@ class ServedState:
             pipeline=pipeline,
         )
 
+    @staticmethod
+    def _stored(served: Served) -> StoredPack:
+        return StoredPack(served.pack_tag, served.pack.path, served.pack_sha256)
+
     def _policy_file(self, yaml_text: str) -> Path:
         digest = hashlib.sha256(yaml_text.encode()).hexdigest()[:16]
         path = self.settings.data_dir / "policies" / f"{digest}.yaml"
@@ -272,3 +287,11 @@ class ServedState:
         log.info(
             "now serving %s with policy %s (was %s)", *served.versions, old.versions
         )
+
+
+def shared_packs(settings: Settings) -> PackSharing:
+    """How this deployment's replicas share served packs (see packs.shared_packs)."""
+    root = settings.deployment.shared_packs_dir
+    if root is None:
+        return NoSharedPacks()
+    return SharedPacks(root, lock_path=settings.data_dir / "shared-packs.lock")

@@ -82,7 +82,8 @@ class FeedbackSettings(BaseModel):
     audit_share: float = Field(0.0, ge=0, le=1)
     """Share of the other answers sampled into the review queue as audits."""
     review_interval_s: float = Field(30.0, gt=0)
-    """How often one worker samples the prediction log into the review queue."""
+    """How often the prediction log is sampled into the review queue: once per
+    window of this length across every replica on the store (a lease)."""
 
 
 class DeploymentSettings(BaseModel):
@@ -92,6 +93,11 @@ class DeploymentSettings(BaseModel):
     pack_tag: str | None = None
     """Start from this pack in BentoML's model store (`name:version` or
     `name:latest`) instead of `pack_dir`; a built bento names the pack it carries."""
+    shared_packs_dir: Path | None = None
+    """Directory every replica of the deployment mounts (e.g. the prediction log's
+    shared volume): a served pack is copied there before the deployment's row names
+    it, and a replica whose own model store lacks the pack the row names takes it
+    from there. None: a pack reaches a replica only through its own model store."""
 
 
 class LeaseSettings(BaseModel):

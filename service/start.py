@@ -26,6 +26,7 @@ from packs.errors import PackPolicyMissing
 from packs.format import METADATA_FILE
 from packs.loader import POLICY_FILE, read_metadata
 from packs.model_store import PackStore, StoredPack
+from packs.shared_packs import PackSharing
 from service.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,13 @@ def configured_policy(settings: Settings, pack: StoredPack) -> tuple[str, str]:
 
 
 def start_record(
-    settings: Settings, sessions: SessionFactory, store: PackStore
+    settings: Settings,
+    sessions: SessionFactory,
+    store: PackStore,
+    shared: PackSharing,
 ) -> ServedRecord:
-    """The deployment's row to serve from, written first if it must be."""
+    """The deployment's row to serve from, written first if it must be (the
+    configured pack published to the other replicas before the row names it)."""
     deployment = settings.deployment.name
     pack = configured_pack(settings, store)
     policy_yaml, source = configured_policy(settings, pack)
@@ -86,6 +91,7 @@ def start_record(
                 pack.tag,
                 source,
             )
+        shared.publish(pack)
         return write_served(
             session,
             deployment,

@@ -25,7 +25,7 @@ from packs.model_store import PackStore
 from service.access import Access
 from service.dataplane import PHASES, DataPlane
 from service.jobs import Jobs
-from service.review_sampling import ReviewSampling
+from service.review_sampling import REVIEW_JOB, ReviewSampling
 from service.served import Served, ServedState
 from service.settings import Settings
 from service.sinks import MetricsSink, NullMetrics, NullPredictionLog, PredictionSink
@@ -154,8 +154,7 @@ def build_worker(
     ).start()
     closers.insert(0, jobs.stop)
     if schedule_drift:
-        sampling = ReviewSampling(settings.feedback, sessions, log_reader).start()
-        closers.insert(0, sampling.stop)
+        closers.insert(0, _schedule_review(settings, sessions, log_reader))
     if schedule_drift and settings.monitoring.drift_interval_s > 0:
         closers[:0] = _schedule_drift(settings, sessions, served)
     _record_served(sessions, served.current)
@@ -188,6 +187,22 @@ def _schedule_drift(
     )
     window.start(drift.run_once, on_lost=drift.cancel_run)
     return [drift.stop, window.stop]
+
+
+def _schedule_review(
+    settings: Settings, sessions: SessionFactory, log_reader: PredictionLogReader
+) -> Callable[[], object]:
+    """Review sampling once per interval across every replica on this store;
+    returns its closer."""
+    interval_s = settings.feedback.review_interval_s
+    window = OncePerWindow(
+        sessions,
+        REVIEW_JOB,
+        interval_s=interval_s,
+        ttl_s=settings.leases.ttl_s,
+        poll_s=min(settings.leases.poll_s, interval_s),
+    )
+    return ReviewSampling(settings.feedback, sessions, log_reader, window).start().stop
 
 
 def _export_versions(metrics: MetricsSink, served: Served) -> None:

@@ -1,7 +1,9 @@
-"""Two real replicas (`bentoml serve`, 2 workers each, own data dirs and ports) on one
-real PostgreSQL database: ids unique across replicas, a report sent to one replica
-for another's prediction, every replica's rows in the shared store, and the drift
-run once per window, taken over when its holder is killed.
+"""Two real replicas (`bentoml serve`, 2 workers each, own data dirs, BentoML homes
+and ports) on one real PostgreSQL database: ids unique across replicas, a report
+sent to one replica for another's prediction, every replica's rows in the shared
+store, a policy change and a promotion through one replica served by the other
+(the pack through the shared pack directory, as the model stores are separate),
+and the drift run once per window, taken over when its holder is killed.
 
 Runs wherever PostgreSQL is reachable (see tests/dbservers.py: CI fails rather than
 skips without it; elsewhere it skips with the reason).
@@ -27,6 +29,7 @@ from feedback.log_reader import PredictionLogReader
 from feedback.models import ServedStateRow
 from feedback.served_state import write_served
 from monitoring.traffic import instances, like_training
+from packs.build_default import build_default_pack
 from packs.loader import POLICY_FILE
 from packs.model_store import PackStore
 from service.process import kill_tree
@@ -47,6 +50,8 @@ REPLICA_SETTINGS = {
     "FLYWHEEL_MONITORING__DRIFT_MIN_WINDOW_ROWS": "100",
     "FLYWHEEL_LEASES__TTL_S": str(LEASE_TTL_S),
     "FLYWHEEL_LEASES__POLL_S": "0.5",
+    # A promotion replays the gate inside its request: slow on two loaded cores.
+    "FLYWHEEL_SERVING__REQUEST_TIMEOUT_S": "300",
 }
 
 
@@ -66,11 +71,18 @@ def shared_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def shared_packs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory served packs reach every replica through."""
+    return tmp_path_factory.mktemp("shared-packs")
+
+
+@pytest.fixture(scope="module")
 def replicas(
     tmp_path_factory: pytest.TempPathFactory,
     default_pack: Path,
     shared_db: str,
     shared_log: Path,
+    shared_packs: Path,
 ) -> Iterator[list[ServiceProcess]]:
     """Started once for the module; the last test kills one of them."""
     root = tmp_path_factory.mktemp("replicas")
@@ -81,6 +93,7 @@ def replicas(
                 **REPLICA_SETTINGS,
                 "FLYWHEEL_FEEDBACK__DATABASE_URL": shared_db,
                 "FLYWHEEL_PREDICTION_LOG__DIR": str(shared_log),
+                "FLYWHEEL_DEPLOYMENT__SHARED_PACKS_DIR": str(shared_packs),
             }
             # Four workers starting on two shared cores: allow them time.
             svc = start_service(root / name, default_pack, ready_timeout_s=300, **env)  # type: ignore[arg-type]
@@ -167,9 +180,16 @@ def test_two_replicas_share_one_store(
 
 
 def test_a_change_through_one_replica_reaches_the_other(
-    replicas: list[ServiceProcess], default_pack: Path, tmp_path: Path, shared_db: str
+    replicas: list[ServiceProcess],
+    default_pack: Path,
+    tmp_path: Path,
+    shared_db: str,
+    shared_packs: Path,
 ) -> None:
     a, b = replicas
+    # Separate model stores, as pods have (`service.cli serve` puts BENTOML_HOME
+    # under each data dir): only the shared pack directory links them.
+    store_b = PackStore.at(b.data_dir / "bentoml" / "models")
     with a.client() as ca, b.client() as cb:
         policy = (PROJECT_ROOT / "policies" / "default.yaml").read_text()
         new = re.sub(r"(?m)^version: .*$", "version: fanned-out", policy)
@@ -191,12 +211,37 @@ def test_a_change_through_one_replica_reaches_the_other(
         answer = cb.post("/predict", json={"instances": instances(like_training(1))})
         assert answer.json()["predictions"][0]["policy_version"] == "fanned-out"
 
-        # A promotion through A stores the pack in A's model store only (as
-        # Promoter does; done here directly, the gate's replay being slow on a
-        # loaded machine): B cannot load it, keeps the old one and says so.
-        candidate = shutil.copytree(default_pack, tmp_path / "candidate")
-        (candidate / POLICY_FILE).write_text(new)  # another pack digest
-        stored = PackStore.at(a.data_dir / "bentoml" / "models").add(candidate)
+        # A real promotion through A (gate included): B has never seen the pack
+        # and serves it within the same bound, from the shared pack directory.
+        candidate = tmp_path / "promoted"
+        build_default_pack(candidate, hidden=(8,))
+        with a.client(headers=a.admin_headers(), timeout=300) as admin:
+            promoted = admin.post(
+                "/admin/promote",
+                json={"pack_dir": str(candidate), "max_metric_drop": 1.0},
+            )
+        assert promoted.status_code == 200, promoted.text
+        changed = time.monotonic()
+        model_version = promoted.json()["model_version"]
+
+        def b_serves_the_pack() -> bool:
+            return bool(cb.get("/info").json()["model_version"] == model_version)
+
+        _wait_for(b_serves_the_pack, 30, "B serving the pack promoted through A")
+        print(f"promotion fan-out A -> B: {time.monotonic() - changed:.2f} s")
+        assert cb.get("/info").json()["follow_failure"] is None
+        name, version = promoted.json()["pack_tag"].split(":")
+        assert (shared_packs / name / version).is_dir()
+        assert store_b.open(f"{name}:{version}").path.is_relative_to(store_b.root)
+        answer = cb.post("/predict", json={"instances": instances(like_training(1))})
+        assert answer.json()["predictions"][0]["model_version"] == model_version
+
+        # A pack that reached A's model store but not the shared directory (put
+        # in A's store and the row written directly): B keeps what it serves and
+        # says so, in /info and in a metric.
+        unshared = shutil.copytree(default_pack, tmp_path / "candidate")
+        (unshared / POLICY_FILE).write_text(new)  # another pack digest
+        stored = PackStore.at(a.data_dir / "bentoml" / "models").add(unshared)
         engine = make_engine(shared_db)
         try:
             with session_factory(engine)() as s:
@@ -219,6 +264,8 @@ def test_a_change_through_one_replica_reaches_the_other(
         _wait_for(b_reports_it, 30, "B reporting the pack it cannot load")
         failure = cb.get("/info").json()["follow_failure"]
         assert failure["pack_tag"] == stored.tag
+        assert "PackNotShared" in failure["error"]
+        assert cb.get("/info").json()["model_version"] == model_version
         assert "flywheel_served_state_follow_failing 1.0" in cb.get("/metrics").text
         assert ca.get("/info").json()["follow_failure"] is None  # A has the pack
         answer = cb.post("/predict", json={"instances": instances(like_training(1))})
