@@ -2,9 +2,11 @@
 
 python -m tests.feedback.lease_holder hold DB NAME TTL_S STARTED_FILE
     take the window's job and "run" it forever (a test SIGKILLs it)
-python -m tests.feedback.lease_holder contend DB NAME ROUNDS DIR
-    ROUNDS times: acquire; if ours, enter a section guarded by an O_EXCL file
-    (finding it taken means two holders at once), record the token, release.
+python -m tests.feedback.lease_holder contend DB NAME ROUNDS DIR PROCESSES
+    waits until PROCESSES contenders have started (so that they contend, however
+    slowly a loaded machine starts them), then ROUNDS times: acquire; if ours,
+    enter a section guarded by an O_EXCL file (finding it taken means two holders
+    at once), record the token, release.
     Prints one JSON line: {"holder", "tokens", "overlaps"}.
 """
 
@@ -36,9 +38,10 @@ def hold(db: str, name: str, ttl_s: float, started: Path) -> None:
     print(outcome.value)  # reached only if the lease was not ours
 
 
-def contend(db: str, name: str, rounds: int, section_dir: Path) -> None:
+def contend(db: str, name: str, rounds: int, section_dir: Path, processes: int) -> None:
     sessions = session_factory(make_engine(db))
     holder = leases.new_holder_id()
+    _all_started(section_dir, processes)
     marker = section_dir / "inside"
     tokens: list[int] = []
     overlaps = 0
@@ -58,7 +61,19 @@ def contend(db: str, name: str, rounds: int, section_dir: Path) -> None:
         tokens.append(lease.token)
         with sessions() as session:
             leases.release(session, lease)
+        # Let another contender in: SQLite's locks are not fair, and a holder
+        # that re-acquires at once can keep the lease for every round.
+        time.sleep(0.003)
     print(json.dumps({"holder": holder, "tokens": tokens, "overlaps": overlaps}))
+
+
+def _all_started(section_dir: Path, processes: int, timeout_s: float = 90) -> None:
+    (section_dir / f"ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(section_dir.glob("ready-*"))) < processes:
+        if time.monotonic() > deadline:
+            sys.exit(f"only some of {processes} contenders started in {timeout_s} s")
+        time.sleep(0.01)
 
 
 if __name__ == "__main__":
@@ -66,6 +81,6 @@ if __name__ == "__main__":
     if mode == "hold":
         hold(db, name, float(rest[0]), Path(rest[1]))
     elif mode == "contend":
-        contend(db, name, int(rest[0]), Path(rest[1]))
+        contend(db, name, int(rest[0]), Path(rest[1]), int(rest[2]))
     else:
         sys.exit(f"unknown mode {mode!r}")
