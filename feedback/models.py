@@ -352,3 +352,13 @@ class Lease(Base):
     expires_at: Mapped[datetime]
     done_until: Mapped[datetime | None] = mapped_column(default=None)
     """End of the last window whose run completed (None before the first)."""
+
+
+class JobStateRow(Base):
+    """The JSON state of one once-per-window job (see feedback.job_state)."""
+
+    __tablename__ = "job_state"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

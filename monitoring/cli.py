@@ -90,6 +90,14 @@ def drift(
     ] = None,
     rate_window_s: Annotated[float, typer.Option(min=1.0)] = 3600.0,
     fail_on_drift: Annotated[bool, typer.Option()] = False,
+    state_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep the drift cursor and the retraining streak in the store "
+            "under this name (replicas sharing it continue each other's windows); "
+            "default: files in --out"
+        ),
+    ] = None,
     serve: Annotated[
         bool,
         typer.Option(
@@ -167,8 +175,7 @@ def drift(
         hook_command=shlex.split(hook_command) if hook_command else None,
         hook_url=hook_url,
         metrics=recorder,
-        # One process per cron run: the streak and cooldown live in a file.
-        state_path=out / "retrain_trigger_state.json",
+        state=_job_state(sessions, state_key, "retrain-trigger", out),
     )
     loaded = ModelPack.load(pack, providers=["CPUExecutionProvider"])
     job = DriftJob(
@@ -177,8 +184,7 @@ def drift(
         detector=DetectorConfig(alpha=alpha), out_dir=out, workspace_dir=workspace,
         model=(lambda: loaded.predict_proba) if test_outputs else None,
         categorical_features=categorical_feature or (),
-        # One process per cron run: where the last judged window ended, in a file.
-        cursor_path=out / "drift_cursor.json",
+        cursor=_job_state(sessions, state_key, "drift-cursor", out),
         model_version=meta.version, trigger=trigger,
         feature_names=meta.feature_names, labels=meta.labels, project_name=meta.name,
         read_report_counts=(
@@ -238,6 +244,20 @@ def _serve_runs(job: Any) -> None:
             log.exception("drift run failed")
             out = {"error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps(out, default=str), flush=True)
+
+
+def _job_state(sessions: Any, key: str | None, part: str, out: Path) -> Any:
+    """Where a run leaves its state for the next one: with `key` a row in the
+    store (shared by replicas: the next window may run on another one), else a
+    file in `out` (one process per cron run)."""
+    if key is None:
+        from common.json_state import FileJsonState
+
+        files = {"retrain-trigger": "retrain_trigger_state.json"}
+        return FileJsonState(out / files.get(part, f"{part.replace('-', '_')}.json"))
+    from feedback.job_state import SqlJsonState
+
+    return SqlJsonState(sessions, f"{key}:{part}")
 
 
 def _store(db: str) -> tuple[Any, Any]:

@@ -20,7 +20,6 @@ process and still sets the gauges the service's /metrics shows.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from common.json_state import JsonState
 from monitoring.detector import DetectorConfig
 from monitoring.drift import (
     LABEL_COLUMN,
@@ -77,11 +77,12 @@ class DriftJob:
         read_report_counts: Callable[[], tuple[int, int]] | None = None,
         model: Callable[[], PredictProba] | None = None,
         categorical_features: Sequence[str] = (),
-        cursor_path: Path | None = None,
+        cursor: JsonState | None = None,
         estimate_accuracy: Callable[[], AccuracyReading] | None = None,
     ):
         """`model` returns the served model's `predict_proba` (its outputs are
-        tested too); `cursor_path` keeps `judged_until` across processes (cron)."""
+        tested too); `cursor` keeps `judged_until` across processes (cron) and
+        replicas (a row in the shared store)."""
         self._read_window = read_window
         self._reference = reference
         self._metrics = metrics
@@ -92,7 +93,7 @@ class DriftJob:
         self.detector = detector
         self._model = model
         self.categorical_features = list(categorical_features)
-        self._cursor_path = Path(cursor_path) if cursor_path else None
+        self._cursor = cursor
         self.judged_until: datetime | None = self._load_cursor()
         self._reference_checked: int | None = None
         self.out_dir = Path(out_dir)
@@ -189,6 +190,9 @@ class DriftJob:
         return self.keep_snapshots * (2 if self._estimate_accuracy is not None else 1)
 
     def _run(self) -> DriftResult:
+        if self._cursor is not None:
+            # Another replica's run may have judged windows since this one last ran.
+            self.judged_until = self._load_cursor()
         reference = self._reference() if callable(self._reference) else self._reference
         version = (
             self._model_version()
@@ -256,20 +260,17 @@ class DriftJob:
         if window_end is None:
             return
         self.judged_until = window_end
-        if self._cursor_path is not None:
-            self._cursor_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._cursor_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"judged_until": window_end.isoformat()}))
-            tmp.replace(self._cursor_path)
+        if self._cursor is not None:
+            self._cursor.save({"judged_until": window_end.isoformat()})
 
     def _load_cursor(self) -> datetime | None:
-        if self._cursor_path is None or not self._cursor_path.is_file():
+        raw = self._cursor.load() if self._cursor is not None else None
+        if raw is None:
             return None
         try:
-            raw = json.loads(self._cursor_path.read_text())["judged_until"]
-            return datetime.fromisoformat(raw)
+            return datetime.fromisoformat(raw["judged_until"])
         except (ValueError, KeyError, TypeError):
-            log.warning("ignoring unreadable drift cursor %s", self._cursor_path)
+            log.warning("ignoring unreadable drift cursor %r", raw)
             return None
 
     def _save_html(self, result: DriftResult) -> Path:

@@ -45,6 +45,9 @@ class DriftTarget:
     """The Evidently workspace that receives snapshots."""
     log_dir: Path
     """The prediction log the window is read from."""
+    state_key: str | None = None
+    """Name of the drift cursor and retraining streak in the store (shared by the
+    deployment's replicas); None: files in `out_dir`."""
 
 
 def drift_command(
@@ -65,6 +68,8 @@ def drift_command(
         "--cooldown-s", str(mon.retrain_cooldown_s),
         "--metrics",
     ]  # fmt: skip
+    if target.state_key is not None:
+        cmd += ["--state-key", target.state_key]
     for name in mon.drift_categorical_features:
         cmd += ["--categorical-feature", name]
     if mon.retrain_report_rate_per_1000 is not None:

@@ -12,8 +12,10 @@ Policy (pure logic, no I/O beyond the callbacks):
 
 Opening a request means: `open_request(reason, details)` (the service passes a
 function that writes a row in the store), the `retraining_requests_total` metric,
-then the hook (a command or an HTTP POST). With `state_path` the streak and the
-cooldown survive restarts, which the cron command (one process per run) needs.
+then the hook (a command or an HTTP POST). With `state` (a file, or a row in the
+shared store) the streak and the cooldown survive restarts, which the cron
+command (one process per run) needs, and move with the run from replica to
+replica.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.json_state import JsonState
 from monitoring.drift_metrics import DriftMetrics, NullDriftMetrics
 from monitoring.hooks import HookFailed, post_http_hook, run_command_hook
 
@@ -79,7 +82,7 @@ class RetrainTrigger:
         hook_command: Sequence[str] | None = None,
         hook_url: str | None = None,
         metrics: DriftMetrics | NullDriftMetrics,
-        state_path: Path | None = None,
+        state: JsonState | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self.policy = policy
@@ -87,7 +90,7 @@ class RetrainTrigger:
         self._hook_command = list(hook_command) if hook_command else None
         self._hook_url = hook_url
         self._metrics = metrics
-        self._state_path = Path(state_path) if state_path else None
+        self._store = state
         self._clock = clock
         self._lock = threading.Lock()
         self._state = self._load()
@@ -102,6 +105,7 @@ class RetrainTrigger:
         if result.skipped or result.dataset_drift is None:
             return None
         with self._lock:
+            self._refresh()
             if result.dataset_drift:
                 self._state.streak += 1
             else:
@@ -149,6 +153,7 @@ class RetrainTrigger:
         if rate <= limit:
             return None
         with self._lock:
+            self._refresh()
             if not self._cooled("report_rate"):
                 return None
         details = {
@@ -194,29 +199,29 @@ class RetrainTrigger:
             self._metrics.observe_hook_failure(exc.kind)
         return RetrainDecision(reason=reason, details=details, hook_error=error)
 
+    def _refresh(self) -> None:
+        """Read the saved state again: another replica's run may have moved it."""
+        if self._store is not None:
+            self._state = self._load()
+
     def _load(self) -> _State:
-        if self._state_path is None or not self._state_path.is_file():
+        raw = self._store.load() if self._store is not None else None
+        if raw is None:
             return _State()
         try:
-            raw = json.loads(self._state_path.read_text())
             return _State(
                 streak=int(raw.get("streak", 0)),
                 last_opened={str(k): float(v) for k, v in raw["last_opened"].items()},
             )
         except (ValueError, KeyError, TypeError, AttributeError):
-            log.warning("ignoring unreadable trigger state %s", self._state_path)
+            log.warning("ignoring unreadable retraining-trigger state %r", raw)
             return _State()
 
     def _save(self) -> None:
-        if self._state_path is None:
-            return
-        self._state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._state_path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"streak": self._state.streak,
-                        "last_opened": self._state.last_opened})
-        )  # fmt: skip
-        tmp.replace(self._state_path)
+        if self._store is not None:
+            self._store.save(
+                {"streak": self._state.streak, "last_opened": self._state.last_opened}
+            )
 
 
 def _finite(value: Any) -> Any:

@@ -278,4 +278,6 @@ class Settings(BaseSettings):
             self.drift_dir,
             self.evidently_workspace,
             self.prediction_log_dir,
+            # The deployment's replicas share the run's state through the store.
+            state_key=f"drift:{self.deployment.name}",
         )

@@ -32,6 +32,7 @@ TABLES = {
     "categories",
     "review_items",
     "leases",
+    "job_state",
     VERSION_TABLE,
 }
 

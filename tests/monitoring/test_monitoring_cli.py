@@ -90,9 +90,10 @@ def test_drift_command_reads_the_log_and_records_everything(
     assert done.returncode == 3, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["dataset_drift"] is True and result["window_rows"] == 600
-    # The non-default alpha reached the verdict: 8 tests at 0.01 / 8 each.
+    # The non-default alpha reached the verdict: 12 tests (4 features, 4
+    # relations, 3 probabilities, the label) at 0.01 / 12 each.
     assert result["alpha"] == 0.01
-    assert result["per_test_alpha"] == pytest.approx(0.01 / 8)
+    assert result["per_test_alpha"] == pytest.approx(0.01 / 12)
     assert set(result["outputs"]) >= {"proba_Gentoo", "predicted_label"}
     assert "bill_length_mm" in result["summary"]
     assert Path(result["html_path"]).is_file()
@@ -173,6 +174,8 @@ def test_ui_command_serves_dashboard_panels_with_data(
     pack_meta: PackMetadata,
     drifted_window: pd.DataFrame,
 ) -> None:
+    from feedback.audit_accuracy import AuditAccuracy
+    from monitoring.accuracy_window import AccuracyReading
     from monitoring.detector import DetectorConfig
     from monitoring.drift_job import DriftJob
     from monitoring.drift_metrics import NullDriftMetrics
@@ -184,6 +187,10 @@ def test_ui_command_serves_dashboard_panels_with_data(
         out_dir=tmp_path / "html", workspace_dir=workspace,
         model_version=pack_meta.version, feature_names=pack_meta.feature_names,
         labels=pack_meta.labels, project_name=pack_meta.name,
+        estimate_accuracy=lambda: AccuracyReading(
+            rows=1000, estimates={"cbpe": 0.93, "atc": 0.92}, heldout_accuracy=0.95,
+            audit=AuditAccuracy(answered=50, correct=46, low=0.81, high=0.97),
+        ),
     ).run_once()  # fmt: skip
     port = free_port()
     process = subprocess.Popen(

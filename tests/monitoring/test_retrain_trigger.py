@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from common.json_state import FileJsonState
 from monitoring.drift import ColumnDrift, DriftResult
 from monitoring.drift_metrics import DriftMetrics, NullDriftMetrics
 from monitoring.retraining import RetrainPolicy, RetrainTrigger, jsonl_request_writer
@@ -175,7 +176,7 @@ def test_state_file_carries_streak_and_cooldown_across_processes(
         return RetrainTrigger(
             RetrainPolicy(consecutive_windows=2, cooldown_s=3600),
             open_request=lambda r, d: requests.append((r, d)),
-            state_path=state, clock=clock, metrics=NullDriftMetrics(),
+            state=FileJsonState(state), clock=clock, metrics=NullDriftMetrics(),
         )  # fmt: skip
 
     fresh().observe(window(0.75))
