@@ -120,7 +120,8 @@ def test_a_killed_writers_segment_is_read_then_compacted_by_another(
     tmp_path: Path,
 ) -> None:
     """A worker killed with SIGKILL leaves its open segment behind: every row it
-    appended is readable, and a living writer compacts the segment."""
+    appended (large requests and single rows alike) is readable, and a living
+    writer compacts the segment."""
     script = f"""
 import os, signal, sys
 sys.path.insert(0, {str(ROOT)!r})
@@ -128,22 +129,23 @@ from pathlib import Path
 from feedback.prediction_log import PredictionLog
 from tests.feedback.helpers import batch_of
 log = PredictionLog(Path({str(tmp_path)!r}))
-for _ in range(3):
-    b = batch_of(200)
+for n in (200, 1, 200, 1, 1, 200, 1):
+    b = batch_of(n)
     log.submit_batch(b)
-print(b.ids[-1], flush=True)
+    print(b.ids[-1], flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == -9, done.stderr
-    last_id = done.stdout.split()[-1]
+    answered = done.stdout.split()
+    last_id = answered[-1]
     (orphan,) = list_segments(tmp_path)
     assert orphan.is_wal
     reader = PredictionLogReader(tmp_path)
-    assert reader.get(last_id) is not None
-    assert reader.count_since(utcnow() - timedelta(minutes=5)) == 600
+    assert all(reader.get(pid) is not None for pid in answered)
+    assert reader.count_since(utcnow() - timedelta(minutes=5)) == 604
     survivor = writer(tmp_path, orphan_check_s=0.01).start()
     try:
         survivor._compact_orphans()
