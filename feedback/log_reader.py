@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from feedback.log_segments import (
+    ID_RANGES_KEY,
     INPUTS,
     PROBABILITIES,
     SegmentFile,
@@ -144,15 +145,21 @@ class PredictionLogReader:
         return footer
 
     def _id_ranges(self, path: Path) -> list[tuple[str, str]]:
-        """(min, max) id of each row group (cached with the footer)."""
+        """(min, max) id of each row group (cached with the footer): from the
+        file's metadata, or from the row groups' statistics in files written
+        before it held them."""
         ranges = self._ranges.get(path)
         if ranges is None:
             footer = self._footer(path)
-            ranges = []
-            for g in range(footer.num_row_groups):
-                stats = footer.row_group(g).column(0).statistics
-                known = stats is not None and stats.has_min_max
-                ranges.append((stats.min, stats.max) if known else ("", "~"))
+            raw = (footer.metadata or {}).get(ID_RANGES_KEY.encode())
+            if raw is not None:
+                ranges = [(low, high) for low, high in orjson.loads(raw)]
+            else:
+                ranges = []
+                for g in range(footer.num_row_groups):
+                    stats = footer.row_group(g).column(0).statistics
+                    known = stats is not None and stats.has_min_max
+                    ranges.append((stats.min, stats.max) if known else ("", "~"))
             self._ranges[path] = ranges
         return ranges
 

@@ -46,6 +46,8 @@ PROBABILITIES = "probabilities"
 INPUTS = "inputs"
 LABELS_KEY = "flywheel.labels"
 FEATURES_KEY = "flywheel.features"
+#: In a Parquet segment's metadata: [min id, max id] of each row group, in order.
+ID_RANGES_KEY = "flywheel.id_ranges"
 #: Slack on a file's time range when pruning by time: ids and `created_at` come
 #: from two clock reads, and clocks of replicas differ a little.
 SLACK_MS = 2_000

@@ -12,13 +12,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow.parquet as pq
 import pytest
 
 from feedback import log_window, store
 from feedback.errors import PredictionLogUnavailable, PredictionNotFound
 from feedback.log_reader import PredictionLogReader
-from feedback.log_segments import list_segments
+from feedback.log_segments import ID_RANGES_KEY, list_segments
 from feedback.models import utcnow
 from feedback.prediction_log import PredictionLog, WriterOptions
 from tests.feedback.helpers import (
@@ -303,3 +304,27 @@ def test_purge_deletes_segments_older_than_the_retention_then_beyond_the_bytes(
     newest_bytes = max(f.path.stat().st_size for f in list_segments(tmp_path))
     assert store.purge_predictions_older_than(reader, None, max_bytes=newest_bytes) == 3
     assert reader.get(newest[1].id) is not None and reader.get(recent[0].id) is None
+
+
+def test_lookups_use_the_id_ranges_a_segment_carries_and_files_without_them(
+    tmp_path: Path,
+) -> None:
+    """A compacted segment names each row group's id range in its metadata;
+    a Parquet segment written without it (earlier versions) is read by its
+    row-group statistics instead."""
+    log = writer(tmp_path, row_group_rows=256)
+    batch = batch_of(1000)
+    log.submit_batch(batch)
+    assert log.close()
+    (f,) = list_segments(tmp_path)
+    footer = pq.read_metadata(f.path)
+    ranges = orjson.loads(footer.metadata[ID_RANGES_KEY.encode()])
+    assert ranges == [
+        [min(batch.ids[i : i + 256]), max(batch.ids[i : i + 256])]
+        for i in range(0, 1000, 256)
+    ]
+    assert ID_RANGES_KEY.encode() not in (pq.read_schema(f.path).metadata or {})
+    assert PredictionLogReader(tmp_path).get(batch.ids[700]) is not None
+    pq.write_table(pq.read_table(f.path), f.path, row_group_size=256)
+    assert ID_RANGES_KEY.encode() not in (pq.read_metadata(f.path).metadata or {})
+    assert PredictionLogReader(tmp_path).get(batch.ids[700]) is not None
