@@ -18,6 +18,11 @@ temporary data directory and measures, printing one JSON line per figure:
                    so that machine load hits both alike: the median over pairs of
                    the throughput ratio off/on, in wall time and in the process's
                    CPU time (all its threads: the log's own thread counts)
+    overhead_app   the same through the service's own FastAPI app (`service.app`),
+                   called in-process as ASGI: POST /predict bodies as bytes,
+                   parsed, validated, answered and encoded as over HTTP, without
+                   BentoML's middleware and the network (which would only add
+                   time to both sides)
     columns        column requests of 1,000 rows, parsed from JSON bytes
                    (`parse_column_request`) and answered with logging on: rows/s
     window_1m      1,000,000 rows appended as 1,000-row segments' batches, then
@@ -209,25 +214,102 @@ def overhead(worker: Any, rounds: int, round_s: float) -> dict[str, Any]:
                 "on": _predict_call(loop, worker.dataplane, request),
                 "off": _predict_call(loop, detached, request),
             }
-            for call in calls.values():  # warm both paths up
-                _rates(call, round_s / 2)
-            wall: dict[str, list[float]] = {"on": [], "off": []}
-            cpu: dict[str, list[float]] = {"on": [], "off": []}
-            for r in range(rounds):
-                for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
-                    by_wall, by_cpu = _rates(calls[mode], round_s)
-                    wall[mode].append(by_wall)
-                    cpu[mode].append(by_cpu)
-            out[name] = {
-                "rows_per_s_on": statistics.median(wall["on"]),
-                "rows_per_s_off": statistics.median(wall["off"]),
-                "cost_ratio_off_over_on": _paired(wall),
-                "cpu_cost_ratio_off_over_on": _paired(cpu),
-                "pairs": rounds,
-            }
+            out[name] = _compare(calls, rounds, round_s)
     finally:
         loop.close()
     return out
+
+
+def overhead_app(worker: Any, rounds: int, round_s: float) -> dict[str, Any]:
+    """`overhead` through the service's FastAPI app (an ASGI call per request)."""
+    from dataclasses import replace
+
+    from service.app import create_app
+
+    apps = {}
+    for mode, w in (
+        ("on", worker),
+        ("off", replace(worker, dataplane=_detached(worker))),
+    ):
+        app = create_app(max_body_bytes=worker.settings.serving.max_body_bytes)
+        app.state.worker = w
+        apps[mode] = app
+    loop = asyncio.new_event_loop()
+    out: dict[str, Any] = {}
+    try:
+        for name, n in (("single_row", 1), ("batch_1000", 1000)):
+            body = orjson.dumps({"instances": _rows(n, seed=n)})
+            calls = {m: _asgi_call(loop, app, body, n) for m, app in apps.items()}
+            out[name] = _compare(calls, rounds, round_s)
+    finally:
+        loop.close()
+    return out
+
+
+def _asgi_call(
+    loop: asyncio.AbstractEventLoop, app: Any, body: bytes, rows: int
+) -> Callable[[], int]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+
+    async def one() -> int:
+        received = False
+        status: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal received
+            if received:
+                return {"type": "http.disconnect"}
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(dict(scope), receive, send)
+        if status != [200]:
+            raise RuntimeError(f"POST /predict answered {status}")
+        return rows
+
+    return lambda: loop.run_until_complete(one())
+
+
+def _compare(
+    calls: dict[str, Callable[[], int]], rounds: int, round_s: float
+) -> dict[str, Any]:
+    for call in calls.values():  # warm both paths up
+        _rates(call, round_s / 2)
+    wall: dict[str, list[float]] = {"on": [], "off": []}
+    cpu: dict[str, list[float]] = {"on": [], "off": []}
+    for r in range(rounds):
+        for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
+            by_wall, by_cpu = _rates(calls[mode], round_s)
+            wall[mode].append(by_wall)
+            cpu[mode].append(by_cpu)
+    return {
+        "rows_per_s_on": statistics.median(wall["on"]),
+        "rows_per_s_off": statistics.median(wall["off"]),
+        "cost_ratio_off_over_on": _paired(wall),
+        "cpu_cost_ratio_off_over_on": _paired(cpu),
+        "pairs": rounds,
+    }
 
 
 def _paired(rates: dict[str, list[float]]) -> float:
@@ -431,6 +513,9 @@ def main() -> None:
         worker = _worker(work)
         try:
             _emit("overhead", **overhead(worker, args.rounds, args.seconds / 20))
+            _emit(
+                "overhead_app", **overhead_app(worker, args.rounds, args.seconds / 20)
+            )
             load = batch_load(worker, args.seconds)
             ids = load.pop("ids")
             _emit("batch_load", clients=8, rows_per_request=1000, **load)
