@@ -205,6 +205,14 @@ class PredictionLogReader:
                     index = self._wals[f.path] = _WalIndex(f.path)
                 index.refresh()
                 table = index.tail.table()
+                gone = not index.tail.ended and not f.path.exists()
+                if gone:
+                    del self._wals[f.path]
+            if gone:
+                # Compacted since it was listed, perhaps before all of it was
+                # read: its rows are in the Parquet file that replaced it.
+                replacement = self._compacted(f)
+                return None if replacement is None else self._read(replacement, columns)
             if table is None or columns is None:
                 return table
             return table.select([c for c in columns if c in table.column_names])
@@ -212,6 +220,13 @@ class PredictionLogReader:
             names = self._footer(f.path).schema.to_arrow_schema().names
             columns = [c for c in columns if c in names]
         return pq.read_table(f.path, columns=columns)
+
+    def _compacted(self, wal: SegmentFile) -> SegmentFile | None:
+        """The Parquet segment a write-ahead segment was compacted into."""
+        for f in list_segments(self.log_dir):
+            if not f.is_wal and f.writer == wal.writer:
+                return f
+        return None
 
     def rows_since(
         self, since: datetime, *, columns: list[str] | None = None

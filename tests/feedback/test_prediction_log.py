@@ -328,3 +328,19 @@ def test_lookups_use_the_id_ranges_a_segment_carries_and_files_without_them(
     pq.write_table(pq.read_table(f.path), f.path, row_group_size=256)
     assert ID_RANGES_KEY.encode() not in (pq.read_metadata(f.path).metadata or {})
     assert PredictionLogReader(tmp_path).get(batch.ids[700]) is not None
+
+
+def test_a_segment_compacted_while_readers_list_it_is_read_from_its_parquet_file(
+    tmp_path: Path,
+) -> None:
+    """Between listing the files and reading one, its writer may compact it: the
+    rows come from the Parquet file that replaced it, none is missed."""
+    log = writer(tmp_path)
+    batch = batch_of(50)
+    log.submit_batch(batch)
+    listed = list_segments(tmp_path)
+    assert [f.is_wal for f in listed] == [True]
+    assert log.close()  # compacted: the listed file is gone
+    reader = PredictionLogReader(tmp_path)
+    (table,) = reader._tables(listed, ["id"])
+    assert table["id"].to_pylist() == list(batch.ids)
