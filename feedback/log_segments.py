@@ -226,7 +226,9 @@ def _plain(value: Any) -> Any:
 def row_record(batch: LogBatch) -> bytes:
     """A request's rows as one orjson document, the cheap form of an append:
     one `orjson.dumps` whatever the columns. `rows_to_record_batch` turns a run
-    of them into the record batch `to_record_batch` would have made."""
+    of them into the record batch `to_record_batch` would have made (a NaN or
+    infinite float would read back as null: answered inputs and probabilities
+    are finite)."""
     return orjson.dumps(
         [
             batch.ids,
