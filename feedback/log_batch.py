@@ -2,8 +2,9 @@
 
 A `LogBatch` holds references to arrays the request already computed (ids,
 answers, probabilities, inputs, traces), so handing it over costs the request
-nothing per row. The prediction log appends it as one Arrow record batch
-(`feedback.log_segments.to_record_batch`).
+nothing per row. The prediction log appends it as one record: a rows record for
+a small request (`feedback.log_segments.row_record`), an Arrow record batch for a
+large one (`feedback.log_segments.to_record_batch`).
 """
 
 from __future__ import annotations

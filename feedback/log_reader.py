@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from feedback.log_segments import (
+    ID_RANGES_KEY,
     INPUTS,
     PROBABILITIES,
     SegmentFile,
@@ -144,15 +145,21 @@ class PredictionLogReader:
         return footer
 
     def _id_ranges(self, path: Path) -> list[tuple[str, str]]:
-        """(min, max) id of each row group (cached with the footer)."""
+        """(min, max) id of each row group (cached with the footer): from the
+        file's metadata, or from the row groups' statistics in files written
+        before it held them."""
         ranges = self._ranges.get(path)
         if ranges is None:
             footer = self._footer(path)
-            ranges = []
-            for g in range(footer.num_row_groups):
-                stats = footer.row_group(g).column(0).statistics
-                known = stats is not None and stats.has_min_max
-                ranges.append((stats.min, stats.max) if known else ("", "~"))
+            raw = (footer.metadata or {}).get(ID_RANGES_KEY.encode())
+            if raw is not None:
+                ranges = [(low, high) for low, high in orjson.loads(raw)]
+            else:
+                ranges = []
+                for g in range(footer.num_row_groups):
+                    stats = footer.row_group(g).column(0).statistics
+                    known = stats is not None and stats.has_min_max
+                    ranges.append((stats.min, stats.max) if known else ("", "~"))
             self._ranges[path] = ranges
         return ranges
 
@@ -198,6 +205,14 @@ class PredictionLogReader:
                     index = self._wals[f.path] = _WalIndex(f.path)
                 index.refresh()
                 table = index.tail.table()
+                gone = not index.tail.ended and not f.path.exists()
+                if gone:
+                    del self._wals[f.path]
+            if gone:
+                # Compacted since it was listed, perhaps before all of it was
+                # read: its rows are in the Parquet file that replaced it.
+                replacement = self._compacted(f)
+                return None if replacement is None else self._read(replacement, columns)
             if table is None or columns is None:
                 return table
             return table.select([c for c in columns if c in table.column_names])
@@ -205,6 +220,13 @@ class PredictionLogReader:
             names = self._footer(f.path).schema.to_arrow_schema().names
             columns = [c for c in columns if c in names]
         return pq.read_table(f.path, columns=columns)
+
+    def _compacted(self, wal: SegmentFile) -> SegmentFile | None:
+        """The Parquet segment a write-ahead segment was compacted into."""
+        for f in list_segments(self.log_dir):
+            if not f.is_wal and f.writer == wal.writer:
+                return f
+        return None
 
     def rows_since(
         self, since: datetime, *, columns: list[str] | None = None

@@ -4,9 +4,10 @@ A log directory holds two kinds of segment, both named so that their time range
 is known without opening them (prediction ids start with their millisecond, so a
 lookup by id prunes files by name):
 
-    wal_<start ms>_<writer>.arrows            one writer's open (or orphaned)
-                                             write-ahead segment: an Arrow IPC
-                                             stream, one message per request
+    wal_<start ms>_<writer>.wal               one writer's open (or orphaned)
+                                             write-ahead segment: one record per
+                                             request (`feedback.log_wal`; earlier
+                                             versions wrote `.arrows` streams)
     seg_<start ms>_<end ms>_<writer>.parquet  a closed segment, compacted
 
 `<writer>` is `host.pid.random.sequence`, unique per process and segment, so that
@@ -38,19 +39,22 @@ import pyarrow as pa
 
 from feedback.log_batch import LogBatch
 
-WAL_SUFFIX = ".arrows"
+WAL_SUFFIX = ".wal"
+_WAL_SUFFIXES = (WAL_SUFFIX, ".arrows")
 SEGMENT_SUFFIX = ".parquet"
 PROBABILITIES = "probabilities"
 INPUTS = "inputs"
 LABELS_KEY = "flywheel.labels"
 FEATURES_KEY = "flywheel.features"
+#: In a Parquet segment's metadata: [min id, max id] of each row group, in order.
+ID_RANGES_KEY = "flywheel.id_ranges"
 #: Slack on a file's time range when pruning by time: ids and `created_at` come
 #: from two clock reads, and clocks of replicas differ a little.
 SLACK_MS = 2_000
 
 _NAME = re.compile(
     r"^(?P<kind>wal|seg)_(?P<start>\d{13})(?:_(?P<end>\d{13}))?_(?P<writer>[A-Za-z0-9.-]+)"
-    r"(?P<suffix>\.arrows|\.parquet)$"
+    r"(?P<suffix>\.wal|\.arrows|\.parquet)$"
 )
 _STR = pa.string()
 _TIME = pa.timestamp("us", tz="UTC")
@@ -113,7 +117,7 @@ def parse_name(path: Path) -> SegmentFile | None:
         return None
     end = m["end"]
     if (m["kind"] == "wal") != (end is None) or (end is None) != (
-        m["suffix"] == WAL_SUFFIX
+        m["suffix"] in _WAL_SUFFIXES
     ):
         return None
     return SegmentFile(
@@ -206,6 +210,107 @@ def to_record_batch(batch: LogBatch, schema: pa.Schema) -> pa.RecordBatch:
         columns.append(_float_rows(batch.probabilities, len(batch.label_names)))
     if batch.inputs is not None:
         columns.append(_float_rows(batch.inputs, len(batch.feature_names)))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+_ROW_RECORD_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _plain(value: Any) -> Any:
+    # What orjson does not take as is: non-contiguous arrays, string arrays.
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} cannot be logged")
+
+
+def row_record(batch: LogBatch) -> bytes:
+    """A request's rows as one orjson document, the cheap form of an append:
+    one `orjson.dumps` whatever the columns. `rows_to_record_batch` turns a run
+    of them into the record batch `to_record_batch` would have made (a NaN or
+    infinite float would read back as null: answered inputs and probabilities
+    are finite)."""
+    return orjson.dumps(
+        [
+            batch.ids,
+            int(batch.created_at.timestamp() * 1_000_000),
+            batch.model_version,
+            batch.policy_version,
+            batch.context,
+            batch.labels,
+            batch.abstained,
+            batch.reasons,
+            batch.traces,
+            batch.probabilities,
+            batch.inputs,
+        ],
+        default=_plain,
+        option=_ROW_RECORD_OPTIONS,
+    )
+
+
+def rows_to_record_batch(
+    records: Sequence[bytes | memoryview], schema: pa.Schema
+) -> pa.RecordBatch:
+    """Row records (`row_record`) of one segment as one record batch of its
+    `schema`, in order."""
+    # Each document is taken apart as soon as it is parsed, into flat lists of
+    # strings and floats: keeping thousands of parsed documents alive would make
+    # every garbage-collector pass walk all of them.
+    ids: list[str] = []
+    counts: list[int] = []
+    stamps: list[int] = []
+    versions: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+    labels: list[Any] = []
+    abstained: list[Any] = []
+    reasons: list[Any] = []
+    traces: list[str | None] = []
+    floats: dict[int, tuple[list[Any], list[bool]]] = {}
+    widths = {}
+    for i, name in ((9, PROBABILITIES), (10, INPUTS)):
+        if name in schema.names:
+            floats[i] = ([], [])
+            widths[i] = schema.field(name).type.list_size
+    for record in records:
+        doc = orjson.loads(record)
+        n = len(doc[0])
+        ids += doc[0]
+        counts.append(n)
+        stamps.append(doc[1])
+        for column, value in zip(versions, doc[2:5], strict=True):
+            column.append(value)
+        labels += doc[5]
+        abstained += doc[6]
+        reasons += doc[7]
+        if doc[8] is None:
+            traces += [None] * n
+        else:
+            traces += [None if t is None else orjson.dumps(t).decode() for t in doc[8]]
+        for i, (values, missing) in floats.items():
+            for row in doc[i] if doc[i] is not None else [None] * n:
+                missing.append(row is None)
+                values += [None] * widths[i] if row is None else row
+    repeats = np.array(counts, dtype=np.int64)
+    total = len(ids)
+
+    def per_record(values: list[Any]) -> pa.Array:
+        held = np.empty(len(values), dtype=object)
+        held[:] = values
+        return pa.array(np.repeat(held, repeats), _STR)
+
+    time_us = np.repeat(np.array(stamps, dtype=np.int64), repeats)
+    columns: list[pa.Array] = [
+        pa.array(ids, _STR),
+        pa.Array.from_buffers(_TIME, total, [None, pa.py_buffer(time_us)]),
+        *(per_record(v) for v in versions),
+        pa.array(labels, _STR),
+        pa.array(abstained, pa.bool_()),
+        pa.array(reasons, _STR),
+        pa.array(traces, _STR),
+    ]
+    for i, (values, missing) in floats.items():
+        child = pa.array(values, pa.float32())
+        mask = pa.array(missing) if any(missing) else None
+        columns.append(pa.FixedSizeListArray.from_arrays(child, widths[i], mask=mask))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 

@@ -1,16 +1,50 @@
-"""Reading write-ahead segments: Arrow IPC streams that may still be growing.
+"""Write-ahead segments: their record format, and reading them while they grow.
 
-A segment is read message by message; a message cut short (its writer is in the
-middle of an append, or died inside one) ends the read there, and `WalTail`
-resumes from the last whole message the next time, so a reader that follows an
-open segment only ever parses what was appended since.
+A write-ahead segment (`.wal`) is a file magic, then framed records, each written
+whole by one system call:
+
+    header   payload length (u32), CRC-32 of kind and payload (u32), kind (1 byte)
+    payload  by kind:
+               S  the segment's Arrow schema (an IPC schema message): first
+               R  a few rows as one orjson document (`log_segments.row_record`):
+                  what a small request appends, a few microseconds to build
+               A  many rows as an Arrow IPC record-batch message: what a large
+                  request appends, cheaper per row than a document
+               E  the end: the writer closed the segment, nothing follows
+
+Rows records become Arrow only when read (runs of them convert together), so the
+request path of a single row costs one `orjson.dumps` and one write.
+
+A record whose header or payload is incomplete (the writer is in the middle of an
+append) or whose checksum does not match (a writer died inside an append, or a
+machine crash left the tail unwritten) ends the read there, never with an error;
+`WalTail` resumes from the last whole record the next time, so a reader following
+an open segment only ever parses what was appended since. A writer that fails an
+append starts a new segment, so a bad record is only ever the last one.
+
+Segments written by earlier versions (`.arrows`, a plain Arrow IPC stream) are
+still read the same way.
 """
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
+
+from feedback.log_segments import rows_to_record_batch
+
+MAGIC = b"FLYWAL1\n"
+HEADER = struct.Struct("<IIc")
+SCHEMA, ROWS, ARROW, END = b"S", b"R", b"A", b"E"
+ARROW_STREAM_SUFFIX = ".arrows"
+
+
+def frame(kind: bytes, payload: bytes | pa.Buffer | memoryview) -> bytes:
+    """The header of a record of `kind` holding `payload` (written before it)."""
+    return HEADER.pack(len(payload), zlib.crc32(payload, zlib.crc32(kind)), kind)
 
 
 class WalTail:
@@ -20,8 +54,9 @@ class WalTail:
         self.path = path
         self.schema: pa.Schema | None = None
         self.batches: list[pa.RecordBatch] = []
-        self.ended = False  # the end-of-stream marker was read: nothing follows
+        self.ended = False  # the end record was read: nothing follows
         self._offset = 0
+        self._arrow_stream = path.name.endswith(ARROW_STREAM_SUFFIX)
 
     def refresh(self) -> list[pa.RecordBatch]:
         """Read what was appended since the last call; returns the new batches."""
@@ -35,6 +70,51 @@ class WalTail:
             return []
         if not data:
             return []
+        read = self._arrow_messages if self._arrow_stream else self._records
+        new, consumed = read(memoryview(data))
+        self._offset += consumed
+        self.batches.extend(new)
+        return new
+
+    def _records(self, data: memoryview) -> tuple[list[pa.RecordBatch], int]:
+        at = 0
+        if self._offset == 0:
+            if len(data) < len(MAGIC):
+                return [], 0
+            if data[: len(MAGIC)] != MAGIC:
+                self.ended = True  # not a segment of ours: nothing to read
+                return [], 0
+            at = len(MAGIC)
+        new: list[pa.RecordBatch] = []
+        rows: list[bytes] = []  # a run of rows records, converted together
+        consumed = at
+        while at + HEADER.size <= len(data):
+            length, crc, kind = HEADER.unpack_from(data, at)
+            start, end = at + HEADER.size, at + HEADER.size + length
+            if end > len(data):
+                break  # being appended: read it whole next time
+            payload = data[start:end]
+            if zlib.crc32(payload, zlib.crc32(kind)) != crc:
+                break  # a torn last record
+            if kind != ROWS and rows and self.schema is not None:
+                new.append(rows_to_record_batch(rows, self.schema))
+                rows = []
+            if kind == ROWS and self.schema is not None:
+                rows.append(payload.tobytes())
+            elif kind == ARROW and self.schema is not None:
+                new.append(pa.ipc.read_record_batch(pa.py_buffer(payload), self.schema))
+            elif kind == SCHEMA:
+                self.schema = pa.ipc.read_schema(pa.py_buffer(payload))
+            elif kind == END:
+                self.ended = True
+                consumed = end
+                break
+            at = consumed = end
+        if rows and self.schema is not None:
+            new.append(rows_to_record_batch(rows, self.schema))
+        return new, consumed
+
+    def _arrow_messages(self, data: memoryview) -> tuple[list[pa.RecordBatch], int]:
         source = pa.BufferReader(pa.py_buffer(data))
         reader = pa.ipc.MessageReader.open_stream(source)
         new: list[pa.RecordBatch] = []
@@ -54,9 +134,7 @@ class WalTail:
             elif message.type == "record batch" and self.schema is not None:
                 new.append(pa.ipc.read_record_batch(message, self.schema))
             consumed = source.tell()
-        self._offset += consumed
-        self.batches.extend(new)
-        return new
+        return new, consumed
 
     def table(self) -> pa.Table | None:
         """Every batch read so far as one table (None before the schema)."""

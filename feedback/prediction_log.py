@@ -1,11 +1,13 @@
 """The prediction log's writer: every answered batch appended to this worker's
 write-ahead segment before the answer leaves.
 
-`submit_batch` turns a request's rows into one Arrow IPC message and hands it to
-the operating system with one `os.write` on the request path, so an answer never
-exists without its rows in the page cache: a SIGKILL of the server loses nothing
-that was answered. A machine crash can lose what was not yet fsynced: at most
-`fsync_interval_s` seconds of rows (0 fsyncs every batch before answering).
+`submit_batch` turns a request's rows into one record (a small request: one
+orjson document; a large one: an Arrow IPC message; see `feedback.log_wal`) and
+hands it to the operating system with one system call on the request path, so an
+answer never exists without its rows in the page cache: a SIGKILL of the server
+loses nothing that was answered. A machine crash can lose what was not yet
+fsynced: at most `fsync_interval_s` seconds of rows (0 fsyncs every batch before
+answering).
 
 There is no queue to overflow. When an append cannot be made (a full disk, a
 failing volume) or cannot start within the bound the policy sets
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -41,19 +44,32 @@ import pyarrow.parquet as pq
 from feedback.errors import PredictionLogUnavailable
 from feedback.log_batch import LogBatch
 from feedback.log_segments import (
+    ID_RANGES_KEY,
     list_segments,
     new_writer_id,
+    parse_name,
+    row_record,
     schema_for,
     segment_name,
     to_record_batch,
     wal_name,
 )
-from feedback.log_wal import read_wal
+from feedback.log_wal import ARROW, END, MAGIC, ROWS, SCHEMA, frame, read_wal
 
 log = logging.getLogger(__name__)
 
 _WARN_EVERY_S = 30.0
-_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+#: Requests of at most this many rows are appended as a rows record (an orjson
+#: document), larger ones as an Arrow message. Measured CPU per append (build and
+#: write): 1 row 4 µs as rows against 31 µs as Arrow, 128 rows 32 against 50,
+#: 1,000 rows 260 against 143. Below the crossover (about 250 rows), since a rows
+#: record also costs its readers about 5 µs per row to convert.
+ROW_RECORD_MAX_ROWS = 128
+#: The columns whose values repeat from row to row (Parquet dictionary pages).
+_REPEATING = (
+    "created_at", "model_version", "policy_version", "context", "label", "reason",
+    "trace",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,12 +84,12 @@ class WriterOptions:
     max_wait_s: float = 1.0
     sample_rate: float = 1.0
     compact: bool = True
-    row_group_rows: int = 1024
+    row_group_rows: int = 2048
     orphan_check_s: float = 30.0
 
 
 class _Segment:
-    """One open write-ahead segment: a file, its Arrow stream and its lock."""
+    """One open write-ahead segment: a file of records, and its lock."""
 
     def __init__(self, path: Path, schema: pa.Schema):
         self.path = path
@@ -88,27 +104,32 @@ class _Segment:
         self.size = 0
         self.rows = 0
         self.synced = True
-        # A stream is its schema message, then one message per batch, then an
-        # end-of-stream marker: each is written whole by one call.
-        self._write(schema.serialize())
+        # The magic and the schema record, then one record per request, then an
+        # end record: each is written whole by one call.
+        payload = schema.serialize()
+        self._write(MAGIC + frame(SCHEMA, payload), payload)
 
-    def append(self, message: pa.Buffer, rows: int) -> None:
-        """Write one serialized record batch (`RecordBatch.serialize()`)."""
-        self._write(message)
+    def append(self, kind: bytes, payload: bytes | pa.Buffer, rows: int) -> None:
+        """Write one record: a rows record or a serialized record batch."""
+        self._write(frame(kind, payload), payload)
         self.rows += rows
         self.synced = False
 
-    def _write(self, data: pa.Buffer | bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        self.size += len(data)
+    def _write(self, header: bytes, payload: bytes | pa.Buffer) -> None:
+        # One writev: the header and the payload reach the file together, and a
+        # large Arrow message is not copied to be joined to its header.
+        total = len(header) + len(payload)
+        written = os.writev(self.fd, [header, payload])
+        if written < total:  # a short write (a signal, a nearly full disk)
+            rest = memoryview(header + memoryview(payload).tobytes())[written:]
+            while rest:
+                rest = rest[os.write(self.fd, rest) :]
+        self.size += total
 
     def close(self) -> None:
-        """End the stream, sync and release the file (and its lock)."""
+        """Write the end record, sync and release the file (and its lock)."""
         try:
-            self._write(_END_OF_STREAM)
+            self._write(frame(END, b""), b"")
             os.fsync(self.fd)
         finally:
             os.close(self.fd)
@@ -162,20 +183,25 @@ class PredictionLog:
         n = len(batch)
         if n == 0:
             return True
-        # The message is built outside the lock: only the write is serialised.
+        # The record is built outside the lock: only the write is serialised.
         schema = schema_for(batch)
-        record = to_record_batch(batch, schema)
+        kind, rows = ROWS, n
+        payload: bytes | pa.Buffer
         if self.options.sample_rate < 1:
             keep = self._rng.random(n) < self.options.sample_rate
             self._sampled_out += int((~keep).sum())
             if not keep.any():
                 return True
-            record = record.filter(pa.array(keep))
-        message = record.serialize()
+            record = to_record_batch(batch, schema).filter(pa.array(keep))
+            kind, rows, payload = ARROW, record.num_rows, record.serialize()
+        elif n <= ROW_RECORD_MAX_ROWS:
+            payload = row_record(batch)
+        else:
+            kind, payload = ARROW, to_record_batch(batch, schema).serialize()
         if not self._acquire():
             self._refuse(n, "storage is busy with an earlier append")
         try:
-            self._append_locked(batch, schema, message, record.num_rows)
+            self._append_locked(batch, schema, kind, payload, rows)
         finally:
             self._lock.release()
         return True
@@ -186,7 +212,12 @@ class PredictionLog:
         return self._lock.acquire(timeout=self.options.max_wait_s)
 
     def _append_locked(
-        self, batch: LogBatch, schema: pa.Schema, message: pa.Buffer, rows: int
+        self,
+        batch: LogBatch,
+        schema: pa.Schema,
+        kind: bytes,
+        payload: bytes | pa.Buffer,
+        rows: int,
     ) -> None:
         if self._closing:
             self._refuse(len(batch), "the log is closing")
@@ -194,13 +225,13 @@ class PredictionLog:
         while True:
             try:
                 segment = self._segment_for(schema, batch)
-                segment.append(message, rows)
+                segment.append(kind, payload, rows)
                 if self.options.fsync_interval_s == 0:
                     os.fsync(segment.fd)
                     segment.synced = True
                 break
             except OSError as exc:
-                # A failed write may have left part of a message: that segment
+                # A failed write may have left part of a record: that segment
                 # ends here, the next attempt starts a new one.
                 self._abandon_segment()
                 self._warn("append failed: %s", exc)
@@ -460,13 +491,40 @@ def compact_segment(wal: Path, *, row_group_rows: int) -> Path | None:
     id_ms = [int(v[:12], 16) for v in (_min(ids), _max(ids)) if len(v) == 32]
     time_ms = [_min(stamps) // 1000, _max(stamps) // 1000]
     start_ms, end_ms = min(id_ms + time_ms), max(id_ms + time_ms)
-    writer = wal.name.split("_", 2)[2].removesuffix(".arrows")
+    name = parse_name(wal)
+    writer = name.writer if name is not None else wal.stem
     target = wal.with_name(segment_name(start_ms, end_ms, writer))
     tmp = wal.with_name(f".tmp-{target.name}")
-    pq.write_table(table, tmp, row_group_size=row_group_rows, compression="snappy")
+    write_segment_file(table, tmp, row_group_rows=row_group_rows)
     os.replace(tmp, target)
     wal.unlink(missing_ok=True)
     return target
+
+
+def write_segment_file(table: pa.Table, path: Path, *, row_group_rows: int) -> None:
+    """`table` as a Parquet segment: row groups of `row_group_rows`, statistics
+    only for `id` and `created_at` (what readers prune by; the others only made
+    the footer longer to parse), dictionary pages only for the columns that
+    repeat (tried on ids and floats they cost half the writing time and made the
+    file larger), and each row group's id range in the file's metadata, where a
+    lookup reads it without walking the footer's statistics."""
+    ranges = [
+        [_min(part), _max(part)] if len(part) else ["~", ""]
+        for part in (
+            table.column("id").slice(at, row_group_rows)
+            for at in range(0, table.num_rows, row_group_rows)
+        )
+    ]
+    with pq.ParquetWriter(
+        path,
+        table.schema,
+        compression="snappy",
+        write_statistics=["id", "created_at"],
+        use_dictionary=[n for n in _REPEATING if n in table.schema.names],
+    ) as writer:
+        writer.write_table(table, row_group_size=row_group_rows)
+        # In the file's metadata only: tables read from the file do not carry it.
+        writer.add_key_value_metadata({ID_RANGES_KEY: orjson.dumps(ranges).decode()})
 
 
 def _min(column: pa.ChunkedArray) -> Any:

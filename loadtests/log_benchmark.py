@@ -12,8 +12,17 @@ temporary data directory and measures, printing one JSON line per figure:
     reports        a report by id for a random sample of 200 answered ids: share
                    that succeed (201)
     overhead       logging on vs off (the same data plane with `NullPredictionLog`),
-                   single rows and 1,000-row batches, rounds interleaved on/off so
-                   that machine load hits both alike: throughput ratio off/on
+                   single rows and 1,000-row batches, measured first (on a fresh
+                   log, before the batch load leaves segments to compact), in
+                   `--rounds` pairs of short on/off runs whose order alternates,
+                   so that machine load hits both alike: the median over pairs of
+                   the throughput ratio off/on, in wall time and in the process's
+                   CPU time (all its threads: the log's own thread counts)
+    overhead_app   the same through the service's own FastAPI app (`service.app`),
+                   called in-process as ASGI: POST /predict bodies as bytes,
+                   parsed, validated, answered and encoded as over HTTP, without
+                   BentoML's middleware and the network (which would only add
+                   time to both sides)
     columns        column requests of 1,000 rows, parsed from JSON bytes
                    (`parse_column_request`) and answered with logging on: rows/s
     window_1m      1,000,000 rows appended as 1,000-row segments' batches, then
@@ -25,13 +34,15 @@ temporary data directory and measures, printing one JSON line per figure:
                    segments), then lookups by id of random logged ids
                    (the newest segment open as a write-ahead file): p50/p99 ms
 
-Throughput here excludes HTTP; it is what the log costs the request path.
+Throughput here excludes HTTP; it is what the log costs the request path. The
+process's garbage collector is set up as a served worker's is (`freeze_gc`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -40,7 +51,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -71,7 +81,14 @@ def _worker(work: Path) -> Any:
         pack_dir=pack,
         monitoring=MonitoringSettings(drift_interval_s=0),
     )
-    return build_worker(settings, schedule_drift=False)
+    worker = build_worker(settings, schedule_drift=False)
+    if settings.serving.freeze_gc:
+        # As `service.service.InferenceService` does once its worker is built:
+        # without it, collections of 1,000-row answers dominate what is timed.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
+    return worker
 
 
 def _detached(worker: Any) -> Any:
@@ -168,38 +185,137 @@ def reports(worker: Any, ids: list[str], n: int = 200) -> dict[str, Any]:
 
 def _rate(fn: Callable[[], int], min_s: float) -> float:
     """Rows per second of `fn` (which returns rows per call) over `min_s`."""
+    return _rates(fn, min_s)[0]
+
+
+def _rates(fn: Callable[[], int], min_s: float) -> tuple[float, float]:
+    """Rows per wall second and per CPU second (of the whole process) of `fn`
+    (which returns rows per call) over `min_s` wall seconds."""
     rows = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     while True:
         rows += fn()
         elapsed = time.perf_counter() - started
         if elapsed >= min_s:
-            return rows / elapsed
+            return rows / elapsed, rows / max(time.process_time() - cpu, 1e-9)
 
 
 def overhead(worker: Any, rounds: int, round_s: float) -> dict[str, Any]:
-    """Throughput with the log on and off, in interleaved rounds; the ratio of
-    medians off/on (1.05 = logging costs 5%)."""
+    """Throughput with the log on and off in `rounds` pairs of runs (on first
+    in even pairs, off first in odd ones); per pair the ratio off/on, and its
+    median over the pairs (1.05 = logging costs 5%)."""
     detached = _detached(worker)
     loop = asyncio.new_event_loop()
     out: dict[str, Any] = {}
     try:
         for name, n in (("single_row", 1), ("batch_1000", 1000)):
             request = _request({"instances": _rows(n, seed=n)})
-            rates: dict[str, list[float]] = {"on": [], "off": []}
-            for _ in range(rounds):
-                for mode, dp in (("on", worker.dataplane), ("off", detached)):
-                    call = _predict_call(loop, dp, request)
-                    rates[mode].append(_rate(call, round_s))
-            on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
-            out[name] = {
-                "rows_per_s_on": on,
-                "rows_per_s_off": off,
-                "cost_ratio_off_over_on": off / on,
+            calls = {
+                "on": _predict_call(loop, worker.dataplane, request),
+                "off": _predict_call(loop, detached, request),
             }
+            out[name] = _compare(calls, rounds, round_s)
     finally:
         loop.close()
     return out
+
+
+def overhead_app(worker: Any, rounds: int, round_s: float) -> dict[str, Any]:
+    """`overhead` through the service's FastAPI app (an ASGI call per request)."""
+    from dataclasses import replace
+
+    from service.app import create_app
+
+    apps = {}
+    for mode, w in (
+        ("on", worker),
+        ("off", replace(worker, dataplane=_detached(worker))),
+    ):
+        app = create_app(max_body_bytes=worker.settings.serving.max_body_bytes)
+        app.state.worker = w
+        apps[mode] = app
+    loop = asyncio.new_event_loop()
+    out: dict[str, Any] = {}
+    try:
+        for name, n in (("single_row", 1), ("batch_1000", 1000)):
+            body = orjson.dumps({"instances": _rows(n, seed=n)})
+            calls = {m: _asgi_call(loop, app, body, n) for m, app in apps.items()}
+            out[name] = _compare(calls, rounds, round_s)
+    finally:
+        loop.close()
+    return out
+
+
+def _asgi_call(
+    loop: asyncio.AbstractEventLoop, app: Any, body: bytes, rows: int
+) -> Callable[[], int]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+
+    async def one() -> int:
+        received = False
+        status: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal received
+            if received:
+                return {"type": "http.disconnect"}
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(dict(scope), receive, send)
+        if status != [200]:
+            raise RuntimeError(f"POST /predict answered {status}")
+        return rows
+
+    return lambda: loop.run_until_complete(one())
+
+
+def _compare(
+    calls: dict[str, Callable[[], int]], rounds: int, round_s: float
+) -> dict[str, Any]:
+    for call in calls.values():  # warm both paths up
+        _rates(call, round_s / 2)
+    wall: dict[str, list[float]] = {"on": [], "off": []}
+    cpu: dict[str, list[float]] = {"on": [], "off": []}
+    for r in range(rounds):
+        for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
+            by_wall, by_cpu = _rates(calls[mode], round_s)
+            wall[mode].append(by_wall)
+            cpu[mode].append(by_cpu)
+    return {
+        "rows_per_s_on": statistics.median(wall["on"]),
+        "rows_per_s_off": statistics.median(wall["off"]),
+        "cost_ratio_off_over_on": _paired(wall),
+        "cpu_cost_ratio_off_over_on": _paired(cpu),
+        "pairs": rounds,
+    }
+
+
+def _paired(rates: dict[str, list[float]]) -> float:
+    return statistics.median(
+        off / on for on, off in zip(rates["on"], rates["off"], strict=True)
+    )
 
 
 def _predict_call(
@@ -274,48 +390,62 @@ def _synthetic_batch(n: int, created_at: datetime) -> Any:
 def _write_segments(
     log_dir: Path, rows: int, *, per_segment: int, batch_rows: int, open_rows: int
 ) -> list[str]:
-    """`rows` rows as compacted segments of `per_segment` rows (Arrow tables written
-    as Parquet by the writer's own compaction), then `open_rows` in an open
-    write-ahead segment; returns a sample of the ids written."""
+    """`rows` rows as compacted segments of `per_segment` rows (written as the
+    writer's compaction writes them), then `open_rows` in an open write-ahead
+    segment; returns a sample of the ids written (one per batch)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from feedback.log_segments import schema_for, segment_name, to_record_batch
-    from feedback.prediction_log import PredictionLog, WriterOptions
-
-    template = _synthetic_batch(batch_rows, datetime.now(UTC))
-    group_rows = WriterOptions().row_group_rows
+    from feedback.prediction_log import (
+        PredictionLog,
+        WriterOptions,
+        write_segment_file,
+    )
 
     start = datetime.now(UTC) - timedelta(days=1)
+    # Values repeat from segment to segment; ids and times are new. One template
+    # segment is built once, and each segment gets its own `id` and `created_at`.
+    template = _synthetic_batch(per_segment, start)
+    schema = schema_for(template)
+    table = pa.Table.from_batches([to_record_batch(template, schema)])
+    group_rows = WriterOptions().row_group_rows
     # 100,000 rows/s of traffic: a batch every batch_rows / 100 ms.
-    step = timedelta(milliseconds=batch_rows / 100)
+    step_us = batch_rows * 10
+    t_us = int(start.timestamp() * 1_000_000)
     sample_ids: list[str] = []
-    t = start
-    schema = None
     for s in range(0, rows, per_segment):
-        parts = []
-        first = t
-        for _ in range(0, per_segment, batch_rows):
-            # Values repeat from batch to batch; ids and times are new.
-            batch = replace(template, ids=_ids_at(batch_rows, t), created_at=t)
-            schema = schema or schema_for(batch)
-            parts.append(to_record_batch(batch, schema))
-            sample_ids.append(batch.ids[s % batch_rows])
-            t += step
-        table = pa.Table.from_batches(parts)
+        stamps = t_us + np.arange(per_segment, dtype=np.int64) // batch_rows * step_us
+        ids = _ids_of(stamps // 1000)
+        sample_ids += ids[s % batch_rows :: batch_rows].to_pylist()
+        segment = table.set_column(0, "id", ids).set_column(
+            1, "created_at", pa.array(stamps, pa.timestamp("us", tz="UTC"))
+        )
+        t_us += per_segment // batch_rows * step_us
         name = segment_name(
-            int(first.timestamp() * 1000), int(t.timestamp() * 1000), f"bench.{s}"
+            int(stamps[0]) // 1000, int(stamps[-1]) // 1000, f"bench.{s}"
         )
-        # As the writer's compaction writes them.
-        pq.write_table(
-            table, log_dir / name, row_group_size=group_rows, compression="snappy"
-        )
+        write_segment_file(segment, log_dir / name, row_group_rows=group_rows)
     log = PredictionLog(log_dir)
     for _ in range(0, open_rows, batch_rows):
         batch = _synthetic_batch(batch_rows, datetime.now(UTC))
         log.submit_batch(batch)
         sample_ids.append(batch.ids[0])
     return sample_ids
+
+
+def _ids_of(millis: np.ndarray) -> Any:
+    """One prediction id per millisecond in `millis`, as an Arrow string array
+    (the layout of `feedback.models.new_prediction_ids`)."""
+    import pyarrow as pa
+
+    n = len(millis)
+    raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
+    raw[:, :6] = millis.astype(">u8").view(np.uint8).reshape(n, 8)[:, 2:]
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x70
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
+    offsets = np.arange(n + 1, dtype=np.int32) * 32
+    data = raw.tobytes().hex().encode()
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def window_1m(work: Path) -> dict[str, Any]:
@@ -374,7 +504,7 @@ def lookup(work: Path, rows: int, lookups: int = 1000) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--lookup-rows", type=int, default=10_000_000)
     args = parser.parse_args()
     started = time.perf_counter()
@@ -382,11 +512,14 @@ def main() -> None:
         work = Path(tmp)
         worker = _worker(work)
         try:
+            _emit("overhead", **overhead(worker, args.rounds, args.seconds / 20))
+            _emit(
+                "overhead_app", **overhead_app(worker, args.rounds, args.seconds / 20)
+            )
             load = batch_load(worker, args.seconds)
             ids = load.pop("ids")
             _emit("batch_load", clients=8, rows_per_request=1000, **load)
             _emit("reports", **reports(worker, ids))
-            _emit("overhead", **overhead(worker, args.rounds, args.seconds / 5))
             _emit("columns", **columns(worker, args.seconds))
         finally:
             worker.close()

@@ -126,9 +126,12 @@ class PredictionLogSettings(BaseModel):
     rotate_age_s: float = Field(60.0, gt=0)
     """... or once it is this old, also when idle."""
     compact: bool = True
-    """Rewrite closed segments as Parquet (zstd, row groups) in the background."""
-    row_group_rows: int = Field(1024, ge=256)
-    """Rows per Parquet row group: what a lookup by id reads at most per file."""
+    """Rewrite closed segments as Parquet (snappy, row groups) in the background."""
+    row_group_rows: int = Field(2048, ge=256)
+    """Rows per Parquet row group: what a lookup by id reads at most per file.
+    Fewer, larger groups make the footer a reader parses once per file shorter
+    (500k rows: 1.3 ms at 2,048 rows, 3.3 ms at 1,024) and each lookup's read
+    longer (0.5 ms against 0.4 ms)."""
     retention_days: float | None = Field(None, ge=0)
     """Delete segments whose newest row is older than this (the policy's
     `log_retention_days` applies too; the shorter wins). None: keep."""

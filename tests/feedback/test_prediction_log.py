@@ -12,13 +12,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pyarrow.parquet as pq
 import pytest
 
 from feedback import log_window, store
 from feedback.errors import PredictionLogUnavailable, PredictionNotFound
 from feedback.log_reader import PredictionLogReader
-from feedback.log_segments import list_segments
+from feedback.log_segments import ID_RANGES_KEY, list_segments
 from feedback.models import utcnow
 from feedback.prediction_log import PredictionLog, WriterOptions
 from tests.feedback.helpers import (
@@ -120,7 +121,8 @@ def test_a_killed_writers_segment_is_read_then_compacted_by_another(
     tmp_path: Path,
 ) -> None:
     """A worker killed with SIGKILL leaves its open segment behind: every row it
-    appended is readable, and a living writer compacts the segment."""
+    appended (large requests and single rows alike) is readable, and a living
+    writer compacts the segment."""
     script = f"""
 import os, signal, sys
 sys.path.insert(0, {str(ROOT)!r})
@@ -128,22 +130,23 @@ from pathlib import Path
 from feedback.prediction_log import PredictionLog
 from tests.feedback.helpers import batch_of
 log = PredictionLog(Path({str(tmp_path)!r}))
-for _ in range(3):
-    b = batch_of(200)
+for n in (200, 1, 200, 1, 1, 200, 1):
+    b = batch_of(n)
     log.submit_batch(b)
-print(b.ids[-1], flush=True)
+    print(b.ids[-1], flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == -9, done.stderr
-    last_id = done.stdout.split()[-1]
+    answered = done.stdout.split()
+    last_id = answered[-1]
     (orphan,) = list_segments(tmp_path)
     assert orphan.is_wal
     reader = PredictionLogReader(tmp_path)
-    assert reader.get(last_id) is not None
-    assert reader.count_since(utcnow() - timedelta(minutes=5)) == 600
+    assert all(reader.get(pid) is not None for pid in answered)
+    assert reader.count_since(utcnow() - timedelta(minutes=5)) == 604
     survivor = writer(tmp_path, orphan_check_s=0.01).start()
     try:
         survivor._compact_orphans()
@@ -301,3 +304,43 @@ def test_purge_deletes_segments_older_than_the_retention_then_beyond_the_bytes(
     newest_bytes = max(f.path.stat().st_size for f in list_segments(tmp_path))
     assert store.purge_predictions_older_than(reader, None, max_bytes=newest_bytes) == 3
     assert reader.get(newest[1].id) is not None and reader.get(recent[0].id) is None
+
+
+def test_lookups_use_the_id_ranges_a_segment_carries_and_files_without_them(
+    tmp_path: Path,
+) -> None:
+    """A compacted segment names each row group's id range in its metadata;
+    a Parquet segment written without it (earlier versions) is read by its
+    row-group statistics instead."""
+    log = writer(tmp_path, row_group_rows=256)
+    batch = batch_of(1000)
+    log.submit_batch(batch)
+    assert log.close()
+    (f,) = list_segments(tmp_path)
+    footer = pq.read_metadata(f.path)
+    ranges = orjson.loads(footer.metadata[ID_RANGES_KEY.encode()])
+    assert ranges == [
+        [min(batch.ids[i : i + 256]), max(batch.ids[i : i + 256])]
+        for i in range(0, 1000, 256)
+    ]
+    assert ID_RANGES_KEY.encode() not in (pq.read_schema(f.path).metadata or {})
+    assert PredictionLogReader(tmp_path).get(batch.ids[700]) is not None
+    pq.write_table(pq.read_table(f.path), f.path, row_group_size=256)
+    assert ID_RANGES_KEY.encode() not in (pq.read_metadata(f.path).metadata or {})
+    assert PredictionLogReader(tmp_path).get(batch.ids[700]) is not None
+
+
+def test_a_segment_compacted_while_readers_list_it_is_read_from_its_parquet_file(
+    tmp_path: Path,
+) -> None:
+    """Between listing the files and reading one, its writer may compact it: the
+    rows come from the Parquet file that replaced it, none is missed."""
+    log = writer(tmp_path)
+    batch = batch_of(50)
+    log.submit_batch(batch)
+    listed = list_segments(tmp_path)
+    assert [f.is_wal for f in listed] == [True]
+    assert log.close()  # compacted: the listed file is gone
+    reader = PredictionLogReader(tmp_path)
+    (table,) = reader._tables(listed, ["id"])
+    assert table["id"].to_pylist() == list(batch.ids)
