@@ -75,8 +75,10 @@ priors:
     enabled: false
     window_rows: 1000      # most recent rows kept
     min_window_rows: 200   # no estimate before this many usable rows
-    significance: 0.01     # used only if the likelihood-ratio test p-value is below
-    min_total_variation: 0.05  # ... and the shift is at least this large
+    significance: 1.0      # used only if the likelihood-ratio test p-value is below;
+                           #   1: no hard test, the estimate is shrunk towards "no
+                           #   shift" by the evidence (noise alone moves nothing)
+    min_total_variation: 0.05  # ... and the shrunk shift is at least this large
     max_iter: 100
     tol: 1.0e-6
     refresh_interval_s: 10
