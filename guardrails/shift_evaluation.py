@@ -2,10 +2,12 @@
 recover what known deployment priors give, and cost nothing when nothing shifted?
 
 For each dataset (iris, wine, digits, breast cancer; all bundled with
-scikit-learn) and model kind, a model is trained on three quarters of the rows,
-exported with skl2onnx's defaults and packed with the bring-your-own packer (its
-generic policy, online estimate switched on). Windows of `sizes` rows are drawn
-from the other quarter: class priors from a Dirichlet(α, ..., α) over the classes,
+scikit-learn), model kind and fold of a stratified `folds`-fold split, a model is
+trained on 60% of the rows outside the fold, exported with skl2onnx's defaults
+and packed with the bring-your-own packer, which gets 20% as its validation and
+20% as its test file (its generic policy, online estimate switched on). Windows
+of `sizes` rows are drawn from the fold (over the folds every row is in a pool
+once): class priors from a Dirichlet(α, ..., α) over the classes,
 rows of each class drawn with replacement; "no shift" windows use the pack's
 training priors. Each window goes through the pipeline the service builds
 (`build_pipeline`, mode `evaluate`) as:
@@ -18,13 +20,15 @@ training priors. Each window goes through the pipeline the service builds
     exact priors      the true priors applied without floor or smoothing (the
                       log-loss a floor or smoothing must not give up)
     guarded EM        the estimator as the service runs it on that window (minimum
-                      window, likelihood-ratio test, minimum shift, anchored on
-                      the pack's reference rows); used only when its guard says so
-    always EM         plain EM, used on every window
+                      window, EM on posteriors calibrated on the pack's validation
+                      rows, the test on distinct rows, shrinkage, minimum shift,
+                      anchored on the pack's reference rows); used only when its
+                      guard says so
+    always EM         plain EM (no calibration, no guard), used on every window
 
 `recovered` is Σ(guarded − raw) / Σ(known − raw) accuracy over a cell's windows.
 
-    python -m guardrails.shift_evaluation [--windows 20] [--out FILE]
+    python -m guardrails.shift_evaluation [--windows 20] [--folds 4] [--out FILE]
 """
 
 from __future__ import annotations
