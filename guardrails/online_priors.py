@@ -75,7 +75,7 @@ if TYPE_CHECKING:
 #: Null priors are floored here before dividing by them (EM on a weak model can
 #: drive a label's prior to ~0 on unshifted data).
 NULL_PRIOR_FLOOR = 1e-3
-#: Inputs that are not finite are keyed as this value (one key for them all).
+#: Rows with an input that is not finite share this key.
 _NOT_FINITE_KEY = -1.0
 
 
@@ -83,9 +83,10 @@ def row_keys(features: np.ndarray) -> np.ndarray:
     """(n,) one float per row, equal for equal rows and, for distinct rows of real
     data, distinct: a projection on fixed random weights, one matrix-vector
     product per batch (on the request path)."""
-    flat = np.asarray(features, dtype=float).reshape(len(features), -1)
-    flat = np.where(np.isfinite(flat), flat, _NOT_FINITE_KEY)
-    return flat @ _projection(flat.shape[1])
+    flat = np.asarray(features).reshape(len(features), -1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        keys = flat @ _projection(flat.shape[1])
+    return np.where(np.isfinite(keys), keys, _NOT_FINITE_KEY)
 
 
 @lru_cache(maxsize=8)
