@@ -10,7 +10,8 @@
               is as the policy says, so an evaluation can feed it
 
 The online prior estimate, when the policy turns it on, is anchored on the model's
-output for the pack's reference rows (see `guardrails.online_priors`).
+output for the pack's reference rows and calibrated on its validation rows (see
+`guardrails.online_priors`).
 """
 
 from __future__ import annotations
@@ -37,12 +38,17 @@ def build_pipeline(
     policy = policy_for(policy, mode)
     estimator = None
     online = policy.priors.online
+    validation = (
+        pack.calibration() if online.enabled or policy.conformal.enabled else None
+    )
     if online.enabled:
         reference = (
             reference_probabilities(pack) if online.anchor_on_reference else None
         )
-        estimator = OnlinePriorEstimator.from_policy(policy, pack.metadata, reference)
-    calibration = pack.calibration() if policy.conformal.enabled else None
+        estimator = OnlinePriorEstimator.from_policy(
+            policy, pack.metadata, reference, validation
+        )
+    calibration = validation if policy.conformal.enabled else None
     return GuardrailPipeline(policy, pack.metadata, estimator, calibration)
 
 

@@ -30,7 +30,7 @@ from guardrails.batch import (
     rounded,
 )
 from guardrails.errors import InvalidPriors, UnknownContext
-from guardrails.online_priors import OnlinePriorEstimator
+from guardrails.online_priors import OnlinePriorEstimator, row_keys
 from guardrails.policy import PriorsPolicy
 
 #: Training priors are never divided by less than this (a label the training set
@@ -209,4 +209,4 @@ class PriorsStage(Stage):
         # are part of the deployment's label mix: leaving them out starved the
         # window. The estimator itself leaves out rows without finite ones.
         assert self.estimator is not None
-        self.estimator.observe(batch.probabilities)
+        self.estimator.observe(batch.probabilities, row_keys(batch.features))

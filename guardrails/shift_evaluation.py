@@ -2,10 +2,12 @@
 recover what known deployment priors give, and cost nothing when nothing shifted?
 
 For each dataset (iris, wine, digits, breast cancer; all bundled with
-scikit-learn) and model kind, a model is trained on three quarters of the rows,
-exported with skl2onnx's defaults and packed with the bring-your-own packer (its
-generic policy, online estimate switched on). Windows of `sizes` rows are drawn
-from the other quarter: class priors from a Dirichlet(α, ..., α) over the classes,
+scikit-learn), model kind and fold of a stratified `folds`-fold split, a model is
+trained on 60% of the rows outside the fold, exported with skl2onnx's defaults
+and packed with the bring-your-own packer, which gets 20% as its validation and
+20% as its test file (its generic policy, online estimate switched on). Windows
+of `sizes` rows are drawn from the fold (over the folds every row is in a pool
+once): class priors from a Dirichlet(α, ..., α) over the classes,
 rows of each class drawn with replacement; "no shift" windows use the pack's
 training priors. Each window goes through the pipeline the service builds
 (`build_pipeline`, mode `evaluate`) as:
@@ -18,13 +20,15 @@ training priors. Each window goes through the pipeline the service builds
     exact priors      the true priors applied without floor or smoothing (the
                       log-loss a floor or smoothing must not give up)
     guarded EM        the estimator as the service runs it on that window (minimum
-                      window, likelihood-ratio test, minimum shift, anchored on
-                      the pack's reference rows); used only when its guard says so
-    always EM         plain EM, used on every window
+                      window, EM on posteriors calibrated on the pack's validation
+                      rows, the test on distinct rows, shrinkage, minimum shift,
+                      anchored on the pack's reference rows); used only when its
+                      guard says so
+    always EM         plain EM (no calibration, no guard), used on every window
 
 `recovered` is Σ(guarded − raw) / Σ(known − raw) accuracy over a cell's windows.
 
-    python -m guardrails.shift_evaluation [--windows 20] [--out FILE]
+    python -m guardrails.shift_evaluation [--windows 20] [--folds 4] [--out FILE]
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import numpy as np
 from guardrails.batch import RequestContext
 from guardrails.build import build_pipeline
 from guardrails.em import em_priors
-from guardrails.online_priors import OnlinePriorEstimator
+from guardrails.online_priors import OnlinePriorEstimator, row_keys
 from guardrails.pipeline import GuardrailPipeline
 from guardrails.policy import Policy
 from packs.calibration import log_loss
@@ -53,6 +57,7 @@ SIZES = (200, 500, 1000)
 ALPHAS = (0.1, 1.0)
 VARIANTS = ("raw", "known", "floored", "exact", "guarded", "always")
 SEED = 0
+FOLDS = 4
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class Case:
     policy: Policy
     x: np.ndarray
     y: np.ndarray
+    fold: int = 0
 
 
 def _model(kind: str):  # type: ignore[no-untyped-def]
@@ -93,36 +99,67 @@ def _model(kind: str):  # type: ignore[no-untyped-def]
     )
 
 
-def build_case(dataset: str, kind: str, workdir: Path) -> Case:
-    """Train, export with skl2onnx's defaults and pack one model."""
+def build_case(
+    dataset: str, kind: str, workdir: Path, *, fold: int = 0, folds: int = FOLDS
+) -> Case:
+    """Train, export with skl2onnx's defaults and pack one model.
+
+    Fold `fold` of a stratified `folds`-fold split is the evaluation pool (over
+    all folds every row is in a pool exactly once). The model is fitted on 60% of
+    the other rows only; the other 20% + 20% reach the packer as its validation and test
+    files, so everything the pack learns from labels (temperature, metrics, its
+    shift check) is held out from the model, as the packer asks of its users."""
     import pandas as pd
     from skl2onnx import to_onnx
     from sklearn import datasets
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import StratifiedKFold, train_test_split
 
     from packs.byo import pack_onnx
 
     x, y = getattr(datasets, f"load_{dataset}")(return_X_y=True)
-    x_fit, x_pool, y_fit, y_pool = train_test_split(
-        x, y, test_size=0.25, stratify=y, random_state=SEED
+    pool_rows = list(
+        StratifiedKFold(folds, shuffle=True, random_state=SEED).split(x, y)
+    )[fold][1]
+    in_pool = np.zeros(len(y), dtype=bool)
+    in_pool[pool_rows] = True
+    x_rest, x_pool, y_rest, y_pool = x[~in_pool], x[in_pool], y[~in_pool], y[in_pool]
+    x_fit, x_held, y_fit, y_held = train_test_split(
+        x_rest, y_rest, test_size=0.4, stratify=y_rest, random_state=SEED
+    )
+    x_val, x_test, y_val, y_test = train_test_split(
+        x_held, y_held, test_size=0.5, stratify=y_held, random_state=SEED
     )
     model = _model(kind)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(x_fit, y_fit)
-    onnx_path = workdir / f"{dataset}-{kind}.onnx"
+    onnx_path = workdir / f"{dataset}-{kind}-{fold}.onnx"
     onnx_path.write_bytes(to_onnx(model, x_fit).SerializeToString())
-    frame = pd.DataFrame(x_fit, columns=[f"f{i}" for i in range(x.shape[1])])
-    frame["label"] = y_fit
-    frame.to_csv(workdir / f"{dataset}.csv", index=False)
-    out = workdir / f"{dataset}-{kind}"
-    meta = pack_onnx(onnx_path, workdir / f"{dataset}.csv", out, name=out.name)
+    files = {}
+    for part, (xs, ys) in {
+        "fit": (x_fit, y_fit),
+        "validation": (x_val, y_val),
+        "test": (x_test, y_test),
+    }.items():
+        frame = pd.DataFrame(xs, columns=[f"f{i}" for i in range(x.shape[1])])
+        frame["label"] = ys
+        files[part] = workdir / f"{dataset}-{fold}-{part}.csv"
+        frame.to_csv(files[part], index=False)
+    out = workdir / f"{dataset}-{kind}-{fold}"
+    meta = pack_onnx(
+        onnx_path,
+        files["fit"],
+        out,
+        name=out.name,
+        validation_path=files["validation"],
+        test_path=files["test"],
+    )
     policy = Policy.load(out / POLICY_FILE)
     pack = ModelPack.load(out, providers=["CPUExecutionProvider"])
     index = {label: i for i, label in enumerate(meta.labels)}
     labels = np.array([index[str(v)] for v in y_pool])
-    return Case(dataset, kind, pack, policy, x_pool, labels)
+    return Case(dataset, kind, pack, policy, x_pool, labels, fold)
 
 
 def _online(policy: Policy, enabled: bool) -> Policy:
@@ -190,7 +227,7 @@ def evaluate_case(
                 raw = plain.run(x, predict, RequestContext()).probabilities
                 exact = raw * (priors / np.maximum(train, 1e-12))
                 exact /= exact.sum(axis=1, keepdims=True)
-                estimate = estimator.estimate(raw)
+                estimate = estimator.estimate(raw, row_keys(x))
                 always, _ = em_priors(raw, train, 100, 1e-6)
                 probs = {
                     "raw": raw,
@@ -289,15 +326,20 @@ def run(
     datasets: Iterable[str] = DATASETS,
     kinds: Iterable[str] = KINDS,
     windows: int = 20,
+    folds: int = FOLDS,
     echo: Callable[[str], object] = print,
 ) -> list[Window]:
     results: list[Window] = []
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in datasets:
             for kind in kinds:
-                echo(f"{dataset} / {kind}: packing, then {windows} windows per cell")
-                case = build_case(dataset, kind, Path(tmp))
-                results += evaluate_case(case, windows=windows)
+                echo(
+                    f"{dataset} / {kind}: {folds} folds, each packed, then {windows}"
+                    " windows per cell"
+                )
+                for fold in range(folds):
+                    case = build_case(dataset, kind, Path(tmp), fold=fold, folds=folds)
+                    results += evaluate_case(case, windows=windows, seed=SEED + fold)
     return results
 
 
@@ -306,11 +348,20 @@ def main() -> None:
     import sys
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--windows", type=int, default=20, help="windows per cell")
+    parser.add_argument(
+        "--windows", type=int, default=20, help="windows per cell and fold"
+    )
+    parser.add_argument(
+        "--folds", type=int, default=FOLDS, help="models per dataset and kind"
+    )
     parser.add_argument("--out", type=Path, help="also write the tables here")
     args = parser.parse_args()
     table = to_markdown(
-        run(windows=args.windows, echo=lambda s: print(s, file=sys.stderr))
+        run(
+            windows=args.windows,
+            folds=args.folds,
+            echo=lambda s: print(s, file=sys.stderr),
+        )
     )
     print(table)
     if args.out is not None:

@@ -64,8 +64,11 @@ def fixed(probabilities: np.ndarray):  # type: ignore[no-untyped-def]
 
 
 def inside(n: int) -> np.ndarray:
-    """n rows of features well inside the synthetic bounds."""
-    return np.tile(np.array([[5.0, 0.0]], dtype=np.float32), (n, 1))
+    """n distinct rows of features well inside the synthetic bounds (distinct, as
+    the posteriors a test pairs them with come from different inputs)."""
+    rows = np.tile(np.array([[5.0, 0.0]], dtype=np.float32), (n, 1))
+    rows[:, 0] += np.linspace(0.0, 1.0, n, dtype=np.float32)
+    return rows
 
 
 @st.composite

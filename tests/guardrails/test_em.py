@@ -10,12 +10,21 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guardrails.em import em_priors, likelihood_ratio_test
-from guardrails.online_priors import OnlinePriorEstimator
+from guardrails.em import (
+    EM_TEMPERATURE_BOUNDS,
+    em_priors,
+    em_temperature,
+    likelihood_ratio_test,
+    sharpen,
+    shrinkage_weight,
+)
+from guardrails.online_priors import OnlinePriorEstimator, row_keys
 from guardrails.pipeline import GuardrailPipeline, RequestContext
+from packs.calibration_scores import CalibrationSet
 from tests.guardrails.helpers import PROPERTY, TRAIN_PRIORS, fixed, inside, make_meta
 from tests.guardrails.helpers import make_policy as policy_with
 
@@ -248,4 +257,138 @@ def test_the_estimate_says_which_rows_it_left_out_and_why() -> None:
         "request named explicit priors": 30,
         "no finite probabilities": 4,
     }
-    assert est.refresh().reason == "window has 26 rows, needs 100"
+    refreshed = est.refresh()
+    assert refreshed.reason == "window has 26 rows, needs 100"
+    assert refreshed.to_dict(meta.labels)["distinct_rows"] == 26
+
+
+def test_row_keys_are_equal_for_equal_rows_and_differ_for_others() -> None:
+    rows = np.array([[1.0, 2.0], [1.0, 2.0], [2.0, 1.0], [1.0, 2.0 + 1e-6]])
+    keys = row_keys(rows)
+    assert keys[0] == keys[1]
+    assert len(np.unique(keys)) == 3
+    images = np.arange(2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8)
+    assert row_keys(images).shape == (2,)  # tensor-shaped inputs are flattened
+    assert len(np.unique(row_keys(np.array([[np.nan, 1.0], [np.inf, 1.0]])))) == 1
+
+
+def test_repeated_rows_are_not_evidence_of_a_shift() -> None:
+    """40 unshifted rows, each sent 25 times: counted as 1,000 rows the test
+    calls the 40 rows' sampling noise a shift; counted as 40 it does not."""
+    rows = np.tile(posteriors(TRAIN, 40, 21), (25, 1))
+    em, _ = em_priors(rows, TRAIN)
+    assert likelihood_ratio_test(rows, TRAIN, em) < 1e-6
+    assert likelihood_ratio_test(rows, TRAIN, em, effective_rows=40) > 0.4
+    assert likelihood_ratio_test(rows, TRAIN, em, effective_rows=1000) == (
+        likelihood_ratio_test(rows, TRAIN, em)
+    )
+
+    est = _estimator(window_rows=1000)
+    est.observe(rows, np.tile(np.arange(40.0), 25))
+    repeated = est.refresh()
+    assert not repeated.used and repeated.distinct_rows == 40
+    assert "40 distinct of 1000 rows" in repeated.reason
+    assert _estimator().estimate(rows).used  # the same rows, all taken as distinct
+
+
+@pytest.mark.parametrize(
+    ("statistic", "labels", "weight"),
+    [
+        (0.0, 3, 0.0),
+        (1.9, 3, 0.0),
+        (2.0, 3, 0.0),
+        (4.0, 3, 0.5),
+        (200.0, 3, 0.99),
+        (9.0, 10, 0.0),
+        (18.0, 10, 0.5),
+    ],
+)
+def test_shrinkage_keeps_only_the_evidence_beyond_noise(
+    statistic: float, labels: int, weight: float
+) -> None:
+    assert shrinkage_weight(statistic, labels) == pytest.approx(weight)
+
+
+def test_a_used_estimate_is_shrunk_towards_the_null_priors() -> None:
+    est = _estimator(significance=1.0)
+    rows = posteriors(np.array([0.35, 0.3, 0.35]), 300, 22)
+    result = est.estimate(rows)
+    assert result.used and result.em_estimate is not None
+    assert 0.0 < result.shrinkage < 1.0
+    between = (result.priors - TRAIN) / (result.em_estimate - TRAIN)
+    assert np.allclose(between, result.shrinkage, atol=0.02)
+    strong = est.estimate(posteriors(np.array([0.05, 0.05, 0.9]), 1000, 23))
+    assert strong.shrinkage > 0.98
+
+
+def _labelled(priors: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated posteriors and labels drawn from them."""
+    p = posteriors(priors, n, seed)
+    rng = np.random.default_rng(seed + 1)
+    return p, np.array([rng.choice(3, p=row) for row in p])
+
+
+def test_em_temperature_undoes_under_and_over_confidence() -> None:
+    p, y = _labelled(TRAIN, 2000, 31)
+    assert em_temperature(p, y) == pytest.approx(1.0, abs=0.1)
+    assert em_temperature(sharpen(p, 3.0), y) == pytest.approx(1 / 3, abs=0.05)
+    assert em_temperature(sharpen(p, 0.5), y) == pytest.approx(2.0, abs=0.2)
+    assert em_temperature(sharpen(p[:9], 3.0), y[:9]) == 1.0  # too few rows
+    assert em_temperature(sharpen(p[:10], 3.0), y[:10]) != 1.0
+
+
+def test_em_temperature_is_never_sharper_than_the_accuracy_allows() -> None:
+    """85 rows, all right, each 0.87 on its label: the log-loss optimum runs to
+    the lower bound; the cap stops where the mean top probability reaches 86/87."""
+    logits = np.zeros((85, 3))
+    y = np.arange(85) % 3
+    logits[np.arange(85), y] = 3.0
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    t = em_temperature(p, y)
+    assert t > 5 * EM_TEMPERATURE_BOUNDS[0]
+    assert sharpen(p, t).max(axis=1).mean() == pytest.approx(86 / 87, abs=1e-3)
+    y_wrong = y.copy()
+    y_wrong[:20] = (y[:20] + 1) % 3  # many errors: the log-loss optimum stands
+    assert em_temperature(p, y_wrong) > 1.0
+
+
+def test_calibrated_em_recovers_the_priors_an_under_confident_model_overshoots() -> (
+    None
+):
+    truth = np.array([0.15, 0.15, 0.7])
+    flat = sharpen(posteriors(truth, 4000, 34), 3.0)
+    plain = _estimator(window_rows=4000).estimate(flat)
+    p, y = _labelled(TRAIN, 1000, 35)
+    fitted = em_temperature(sharpen(p, 3.0), y)
+    calibrated = OnlinePriorEstimator(
+        TRAIN, 4000, 200, 0.01, em_temperature=fitted
+    ).estimate(flat)
+    assert plain.em_estimate is not None and calibrated.em_estimate is not None
+    assert plain.em_estimate[2] > truth[2] + 0.05  # overshoots the shift
+    assert np.abs(calibrated.em_estimate - truth).max() < TOLERANCE
+    assert calibrated.em_temperature == fitted
+
+
+def test_from_policy_fits_the_em_temperature_on_the_validation_rows() -> None:
+    policy = policy_with(priors={"online": {"enabled": True}})
+    p, y = _labelled(TRAIN, 500, 36)
+    validation = CalibrationSet(probabilities=sharpen(p, 3.0), labels=y)
+    est = OnlinePriorEstimator.from_policy(policy, make_meta(), None, validation)
+    assert est is not None and est.em_temperature < 0.5
+    assert est.current().to_dict(make_meta().labels)["em_temperature"] < 0.5
+    unfitted = OnlinePriorEstimator.from_policy(policy, make_meta())
+    assert unfitted is not None and unfitted.em_temperature == 1.0
+
+
+def test_the_pipeline_keys_the_window_by_the_request_inputs() -> None:
+    policy = policy_with(priors={"online": {"enabled": True, "min_window_rows": 10}})
+    meta = make_meta()
+    est = OnlinePriorEstimator.from_policy(policy, meta)
+    assert est is not None
+    pipeline = GuardrailPipeline(policy, meta, est)
+    probs = posteriors(TRAIN, 40, 37)
+    pipeline.run(inside(40), fixed(probs), RequestContext())
+    assert est.refresh().distinct_rows == 40
+    same = np.tile(np.array([[7.5, 0.5]], np.float32), (40, 1))  # one input, 40 times
+    pipeline.run(same, fixed(probs), RequestContext())
+    assert est.refresh().distinct_rows == 41
