@@ -32,6 +32,8 @@ TABLES = {
     "categories",
     "review_items",
     "leases",
+    "shadow_runs",
+    "shadow_tallies",
     VERSION_TABLE,
 }
 
