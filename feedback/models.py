@@ -10,7 +10,7 @@
     categories          the managed list of report categories
     review_items        logged answers waiting for a person's answer
     leases              which process runs a once-per-window job (see feedback.leases)
-    shadow_runs         a candidate pack scored on sampled live traffic (feedback.shadow)
+    shadow_runs         a candidate scored on sampled live traffic (feedback.shadow)
     shadow_tallies      one worker's running tallies of a shadow run
 
 Logged predictions are not here: they live in the prediction log's segments
@@ -356,7 +356,7 @@ class Lease(Base):
     """End of the last window whose run completed (None before the first)."""
 
 
-class ShadowRun(Base):
+class ShadowRunRow(Base):
     """A candidate pack run beside the served one on sampled traffic; the active
     run of a deployment is its row with no `stopped_at` (see feedback.shadow)."""
 
@@ -379,7 +379,7 @@ class ShadowRun(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-class ShadowTally(Base):
+class ShadowTallyRow(Base):
     """One worker's running tallies of a shadow run (replaced as they grow)."""
 
     __tablename__ = "shadow_tallies"
