@@ -1,17 +1,23 @@
 """What a shadow run costs the served answers: single-row /predict p50 with a
-candidate in shadow at 10% sampling against no shadow run, on one real server.
+candidate in shadow at 10% sampling against no shadow run, in the same run.
 
-    python -m loadtests.shadow_benchmark [--seconds 20] [--rounds 4]
-        [--connections 2] [--sample-rate 0.1]
+    python -m loadtests.shadow_benchmark [--seconds 20] [--connections 2]
+        [--sample-rate 0.1] [--control]
 
-One `python -m service.cli serve` (1 worker, the default pack) is started; the
-arms alternate in `rounds` rounds (no shadow, shadow, no shadow, ...), each arm
-`seconds / rounds` long, so that other work on a shared machine hits both arms
-alike. The load is closed-loop from `connections` client processes, one
-keep-alive connection each, timing every request with `perf_counter_ns` (hey
-reports latency only to 0.1 ms, too coarse for a ~1 ms p50). It prints one JSON
-line per round and a summary with the p50 ratio (shadow / none), the shadow
-run's own counts and the load average.
+Two real servers (`python -m service.cli serve`, 1 worker each, the same default
+pack, their own data dirs) are started; a shadow run of a second pack (another
+network on the same data) is started on one of them (`--control`: on neither,
+to show the noise floor). Each client process holds one keep-alive connection to
+each server and alternates its requests between them, closed-loop, timing every
+request with `perf_counter_ns` (hey reports latency only to 0.1 ms, too coarse
+for a ~1 ms p50). Both arms thus run at the same instants: other work on a
+shared machine hits them alike, where arms run one after the other swing by 2x
+and more on a loaded 2-core host. Both arms last `seconds`.
+
+It prints one JSON summary: p50 and p95 per arm, the p50 ratio (shadow / none)
+of all requests and the median of the ratios of 10 consecutive slices, the
+shadow run's own counts (rows seen should be about `sample-rate` of the shadow
+arm's requests) and the load average.
 """
 
 from __future__ import annotations
@@ -35,51 +41,65 @@ from service.process import start_service, stop_service_process
 ADMIN_TOKEN = "shadow-benchmark-token-0123456789abcdef"
 
 
-def _client(url: str, bodies: list[bytes], seconds: float, out: Any) -> None:
-    """One closed-loop keep-alive connection; sends its latencies (ns) to `out`."""
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+def _client(
+    urls: list[str], bodies: list[bytes], seconds: float, first: int, out: Any
+) -> None:
+    """One keep-alive connection per server, requests alternating between them,
+    closed-loop; sends the latencies (ns) per server to `out`."""
+    conns = []
+    for url in urls:
+        host, port = url.removeprefix("http://").split(":")
+        conns.append(http.client.HTTPConnection(host, int(port), timeout=30))
     headers = {"Content-Type": "application/json"}
-    latencies: list[int] = []
+    latencies: list[list[int]] = [[] for _ in urls]
     errors = 0
     deadline = time.perf_counter() + seconds
     i = 0
     while time.perf_counter() < deadline:
-        body = bodies[i % len(bodies)]
+        body = bodies[(i // len(urls)) % len(bodies)]
+        k = (i + first) % len(urls)
         i += 1
         t0 = time.perf_counter_ns()
-        conn.request("POST", "/predict", body, headers)
-        response = conn.getresponse()
+        conns[k].request("POST", "/predict", body, headers)
+        response = conns[k].getresponse()
         response.read()
-        latencies.append(time.perf_counter_ns() - t0)
+        latencies[k].append(time.perf_counter_ns() - t0)
         errors += response.status != 200
-    conn.close()
+    for conn in conns:
+        conn.close()
     out.put((latencies, errors))
 
 
-def load(
-    url: str, bodies: list[bytes], seconds: float, connections: int
-) -> dict[str, Any]:
-    """Closed-loop load for `seconds`; p50/p95 in ms, requests, errors."""
+def paired_load(
+    urls: list[str], bodies: list[bytes], seconds: float, connections: int
+) -> tuple[list[np.ndarray], int]:
+    """Latencies (ns) per server, in the order sent, and the failed requests."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     procs = [
-        ctx.Process(target=_client, args=(url, bodies, seconds, out))
-        for _ in range(connections)
+        ctx.Process(target=_client, args=(urls, bodies, seconds, c % len(urls), out))
+        for c in range(connections)
     ]
     for p in procs:
         p.start()
     results = [out.get(timeout=seconds + 60) for _ in procs]
     for p in procs:
         p.join()
-    latencies = np.concatenate([np.array(r[0], dtype=np.int64) for r in results])
-    return {
-        "requests": len(latencies),
-        "errors": sum(r[1] for r in results),
-        "p50_ms": float(np.percentile(latencies, 50) / 1e6),
-        "p95_ms": float(np.percentile(latencies, 95) / 1e6),
-        "latencies_ns": latencies,
-    }
+    per_server = [
+        np.concatenate([np.array(r[0][k], dtype=np.int64) for r in results])
+        for k in range(len(urls))
+    ]
+    return per_server, sum(r[1] for r in results)
+
+
+def _slice_ratios(shadow: np.ndarray, none: np.ndarray, slices: int) -> list[float]:
+    """p50 ratios of consecutive slices (aligned in time by the alternation)."""
+    return [
+        float(np.median(a) / np.median(b))
+        for a, b in zip(
+            np.array_split(shadow, slices), np.array_split(none, slices), strict=True
+        )
+    ]
 
 
 def _admin(url: str, method: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -99,10 +119,14 @@ def _admin(url: str, method: str, body: dict[str, Any] | None = None) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="per arm")
-    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--sample-rate", type=float, default=0.1)
+    parser.add_argument(
+        "--control", action="store_true", help="no shadow run on either server"
+    )
     args = parser.parse_args()
+
+    from concurrent.futures import ThreadPoolExecutor
 
     from packs.build_default import build_default_pack
 
@@ -111,80 +135,70 @@ def main() -> None:
         served, candidate = work / "packs" / "served", work / "packs" / "candidate"
         build_default_pack(served)
         build_default_pack(candidate, hidden=(32,))
-        svc = start_service(
-            work / "data",
-            served,
-            ready_timeout_s=300,
-            FLYWHEEL_SECURITY__ADMIN_TOKEN=ADMIN_TOKEN,
-            FLYWHEEL_MONITORING__DRIFT_INTERVAL_S="0",
-        )
+
+        def start(name: str) -> Any:
+            return start_service(
+                work / name,
+                served,
+                ready_timeout_s=300,
+                FLYWHEEL_SECURITY__ADMIN_TOKEN=ADMIN_TOKEN,
+                FLYWHEEL_MONITORING__DRIFT_INTERVAL_S="0",
+            )
+
+        with ThreadPoolExecutor(2) as pool:
+            none_svc, shadow_svc = pool.map(start, ["none", "shadow"])
         try:
+            urls = [shadow_svc.url, none_svc.url]
             bodies = [
                 json.dumps({"instances": [p.features]}).encode()
                 for p in penguins()[::7]
             ]
-            load(svc.url, bodies, 3.0, args.connections)  # warm-up
-            arm_s = args.seconds / args.rounds
-            pooled: dict[str, list[np.ndarray]] = {"none": [], "shadow": []}
-            requests = {"none": 0, "shadow": 0}
-            errors = 0
-            for i in range(args.rounds):
-                for arm in ("none", "shadow"):
-                    if arm == "shadow":
-                        _admin(
-                            svc.url,
-                            "POST",
-                            {
-                                "pack_dir": str(candidate),
-                                "sample_rate": args.sample_rate,
-                            },
-                        )
-                        time.sleep(1.5)  # the worker polls the run every second
-                    r = load(svc.url, bodies, arm_s, args.connections)
-                    if arm == "shadow":
-                        shadow = _admin(svc.url, "DELETE")
-                        time.sleep(1.5)
-                    pooled[arm].append(r.pop("latencies_ns"))
-                    requests[arm] += r["requests"]
-                    errors += r["errors"]
-                    print(json.dumps({"round": i, "arm": arm, **r}), flush=True)
-            p50 = {
-                arm: float(np.percentile(np.concatenate(v), 50) / 1e6)
-                for arm, v in pooled.items()
-            }
-            p95 = {
-                arm: float(np.percentile(np.concatenate(v), 95) / 1e6)
-                for arm, v in pooled.items()
-            }
-            print(
-                json.dumps(
-                    {
-                        "summary": True,
-                        "seconds_per_arm": args.seconds,
-                        "rounds": args.rounds,
-                        "connections": args.connections,
-                        "sample_rate": args.sample_rate,
-                        "requests": requests,
-                        "errors": errors,
-                        "p50_ms": p50,
-                        "p95_ms": p95,
-                        "p50_ratio_shadow_over_none": p50["shadow"] / p50["none"],
-                        "last_shadow_run": {
-                            k: shadow[k]
-                            for k in (
-                                "rows_seen",
-                                "rows_dropped",
-                                "agreement",
-                                "candidate_latency_ms_per_row",
-                            )
-                        },
-                        "loadavg": os.getloadavg(),
-                    }
-                ),
-                flush=True,
+            paired_load(urls, bodies, 3.0, args.connections)  # warm-up
+            if not args.control:
+                body = {"pack_dir": str(candidate), "sample_rate": args.sample_rate}
+                _admin(shadow_svc.url, "POST", body)
+                time.sleep(2.0)  # the worker polls the run every second
+            started = time.monotonic()
+            (shadow, none), errors = paired_load(
+                urls, bodies, args.seconds, args.connections
             )
+            wall_s = time.monotonic() - started
+            run = None if args.control else _admin(shadow_svc.url, "GET")
+            p50 = {"shadow": np.median(shadow) / 1e6, "none": np.median(none) / 1e6}
+            ratios = _slice_ratios(shadow, none, 10)
+            summary = {
+                "figure": "shadow_p50",
+                "control": args.control,
+                "seconds_per_arm": round(wall_s, 1),
+                "connections": args.connections,
+                "sample_rate": args.sample_rate,
+                "requests": {"shadow": len(shadow), "none": len(none)},
+                "errors": errors,
+                "p50_ms": p50,
+                "p95_ms": {
+                    "shadow": np.percentile(shadow, 95) / 1e6,
+                    "none": np.percentile(none, 95) / 1e6,
+                },
+                "p50_ratio_shadow_over_none": p50["shadow"] / p50["none"],
+                "median_slice_p50_ratio": float(np.median(ratios)),
+                "slice_p50_ratios": [round(x, 3) for x in ratios],
+                "shadow_run": None
+                if run is None
+                else {
+                    k: run[k]
+                    for k in (
+                        "rows_seen",
+                        "rows_dropped",
+                        "agreement",
+                        "candidate_latency_ms_per_row",
+                    )
+                },
+                "loadavg": os.getloadavg(),
+            }
+            print(json.dumps(summary, default=float), flush=True)
         finally:
-            stop_service_process(svc.process)
+            for svc in (none_svc, shadow_svc):
+                stop_service_process(svc.process)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -89,6 +89,7 @@ class _Candidate:
     changes: int = 0
     """Bumped by every count, so that a flush writes only what changed."""
     flushed: int = 0
+    priors_refreshed_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,45 @@ class _Rows:
     prediction_ids: list[str]
     labels: list[str | None]
     probabilities: np.ndarray
+
+
+DRAIN_WINDOW_S = 0.25
+"""How long the drain lets sampled rows gather before scoring them together."""
+DRAIN_MAX_REQUESTS = 256
+"""Most queued requests scored in one round."""
+
+
+def _batched(taken: list[_Rows]) -> list[_Rows]:
+    """Queued requests joined into one batch per candidate, served pack and
+    request context, in arrival order."""
+    groups: dict[tuple[Any, ...], list[_Rows]] = {}
+    for rows in taken:
+        priors = rows.ctx.priors
+        key = (
+            id(rows.candidate),
+            id(rows.served),
+            rows.ctx.context,
+            None if priors is None else tuple(sorted(priors.items())),
+        )
+        groups.setdefault(key, []).append(rows)
+    out = []
+    for group in groups.values():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        head = group[0]
+        out.append(
+            _Rows(
+                head.candidate,
+                head.served,
+                np.concatenate([g.features for g in group]),
+                head.ctx,
+                [i for g in group for i in g.prediction_ids],
+                [label for g in group for label in g.labels],
+                np.concatenate([g.probabilities for g in group]),
+            )
+        )
+    return out
 
 
 def candidate_policy(stored: StoredPack, pack_name: str) -> str:
@@ -207,15 +247,28 @@ class ShadowRunner:
     def _drain(self) -> None:
         while not self._stop.is_set():
             try:
-                rows = self._queue.get(timeout=0.2)
+                first = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
+            # Let sampled rows gather, then score them in a few batched calls:
+            # one pipeline call per request would hold the interpreter lock
+            # (which the answer path needs) far more often.
+            self._stop.wait(DRAIN_WINDOW_S)
+            taken = [first]
+            while len(taken) < DRAIN_MAX_REQUESTS:
+                try:
+                    taken.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                self.score(rows)
-            except Exception:
-                log.exception("shadow scoring failed")
+                for rows in _batched(taken):
+                    try:
+                        self.score(rows)
+                    except Exception:
+                        log.exception("shadow scoring failed")
             finally:
-                self._queue.task_done()
+                for _ in taken:
+                    self._queue.task_done()
 
     def _poll(self) -> None:
         poll_s = self.settings.serving.reload_poll_s
@@ -283,8 +336,7 @@ class ShadowRunner:
                 run = shadow_store.active_run(session, self.deployment)
             current = self._candidate
             if current is not None and run is not None and current.run.id == run.id:
-                if current.pipeline.prior_estimator is not None:
-                    current.pipeline.prior_estimator.refresh()
+                self._refresh_priors(current)
                 return
             if run is None:
                 self._candidate = None
@@ -301,6 +353,16 @@ class ShadowRunner:
                     self._candidate = None
             if current is not None:
                 self._flush_safely(current)
+
+    def _refresh_priors(self, candidate: _Candidate) -> None:
+        """Re-run the candidate's online prior estimate at its policy's interval."""
+        estimator = candidate.pipeline.prior_estimator
+        if estimator is None:
+            return
+        interval_s = candidate.pipeline.policy.priors.online.refresh_interval_s
+        if time.monotonic() - candidate.priors_refreshed_at >= interval_s:
+            candidate.priors_refreshed_at = time.monotonic()
+            estimator.refresh()
 
     def _load(self, run: ShadowRunRecord) -> _Candidate:
         stored = self.store.open(run.pack_tag)
