@@ -29,7 +29,7 @@ from feedback.db import SessionFactory
 from feedback.gate import GateDecision, ShadowRules, gate
 from feedback.regression import RegressionReport, run_regression
 from feedback.replay import pack_predictor
-from feedback.shadow import ShadowResult, result_for_pack
+from feedback.shadow import ShadowResult, active_run, result_for_pack, stop_run
 from packs.errors import PackError
 from packs.format import PackMetadata
 from packs.loader import load_table
@@ -229,6 +229,10 @@ class Promoter:
             meta = self.served.serve_pack(stored)
             assert judgement.report.run_id is not None
             record_promotion(session, meta, run_id=judgement.report.run_id)
+            running = active_run(session, self.deployment)
+            if running is not None and running.pack_tag == stored.tag:
+                # Served now: in shadow it would only be compared with itself.
+                stop_run(session, self.deployment)
         return {
             "promoted": True,
             "model_version": meta.version,

@@ -164,19 +164,8 @@ def test_shadow_run_counts_every_worker_leaves_answers_and_reaches_the_gate(
         assert row["served_label"] != row["candidate_label"]
         assert "inputs" not in row  # the default policy stores no inputs
 
-    with svc.client(headers=admin) as c:
-        stopped = c.delete("/admin/shadow")
-        assert stopped.status_code == 200, stopped.text
-        assert stopped.json()["status"] == "stopped"
-        assert c.delete("/admin/shadow").status_code == 404
-    # Stopped in every worker: new traffic is not counted.
-    time.sleep(1.0)
+    # The gate reads the run of this very pack.
     done = total()
-    answers(svc)
-    time.sleep(1.0)
-    assert total() == done
-
-    # The gate reads the (stopped) run of this very pack.
     with svc.client(headers=admin, timeout=300) as c:
         promoted = c.post("/admin/promote", json={"pack_dir": str(candidate)})
     assert promoted.status_code in (200, 409), promoted.text
@@ -188,6 +177,22 @@ def test_shadow_run_counts_every_worker_leaves_answers_and_reaches_the_gate(
     assert section["rows"] == done
     assert section["min_rows"] == MIN_ROWS
     assert section["checks"]["rows"] is True
+
+    with svc.client(headers=admin) as c:
+        if promoted.status_code == 200:
+            # Served now: its shadow run was stopped by the promotion.
+            assert c.get("/admin/shadow").json()["status"] == "stopped"
+        else:
+            stopped = c.delete("/admin/shadow")
+            assert stopped.status_code == 200, stopped.text
+            assert stopped.json()["status"] == "stopped"
+        assert c.delete("/admin/shadow").status_code == 404
+    # Stopped in every worker: new traffic is not counted.
+    time.sleep(1.0)
+    done = total()
+    answers(svc)
+    time.sleep(1.0)
+    assert total() == done
 
 
 def test_promoting_a_pack_never_run_in_shadow_says_so(
