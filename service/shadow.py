@@ -190,6 +190,21 @@ class ShadowRunner:
         candidate = self._candidate
         if candidate is None:
             return
+        try:
+            self._offer(candidate, served, features, ctx, prediction_ids, batch)
+        except Exception:
+            # The answer is built already: a shadow fault must never fail it.
+            log.exception("shadow sampling failed")
+
+    def _offer(
+        self,
+        candidate: _Candidate,
+        served: Served,
+        features: np.ndarray,
+        ctx: RequestContext,
+        prediction_ids: list[str],
+        batch: GuardedBatch,
+    ) -> None:
         rate = candidate.run.sample_rate
         n = len(prediction_ids)
         if n == 1:
