@@ -86,9 +86,12 @@ class _Candidate:
     pipeline: GuardrailPipeline
     tally: ShadowTally = field(default_factory=ShadowTally)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    flushing: threading.Lock = field(default_factory=threading.Lock)
     changes: int = 0
     """Bumped by every count, so that a flush writes only what changed."""
-    flushed: int = 0
+    flushed: int = -1
+    """`changes` as last written (-1: never, so a worker's first flush writes its
+    row even before it counted anything)."""
     priors_refreshed_at: float = field(default_factory=time.monotonic)
 
 
@@ -399,14 +402,19 @@ class ShadowRunner:
         return pack, build_pipeline(pack, Policy.from_yaml(policy_yaml), "serve")
 
     def flush(self, candidate: _Candidate) -> None:
-        """Write this worker's tallies of the candidate's run, if they changed."""
-        with candidate.lock:
-            if candidate.changes == candidate.flushed and candidate.flushed:
-                return
-            changes, data = candidate.changes, candidate.tally.to_json()
-        with self.sessions() as session:
-            shadow_store.write_tally(session, candidate.run.id, self.worker, data)
-        candidate.flushed = max(changes, 1)
+        """Write this worker's tallies of the candidate's run, if they changed.
+
+        Flushes of one candidate run one at a time (the follow thread and an
+        admin request both flush): two interleaved could leave an older snapshot
+        in the store, marked as written."""
+        with candidate.flushing:
+            with candidate.lock:
+                if candidate.changes == candidate.flushed:
+                    return
+                changes, data = candidate.changes, candidate.tally.to_json()
+            with self.sessions() as session:
+                shadow_store.write_tally(session, candidate.run.id, self.worker, data)
+            candidate.flushed = changes
 
     def _flush_safely(self, candidate: _Candidate) -> None:
         try:

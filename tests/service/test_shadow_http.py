@@ -142,11 +142,21 @@ def test_shadow_run_counts_every_worker_leaves_answers_and_reaches_the_gate(
         s = shadow(svc)
         return int(s["rows_seen"] + s["rows_dropped"] + s["rows_failed"])
 
-    time.sleep(1.0)  # no traffic: every worker's last tallies are written
-    start = total()
+    def settled() -> int:
+        """The total once no worker's tallies change for a second."""
+        last = total()
+        for _ in range(30):
+            time.sleep(1.0)
+            now = total()
+            if now == last:
+                return now
+            last = now
+        raise AssertionError("shadow tallies kept changing with no traffic")
+
+    start = settled()
     same_answers()
     sent = len(before)
-    wait_for(lambda: total() == start + sent, 30, f"{sent} more rows counted")
+    assert settled() == start + sent
 
     result = shadow(svc)
     assert result["run_id"] == run["run_id"]
@@ -165,7 +175,7 @@ def test_shadow_run_counts_every_worker_leaves_answers_and_reaches_the_gate(
         assert "inputs" not in row  # the default policy stores no inputs
 
     # The gate reads the run of this very pack.
-    done = total()
+    done = settled()
     with svc.client(headers=admin, timeout=300) as c:
         promoted = c.post("/admin/promote", json={"pack_dir": str(candidate)})
     assert promoted.status_code in (200, 409), promoted.text
@@ -188,11 +198,9 @@ def test_shadow_run_counts_every_worker_leaves_answers_and_reaches_the_gate(
             assert stopped.json()["status"] == "stopped"
         assert c.delete("/admin/shadow").status_code == 404
     # Stopped in every worker: new traffic is not counted.
-    time.sleep(1.0)
-    done = total()
+    done = settled()
     answers(svc)
-    time.sleep(1.0)
-    assert total() == done
+    assert settled() == done
 
 
 def test_promoting_a_pack_never_run_in_shadow_says_so(

@@ -105,3 +105,14 @@ def test_no_run_no_rows_and_a_stopped_run_counts_no_more(
     offer_rows(runner, 5)
     assert runner.wait_idle()
     assert runner.result()["rows_seen"] == 5
+
+
+def test_the_first_rows_counted_after_a_flush_reach_the_store(
+    runner: ShadowRunner, candidate: Path
+) -> None:
+    runner.begin(str(candidate), 1.0)
+    assert runner.result()["rows_seen"] == 0  # written once, with nothing counted
+    offer_rows(runner, 1)
+    runner.start()
+    assert runner.wait_idle()
+    assert runner.result()["rows_seen"] == 1
