@@ -5,19 +5,20 @@ candidate in shadow at 10% sampling against no shadow run, in the same run.
         [--sample-rate 0.1] [--control]
 
 Two real servers (`python -m service.cli serve`, 1 worker each, the same default
-pack, their own data dirs) are started; a shadow run of a second pack (another
-network on the same data) is started on one of them (`--control`: on neither,
-to show the noise floor). Each client process holds one keep-alive connection to
-each server and alternates its requests between them, closed-loop, timing every
-request with `perf_counter_ns` (hey reports latency only to 0.1 ms, too coarse
-for a ~1 ms p50). Both arms thus run at the same instants: other work on a
-shared machine hits them alike, where arms run one after the other swing by 2x
-and more on a loaded 2-core host. Both arms last `seconds`.
+pack, their own data dirs) are started. Each client process holds one keep-alive
+connection to each server and alternates its requests between them, closed-loop,
+timing every request with `perf_counter_ns` (hey reports latency only to 0.1 ms,
+too coarse for a ~1 ms p50). Both arms thus run at the same instants: other work
+on a shared machine hits them alike, where arms run one after the other swing
+by 2x and more on a loaded 2-core host. A shadow run of a second pack (another
+network on the same data) runs on server a for the first half of the time and
+on server b for the second (a crossover: a difference between the two slots
+cancels); `--control` starts none (the noise floor). Each arm lasts `seconds`.
 
 It prints one JSON summary: p50 and p95 per arm, the p50 ratio (shadow / none)
-of all requests and the median of the ratios of 10 consecutive slices, the
-shadow run's own counts (rows seen should be about `sample-rate` of the shadow
-arm's requests) and the load average.
+of all requests, the ratio of each half and their geometric mean (the
+crossover ratio), each shadow run's own counts (rows seen should be about
+`sample-rate` of its arm's requests) and the load average.
 """
 
 from __future__ import annotations
@@ -92,16 +93,6 @@ def paired_load(
     return per_server, sum(r[1] for r in results)
 
 
-def _slice_ratios(shadow: np.ndarray, none: np.ndarray, slices: int) -> list[float]:
-    """p50 ratios of consecutive slices (aligned in time by the alternation)."""
-    return [
-        float(np.median(a) / np.median(b))
-        for a, b in zip(
-            np.array_split(shadow, slices), np.array_split(none, slices), strict=True
-        )
-    ]
-
-
 def _admin(url: str, method: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     import httpx
 
@@ -146,30 +137,43 @@ def main() -> None:
             )
 
         with ThreadPoolExecutor(2) as pool:
-            none_svc, shadow_svc = pool.map(start, ["none", "shadow"])
+            servers = list(pool.map(start, ["a", "b"]))
         try:
-            urls = [shadow_svc.url, none_svc.url]
+            urls = [svc.url for svc in servers]
             bodies = [
                 json.dumps({"instances": [p.features]}).encode()
                 for p in penguins()[::7]
             ]
             paired_load(urls, bodies, 3.0, args.connections)  # warm-up
-            if not args.control:
-                body = {"pack_dir": str(candidate), "sample_rate": args.sample_rate}
-                _admin(shadow_svc.url, "POST", body)
-                time.sleep(2.0)  # the worker polls the run every second
+            body = {"pack_dir": str(candidate), "sample_rate": args.sample_rate}
+            shadow_parts: list[np.ndarray] = []
+            none_parts: list[np.ndarray] = []
+            halves, runs, errors = [], [], 0
             started = time.monotonic()
-            (shadow, none), errors = paired_load(
-                urls, bodies, args.seconds, args.connections
-            )
+            # Crossover: the shadow run on server a for the first half, on b for
+            # the second, so that any difference between the two slots cancels.
+            for k in (0, 1):
+                if not args.control:
+                    _admin(urls[k], "POST", body)
+                    time.sleep(2.0)  # the worker polls the run every second
+                latencies, failed = paired_load(
+                    urls, bodies, args.seconds / 2, args.connections
+                )
+                errors += failed
+                if not args.control:
+                    runs.append(_admin(urls[k], "DELETE"))
+                shadow, none = latencies[k], latencies[1 - k]
+                shadow_parts.append(shadow)
+                none_parts.append(none)
+                halves.append(float(np.median(shadow) / np.median(none)))
             wall_s = time.monotonic() - started
-            run = None if args.control else _admin(shadow_svc.url, "GET")
+            shadow, none = np.concatenate(shadow_parts), np.concatenate(none_parts)
             p50 = {"shadow": np.median(shadow) / 1e6, "none": np.median(none) / 1e6}
-            ratios = _slice_ratios(shadow, none, 10)
             summary = {
                 "figure": "shadow_p50",
                 "control": args.control,
-                "seconds_per_arm": round(wall_s, 1),
+                "seconds_per_arm": args.seconds,
+                "wall_s": round(wall_s, 1),
                 "connections": args.connections,
                 "sample_rate": args.sample_rate,
                 "requests": {"shadow": len(shadow), "none": len(none)},
@@ -180,24 +184,25 @@ def main() -> None:
                     "none": np.percentile(none, 95) / 1e6,
                 },
                 "p50_ratio_shadow_over_none": p50["shadow"] / p50["none"],
-                "median_slice_p50_ratio": float(np.median(ratios)),
-                "slice_p50_ratios": [round(x, 3) for x in ratios],
-                "shadow_run": None
-                if run is None
-                else {
-                    k: run[k]
-                    for k in (
-                        "rows_seen",
-                        "rows_dropped",
-                        "agreement",
-                        "candidate_latency_ms_per_row",
-                    )
-                },
+                "half_p50_ratios": [round(x, 3) for x in halves],
+                "crossover_p50_ratio": float(np.sqrt(halves[0] * halves[1])),
+                "shadow_runs": [
+                    {
+                        k: run[k]
+                        for k in (
+                            "rows_seen",
+                            "rows_dropped",
+                            "agreement",
+                            "candidate_latency_ms_per_row",
+                        )
+                    }
+                    for run in runs
+                ],
                 "loadavg": os.getloadavg(),
             }
             print(json.dumps(summary, default=float), flush=True)
         finally:
-            for svc in (none_svc, shadow_svc):
+            for svc in servers:
                 stop_service_process(svc.process)
     finally:
         shutil.rmtree(work, ignore_errors=True)
