@@ -6,6 +6,12 @@ test-table metric (accuracy, macro-F1) may drop by more than `max_metric_drop`
 (absolute, default 0.01). A gate with no evidence at all (no case, no test row)
 fails unless allowed. Every failed rule becomes one reason a person can act on.
 
+When the candidate ran in shadow on live traffic (`feedback.shadow`), its result
+is a third rule (`ShadowRules`): enough rows, an estimated accuracy no worse
+than the served model's minus a margin, and agreement with the served answers on
+the rows the served model was confident about. Without a shadow run the summary
+says "no shadow run" and the rule does not block.
+
 The gate promises that: no passing case breaks beyond the tolerance, and the test
 metrics hold. It does not promise that the candidate fixes any reported case:
 the first line of its summary says how many it fixes, breaks and still fails.
@@ -15,8 +21,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from feedback.regression import RegressionReport
+from feedback.shadow import ShadowResult
 
 GATED_METRICS = ("accuracy", "macro_f1")
 
@@ -32,6 +40,8 @@ class GateDecision:
     broken: int = 0
     still_failing: int = 0
     test_rows: int = 0
+    shadow: dict[str, Any] = field(default_factory=lambda: {"status": NO_SHADOW})
+    """The shadow rule's numbers and verdict (`shadow_check`)."""
 
     def headline(self) -> str:
         """One line that says what was decided on what evidence: the first line
@@ -44,9 +54,103 @@ class GateDecision:
         )
 
     def to_text(self) -> str:
-        if self.passed:
-            return self.headline()
-        return self.headline() + "\n" + "\n".join(f"- {r}" for r in self.reasons)
+        lines = [self.headline(), shadow_line(self.shadow)]
+        lines += [f"- {r}" for r in self.reasons]
+        return "\n".join(lines)
+
+
+NO_SHADOW = "no shadow run"
+
+
+@dataclass(frozen=True)
+class ShadowRules:
+    """What a shadow run must show for the gate to pass."""
+
+    min_rows: int = 200
+    accuracy_margin: float = 0.02
+    """The candidate's estimated accuracy may be this much below the served one."""
+    min_confident_agreement: float = 0.95
+    """Agreement on rows the served model answered with probability >= 0.9."""
+
+
+def shadow_check(
+    result: ShadowResult | None, rules: ShadowRules
+) -> tuple[dict[str, Any], list[str]]:
+    """(the summary's shadow section, the reasons it fails). No run: no reason."""
+    if result is None:
+        return {"status": NO_SHADOW, "passed": True}, []
+    t = result.tally
+    served = t.served_estimated_accuracy
+    candidate = t.candidate_estimated_accuracy
+    confident = t.confident_agreement
+    reasons = []
+    enough = t.rows >= rules.min_rows
+    if not enough:
+        reasons.append(
+            f"shadow run {result.run.id} has {t.rows} row(s); the gate needs at "
+            f"least {rules.min_rows}"
+        )
+    accurate = enough and (
+        served is None
+        or candidate is None
+        or candidate >= served - rules.accuracy_margin - 1e-12
+    )
+    if enough and not accurate:
+        reasons.append(
+            f"shadow: the candidate's estimated accuracy {candidate:.4f} is below "
+            f"the served {served:.4f} minus {rules.accuracy_margin:.4f}"
+        )
+    agrees = enough and (
+        confident is None or confident >= rules.min_confident_agreement - 1e-12
+    )
+    if enough and not agrees:
+        reasons.append(
+            f"shadow: agreement on {t.confident_rows} confident row(s) is "
+            f"{confident:.4f}, below {rules.min_confident_agreement:.4f}"
+        )
+    section = {
+        "status": "checked",
+        "passed": not reasons,
+        "run_id": result.run.id,
+        "run_status": "active" if result.run.active else "stopped",
+        "candidate_version": result.run.model_version,
+        "rows": t.rows,
+        "min_rows": rules.min_rows,
+        "agreement": t.agreement,
+        "served_estimated_accuracy": served,
+        "candidate_estimated_accuracy": candidate,
+        "accuracy_margin": rules.accuracy_margin,
+        "confident_rows": t.confident_rows,
+        "confident_agreement": confident,
+        "min_confident_agreement": rules.min_confident_agreement,
+        "checks": {
+            "rows": enough,
+            "estimated_accuracy": accurate,
+            "confident_agreement": agrees,
+        },
+    }
+    return section, reasons
+
+
+def shadow_line(section: dict[str, Any]) -> str:
+    """The shadow section in one line of text."""
+    if section.get("status") != "checked":
+        return f"shadow: {NO_SHADOW}"
+    verdict = "passed" if section["passed"] else "FAILED"
+
+    def num(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.4f}"
+
+    return (
+        f"shadow run {section['run_id']} {verdict}: {section['rows']} row(s) "
+        f"(min {section['min_rows']}); estimated accuracy candidate "
+        f"{num(section['candidate_estimated_accuracy'])} vs served "
+        f"{num(section['served_estimated_accuracy'])} (margin "
+        f"{section['accuracy_margin']:.4f}); agreement on "
+        f"{section['confident_rows']} confident row(s) "
+        f"{num(section['confident_agreement'])} (min "
+        f"{section['min_confident_agreement']:.4f})"
+    )
 
 
 def gate(
@@ -55,8 +159,10 @@ def gate(
     max_newly_broken: int = 0,
     max_metric_drop: float = 0.01,
     allow_empty: bool = False,
+    shadow: ShadowResult | None = None,
+    shadow_rules: ShadowRules | None = None,
 ) -> GateDecision:
-    """Decide on a regression report.
+    """Decide on a regression report (and the candidate's shadow run, if any).
 
     With no regression case and no test row there is no evidence either way:
     that fails unless `allow_empty` (a new deployment's first model, say).
@@ -89,6 +195,8 @@ def gate(
                 f"test {name} dropped by {base - cand:.4f} "
                 f"({base:.4f} -> {cand:.4f}; allowed {max_metric_drop:.4f})"
             )
+    shadow_section, shadow_reasons = shadow_check(shadow, shadow_rules or ShadowRules())
+    reasons += shadow_reasons
     return GateDecision(
         passed=not reasons,
         reasons=reasons,
@@ -97,4 +205,5 @@ def gate(
         broken=len(broken),
         still_failing=len(report.still_failing),
         test_rows=report.test_rows,
+        shadow=shadow_section,
     )

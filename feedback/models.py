@@ -10,6 +10,8 @@
     categories          the managed list of report categories
     review_items        logged answers waiting for a person's answer
     leases              which process runs a once-per-window job (see feedback.leases)
+    shadow_runs         a candidate scored on sampled live traffic (feedback.shadow)
+    shadow_tallies      one worker's running tallies of a shadow run
 
 Logged predictions are not here: they live in the prediction log's segments
 (`feedback.prediction_log`). A report by prediction id copies what it needs of
@@ -362,3 +364,39 @@ class JobStateRow(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     state: Mapped[dict[str, Any]] = mapped_column(JsonType)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ShadowRunRow(Base):
+    """A candidate pack run beside the served one on sampled traffic; the active
+    run of a deployment is its row with no `stopped_at` (see feedback.shadow)."""
+
+    __tablename__ = "shadow_runs"
+    __table_args__ = (Index("ix_shadow_runs_deployment_id", "deployment", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment: Mapped[str] = mapped_column(String(200))
+    pack_tag: Mapped[str] = mapped_column(String(200))
+    """The candidate's entry in the model store (`name:content-hash`)."""
+    pack_sha256: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(200))
+    policy_version: Mapped[str] = mapped_column(String(200))
+    policy_yaml: Mapped[str] = mapped_column(Text)
+    """The candidate's own policy, as every worker builds its pipeline from it."""
+    served_model_version: Mapped[str] = mapped_column(String(200))
+    """What was served when the run started."""
+    sample_rate: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ShadowTallyRow(Base):
+    """One worker's running tallies of a shadow run (replaced as they grow)."""
+
+    __tablename__ = "shadow_tallies"
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("shadow_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    tallies: Mapped[dict[str, Any]] = mapped_column(JsonType)

@@ -6,6 +6,9 @@ all three apply the same rules to the same evidence: every active regression cas
 and the baseline pack's test table (a candidate cannot bring an easier test set),
 replayed through the guardrail pipeline.
 
+`Promoter` also hands the gate the candidate's newest shadow run on this
+deployment (`feedback.shadow`), found by its model-store tag, when there is one.
+
 `Promoter` never gates or serves the directory it is given: it copies the
 candidate into the model store first (content-addressed, hash verified; see
 `packs.model_store`), gates that copy, and serves that copy, so files changed or
@@ -23,9 +26,10 @@ from sqlalchemy.orm import Session
 from common.errors import Conflict, Unprocessable
 from feedback import store
 from feedback.db import SessionFactory
-from feedback.gate import GateDecision, gate
+from feedback.gate import GateDecision, ShadowRules, gate
 from feedback.regression import RegressionReport, run_regression
 from feedback.replay import pack_predictor
+from feedback.shadow import ShadowResult, active_run, result_for_pack, stop_run
 from packs.errors import PackError
 from packs.format import PackMetadata
 from packs.loader import load_table
@@ -59,6 +63,7 @@ class Judgement:
             "run_id": self.report.run_id,
             "gate_passed": self.decision.passed,
             "reasons": self.decision.reasons,
+            "shadow": self.decision.shadow,
             "regression": self.report.summary(),
         }
 
@@ -75,8 +80,11 @@ def judge_candidate(
     max_metric_drop: float = 0.01,
     out_dir: Path | None = None,
     allow_empty: bool = False,
+    shadow: ShadowResult | None = None,
+    shadow_rules: ShadowRules | None = None,
 ) -> Judgement:
-    """Run the regression suite for `candidate_dir`, store the run and the decision."""
+    """Run the regression suite for `candidate_dir`, store the run and the decision
+    (`shadow`: the candidate's shadow run on live traffic, when it had one)."""
     cand = pack_predictor(candidate_dir, policy_path)
     base = pack_predictor(baseline_dir, policy_path)
     if cand.feature_names != base.feature_names or cand.labels != base.labels:
@@ -106,6 +114,8 @@ def judge_candidate(
         max_newly_broken=max_newly_broken,
         max_metric_drop=max_metric_drop,
         allow_empty=allow_empty,
+        shadow=shadow,
+        shadow_rules=shadow_rules,
     )
     assert report.run_id is not None
     store.set_run_decision(
@@ -160,8 +170,12 @@ class Promoter:
         max_newly_broken: int,
         max_metric_drop: float,
         out_dir: Path,
+        deployment: str,
+        shadow_rules: ShadowRules,
     ):
         self.sessions = sessions
+        self.deployment = deployment
+        self.shadow_rules = shadow_rules
         self.served = served
         self.store = store
         self.max_newly_broken = max_newly_broken
@@ -180,6 +194,7 @@ class Promoter:
                 f"candidate pack is not loadable: {exc.message}", field="pack_dir"
             ) from None
         with self.sessions() as session:
+            shadow = result_for_pack(session, self.deployment, stored.tag)
             try:
                 judgement = judge_candidate(
                     session,
@@ -191,6 +206,8 @@ class Promoter:
                     if max_metric_drop is None
                     else max_metric_drop,
                     out_dir=self.out_dir,
+                    shadow=shadow,
+                    shadow_rules=self.shadow_rules,
                 )
             except PacksIncompatible as exc:
                 raise Unprocessable(str(exc), field="pack_dir") from None
@@ -212,6 +229,10 @@ class Promoter:
             meta = self.served.serve_pack(stored)
             assert judgement.report.run_id is not None
             record_promotion(session, meta, run_id=judgement.report.run_id)
+            running = active_run(session, self.deployment)
+            if running is not None and running.pack_tag == stored.tag:
+                # Served now: in shadow it would only be compared with itself.
+                stop_run(session, self.deployment)
         return {
             "promoted": True,
             "model_version": meta.version,

@@ -105,6 +105,7 @@ def service_code(
     from service.dataplane import DataPlane
     from service.schemas import PredictRequest
     from service.settings import Settings
+    from service.shadow import NullShadow
     from service.sinks import NullPredictionLog
     from service.wiring import build_worker
 
@@ -124,6 +125,7 @@ def service_code(
         log_reader=PredictionLogReader(settings.prediction_log_dir),
         metrics=dataplane.metrics,
         sessions=worker.sessions,
+        shadow=NullShadow(),
     )
     loop = asyncio.new_event_loop()
     out = []

@@ -93,6 +93,7 @@ def _worker(work: Path) -> Any:
 
 def _detached(worker: Any) -> Any:
     from service.dataplane import DataPlane
+    from service.shadow import NullShadow
     from service.sinks import NullPredictionLog
 
     dp = worker.dataplane
@@ -103,6 +104,7 @@ def _detached(worker: Any) -> Any:
         log_reader=dp.log_reader,
         metrics=dp.metrics,
         sessions=dp.sessions,
+        shadow=NullShadow(),
     )
 
 

@@ -1,4 +1,5 @@
-"""Admin routes: replace the guardrail policy, promote a candidate pack, read priors."""
+"""Admin routes: replace the guardrail policy, promote a candidate pack, run one in
+shadow, read priors."""
 
 from __future__ import annotations
 
@@ -76,6 +77,48 @@ def promote(body: PromoteRequest, request: Request) -> dict[str, Any]:
     return worker_of(request).promoter.promote(
         body.pack_dir, max_metric_drop=body.max_metric_drop
     )
+
+
+class ShadowRequest(BaseModel):
+    pack_dir: str = Field(description="Directory of the candidate pack on the server.")
+    sample_rate: float = Field(
+        0.1, gt=0, le=1, description="Share of answered rows the candidate sees."
+    )
+
+
+@router.post(
+    "/admin/shadow",
+    dependencies=[Depends(require_admin)],
+    tags=["admin"],
+    responses=ERRORS,
+    summary="Run a candidate pack beside the served one on sampled live traffic "
+    "(replaces an active shadow run)",
+)
+def start_shadow(body: ShadowRequest, request: Request) -> dict[str, Any]:
+    return worker_of(request).shadow.begin(body.pack_dir, body.sample_rate)
+
+
+@router.get(
+    "/admin/shadow",
+    dependencies=[Depends(require_admin)],
+    tags=["admin"],
+    responses=ERRORS,
+    summary="The newest shadow run: rows, agreement, estimated accuracy, latency, "
+    "largest disagreements (all workers)",
+)
+def read_shadow(request: Request) -> dict[str, Any]:
+    return worker_of(request).shadow.result()
+
+
+@router.delete(
+    "/admin/shadow",
+    dependencies=[Depends(require_admin)],
+    tags=["admin"],
+    responses=ERRORS,
+    summary="Stop the active shadow run in every worker; its final result",
+)
+def stop_shadow(request: Request) -> dict[str, Any]:
+    return worker_of(request).shadow.end()
 
 
 @router.get("/priors", responses=ERRORS, summary="Current online prior estimate")

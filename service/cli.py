@@ -272,8 +272,10 @@ def retrain(
     from feedback.db import make_engine, migrate, session_factory
     from feedback.promotion import judge_candidate, record_promotion
     from feedback.retrain import retrain_default_pack
+    from feedback.shadow import result_for_pack
     from packs.model_store import PackStore
     from service.served import ServedState
+    from service.wiring import shadow_rules
 
     settings = load_settings()
     ensure_pack(settings)
@@ -304,6 +306,10 @@ def retrain(
                     max_newly_broken=settings.feedback.gate_max_newly_broken,
                     max_metric_drop=settings.feedback.gate_max_metric_drop,
                     out_dir=settings.regression_dir,
+                    shadow=result_for_pack(
+                        session, settings.deployment.name, stored.tag
+                    ),
+                    shadow_rules=shadow_rules(settings),
                 )
             typer.echo(judgement.to_text())
             if not judgement.decision.passed:

@@ -1,7 +1,8 @@
 """The data plane: the transport-agnostic core every route adapts to.
 
     predict(request)            rows -> guardrail pipeline around the model ->
-                                answer (rows or columns); logged, then counted
+                                answer (rows or columns); logged, counted, then
+                                offered to the shadow sink (sampled, queued)
     report(data, key, client)   a bad-result report, durable before it returns
 
 Routes only decode a request, call one of these and encode the result. The served
@@ -32,6 +33,7 @@ from service.rate_limit import RateLimiter
 from service.schemas import PredictRequest
 from service.served import Served, ServedState
 from service.settings import Settings
+from service.shadow import ShadowSink
 from service.sinks import MetricsSink, PredictionSink
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,10 @@ class DataPlane:
         log_reader: PredictionLogReader,
         metrics: MetricsSink,
         sessions: SessionFactory,
+        shadow: ShadowSink,
     ):
         self.served = served
+        self.shadow = shadow
         self.prediction_log = prediction_log
         self.log_reader = log_reader
         self.metrics = metrics
@@ -132,6 +136,8 @@ class DataPlane:
                 else batch.prediction_sets.sum(axis=1).tolist()
             ),
         )
+        # After the answer is built: the sink only samples and enqueues.
+        self.shadow.offer(served, x, ctx, ids, batch)
         return answer
 
     def report(

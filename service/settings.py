@@ -72,6 +72,18 @@ class FeedbackSettings(BaseModel):
     """Promotion gate: regression cases a candidate may break."""
     gate_max_metric_drop: float = Field(0.01, ge=0, le=1)
     """Promotion gate: allowed absolute drop of test accuracy / macro-F1."""
+    gate_shadow_min_rows: int = Field(200, ge=1)
+    """Promotion gate: rows a candidate's shadow run must have answered."""
+    gate_shadow_accuracy_margin: float = Field(0.02, ge=0, le=1)
+    """Promotion gate: how far the candidate's estimated accuracy in shadow may
+    fall below the served model's."""
+    gate_shadow_min_confident_agreement: float = Field(0.95, ge=0, le=1)
+    """Promotion gate: least agreement in shadow on rows the served model
+    answered with probability >= 0.9."""
+    shadow_queue_requests: int = Field(1000, ge=1)
+    """Sampled requests waiting for the shadow candidate; more are dropped."""
+    shadow_flush_s: float = Field(1.0, gt=0)
+    """How often each worker writes its shadow tallies to the store."""
     retention_check_s: float = Field(3600.0, gt=0)
     """How often logged predictions older than the policy's retention are purged."""
     # The review queue (admin pages): which logged answers wait for a person.

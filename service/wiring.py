@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from feedback.categories import category_names
 from feedback.db import SessionFactory, make_engine, migrate, session_factory
+from feedback.gate import ShadowRules
 from feedback.log_reader import PredictionLogReader
 from feedback.prediction_log import PredictionLog, WriterOptions
 from feedback.promotion import Promoter, record_served
@@ -28,6 +29,7 @@ from service.jobs import Jobs
 from service.review_sampling import REVIEW_JOB, ReviewSampling
 from service.served import Served, ServedState
 from service.settings import Settings
+from service.shadow import ShadowRunner
 from service.sinks import MetricsSink, NullMetrics, NullPredictionLog, PredictionSink
 from service.worker import Worker
 
@@ -65,6 +67,16 @@ def writer_options(settings: Settings) -> WriterOptions:
         sample_rate=s.sample_rate,
         compact=s.compact,
         row_group_rows=s.row_group_rows,
+    )
+
+
+def shadow_rules(settings: Settings) -> ShadowRules:
+    """The promotion gate's shadow rule from the settings."""
+    f = settings.feedback
+    return ShadowRules(
+        min_rows=f.gate_shadow_min_rows,
+        accuracy_margin=f.gate_shadow_accuracy_margin,
+        min_confident_agreement=f.gate_shadow_min_confident_agreement,
     )
 
 
@@ -128,6 +140,8 @@ def build_worker(
     served.subscribe(lambda now: _export_versions(metrics, now))
     served.on_follow(lambda failure: metrics.set_follow_failing(failure is not None))
     metrics.set_follow_failing(False)
+    shadow = ShadowRunner(settings, served, store, sessions).start()
+    closers.insert(0, shadow.stop)
     dataplane = DataPlane(
         settings,
         served,
@@ -135,6 +149,7 @@ def build_worker(
         log_reader=log_reader,
         metrics=metrics,
         sessions=sessions,
+        shadow=shadow,
     )
     promoter = Promoter(
         sessions,
@@ -143,6 +158,8 @@ def build_worker(
         max_newly_broken=settings.feedback.gate_max_newly_broken,
         max_metric_drop=settings.feedback.gate_max_metric_drop,
         out_dir=settings.regression_dir,
+        deployment=settings.deployment.name,
+        shadow_rules=shadow_rules(settings),
     )
     jobs = Jobs(
         settings,
@@ -165,6 +182,7 @@ def build_worker(
         promoter=promoter,
         access=Access(settings.security),
         sessions=sessions,
+        shadow=shadow,
         closers=[*closers, engine.dispose],
     )
 

@@ -16,6 +16,7 @@ from service.access import Access
 from service.dataplane import DataPlane
 from service.served import ServedState
 from service.settings import Settings
+from service.shadow import ShadowRunner
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class Worker:
     promoter: Promoter
     access: Access
     sessions: SessionFactory
+    shadow: ShadowRunner
     closers: list[Callable[[], object]] = field(default_factory=list)
     """Run in order by `close` (background jobs first, the log and metrics last)."""
 

@@ -33,6 +33,8 @@ TABLES = {
     "review_items",
     "leases",
     "job_state",
+    "shadow_runs",
+    "shadow_tallies",
     VERSION_TABLE,
 }
 

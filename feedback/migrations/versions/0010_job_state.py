@@ -1,7 +1,7 @@
 """Job state: the JSON state of once-per-window jobs, shared by every replica.
 
 Revision ID: 0010_job_state
-Revises: 0003_prediction_log
+Revises: 0009_shadow_runs
 Create Date: 2026-12-02
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision: str = "0010_job_state"
-down_revision: str | None = "0003_prediction_log"
+down_revision: str | None = "0009_shadow_runs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
