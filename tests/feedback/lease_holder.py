@@ -61,9 +61,10 @@ def contend(db: str, name: str, rounds: int, section_dir: Path, processes: int) 
         tokens.append(lease.token)
         with sessions() as session:
             leases.release(session, lease)
-        # Let another contender in: SQLite's locks are not fair, and a holder
-        # that re-acquires at once can keep the lease for every round.
-        time.sleep(0.003)
+        # Let another contender in: SQLite's locks are not fair (a waiting
+        # connection sleeps up to 100 ms between tries), so a holder that comes
+        # back at once can keep the lease for every round.
+        time.sleep(0.03)
     print(json.dumps({"holder": holder, "tokens": tokens, "overlaps": overlaps}))
 
 

@@ -211,7 +211,7 @@ def test_competing_processes_never_hold_the_lease_at_once(
 ) -> None:
     procs = [
         subprocess.Popen(
-            _python("contend", db_url, "section", "150", str(tmp_path), "4"),
+            _python("contend", db_url, "section", "80", str(tmp_path), "4"),
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE,
