@@ -16,6 +16,9 @@ rows:
   rounded to the data's recorded resolution and clipped to its range;
 - `no shift, repeated rows`: the window is 250 fresh rows resampled (a client
   re-sending the same inputs): still no shift, so any alarm is false;
+- `no shift, reference drawn like the windows`: fresh rows against a reference of
+  the pack's size drawn from the same generator: the detector's own false-alarm
+  rate, apart from any difference between the generator and the real rows;
 - label shift: the class mix changes, each class's rows unchanged (penguins: the
   species mix of one island; others: 80% of the rows from the rarest class);
 - single-feature faults on one feature (each feature in turn, windows spread
@@ -281,11 +284,18 @@ def cases(data: Dataset) -> Iterator[tuple[str, Callable[..., np.ndarray]]]:
         yield case, faulty
 
 
-def judge(data: Dataset, x: np.ndarray, detector: DetectorConfig, min_rows: int):
+def judge(
+    data: Dataset,
+    x: np.ndarray,
+    detector: DetectorConfig,
+    min_rows: int,
+    reference: pd.DataFrame | None = None,
+):
     window = pd.DataFrame(x, columns=data.features)
     window["predicted_label"] = None  # the model's argmax is what is compared
     result = run_drift(
-        window, data.reference, feature_names=data.features,
+        window, data.reference if reference is None else reference,
+        feature_names=data.features,
         min_window_rows=min_rows, detector=detector, model_version="bench",
         predict_proba=data.predict_proba, labels=data.labels, with_report=False,
     )  # fmt: skip
@@ -309,7 +319,42 @@ def bench_dataset(
                 alarms += bool(result.dataset_drift)
             rates[size] = alarms / judged if judged else None
         rows_out.append({"dataset": data.name, "case": case, "rates": rates})
+    # Computed last so that the other cells' random streams stay as they were.
+    rows_out.insert(2, exact_null(data, windows=windows, detector=detector,
+                                  min_rows=min_rows, seed=seed))  # fmt: skip
     return rows_out
+
+
+EXACT_NULL = "no shift, reference drawn like the windows"
+
+
+def exact_null(
+    data: Dataset, *, windows: int, detector: DetectorConfig, min_rows: int, seed: int
+) -> dict[str, object]:
+    """False alarms of the detector itself: each window is judged against a
+    reference of the pack's size drawn from the same generator, so that nothing
+    differs but chance. Beside `no shift` (fresh rows against the pack's real
+    reference) it tells the detector's error rate from the generator's."""
+    rates: dict[int, float | None] = {}
+    for size in SIZES:
+        rng = np.random.default_rng([seed, size, 10_000])
+        alarms = judged = 0
+        for _ in range(windows):
+            x_ref = data.generator.sample(len(data.reference), rng)
+            reference = pd.DataFrame(x_ref, columns=data.features)
+            reference[LABEL_COLUMN] = None
+            reference["predicted_label"] = np.asarray(data.labels, dtype=object)[
+                np.asarray(data.predict_proba(x_ref)).argmax(axis=1)
+            ]
+            result = judge(
+                data, data.generator.sample(size, rng), detector, min_rows, reference
+            )
+            if result.skipped:
+                continue
+            judged += 1
+            alarms += bool(result.dataset_drift)
+        rates[size] = alarms / judged if judged else None
+    return {"dataset": data.name, "case": EXACT_NULL, "rates": rates}
 
 
 def upper_bound(alarms: int, windows: int, confidence: float = 0.95) -> float:
