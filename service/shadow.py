@@ -469,11 +469,15 @@ class ShadowRunner:
             "replaced_run_id": None if replaced is None else replaced.id,
         }
 
-    def result(self) -> dict[str, Any]:
-        """The deployment's newest run with every worker's tallies; 404 if none."""
+    def _flush_current(self) -> None:
+        """This worker's latest tallies into the store, before reading them back."""
         candidate = self._candidate
         if candidate is not None:
             self.flush(candidate)
+
+    def result(self) -> dict[str, Any]:
+        """The deployment's newest run with every worker's tallies; 404 if none."""
+        self._flush_current()
         with self.sessions() as session:
             run = shadow_store.latest_run(session, self.deployment)
             if run is None:
@@ -485,9 +489,7 @@ class ShadowRunner:
 
     def end(self) -> dict[str, Any]:
         """Stop the active run everywhere; its final result. 404 if none runs."""
-        candidate = self._candidate
-        if candidate is not None:
-            self.flush(candidate)
+        self._flush_current()
         with self.sessions() as session:
             stopped = shadow_store.stop_run(session, self.deployment)
             if stopped is None:
