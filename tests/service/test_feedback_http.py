@@ -77,6 +77,35 @@ def test_report_by_prediction_id_attaches_input_and_output(
     assert stored["categories"] == ["wrong context"]
 
 
+def _report_latency(svc: ServiceProcess) -> tuple[float, float]:
+    """(count, sum) of the /report latency histogram in /metrics, all workers."""
+    with svc.client() as c:
+        text = c.get("/metrics").text
+    totals = {"count": 0.0, "sum": 0.0}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        for part in totals:
+            if name.startswith(f"flywheel_request_duration_seconds_{part}{{") and (
+                'endpoint="report"' in name
+            ):
+                totals[part] += float(value)
+    return totals["count"], totals["sum"]
+
+
+def test_report_latency_shows_in_metrics(running_service: ServiceProcess) -> None:
+    before, _ = _report_latency(running_service)
+    p = predict_one(running_service, ADELIE)
+    r = report(running_service, {"prediction_id": p["prediction_id"]})
+    assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 15  # metric writes are batched per second
+    count, seconds = _report_latency(running_service)
+    while count < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.25)
+        count, seconds = _report_latency(running_service)
+    assert count >= before + 1
+    assert seconds > 0
+
+
 def test_report_by_prediction_id_echoes_only_what_the_caller_sent(
     running_service: ServiceProcess,
 ) -> None:
