@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from feedback import store
 from service.admin_auth import require_admin
 from service.deps import ERRORS, worker_of
+from service.shadow_admin import ShadowAdmin
 
 router = APIRouter()
 
@@ -95,7 +96,7 @@ class ShadowRequest(BaseModel):
     "(replaces an active shadow run)",
 )
 def start_shadow(body: ShadowRequest, request: Request) -> dict[str, Any]:
-    return worker_of(request).shadow.begin(body.pack_dir, body.sample_rate)
+    return ShadowAdmin(worker_of(request).shadow).begin(body.pack_dir, body.sample_rate)
 
 
 @router.get(
@@ -107,7 +108,7 @@ def start_shadow(body: ShadowRequest, request: Request) -> dict[str, Any]:
     "largest disagreements (all workers)",
 )
 def read_shadow(request: Request) -> dict[str, Any]:
-    return worker_of(request).shadow.result()
+    return ShadowAdmin(worker_of(request).shadow).result()
 
 
 @router.delete(
@@ -118,7 +119,7 @@ def read_shadow(request: Request) -> dict[str, Any]:
     summary="Stop the active shadow run in every worker; its final result",
 )
 def stop_shadow(request: Request) -> dict[str, Any]:
-    return worker_of(request).shadow.end()
+    return ShadowAdmin(worker_of(request).shadow).end()
 
 
 @router.get("/priors", responses=ERRORS, summary="Current online prior estimate")

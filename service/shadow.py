@@ -12,7 +12,7 @@ the answer path, and its answers are compared with the served ones.
                   tallies to the store, so a POST that reached one worker
                   starts the run in all of them and a GET sums them all
 
-`ShadowRunner` also serves the admin calls (`begin`, `result`, `end`).
+The admin calls (start, read, stop) are in `service.shadow_admin`.
 """
 
 from __future__ import annotations
@@ -25,12 +25,10 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from common.errors import NotFound, Unprocessable
 from feedback import shadow as shadow_store
 from feedback.db import SessionFactory
 from feedback.shadow import ShadowRunRecord, ShadowTally
@@ -38,7 +36,7 @@ from guardrails.batch import RequestContext
 from guardrails.build import build_pipeline
 from guardrails.pipeline import GuardedBatch, GuardrailPipeline
 from guardrails.policy import Policy
-from packs.errors import PackError, PackPolicyMissing, PackTampered
+from packs.errors import PackPolicyMissing, PackTampered
 from packs.loader import POLICY_FILE, ModelPack
 from packs.model_store import PackStore, StoredPack
 from service.served import Served, ServedState
@@ -208,33 +206,11 @@ class ShadowRunner:
         prediction_ids: list[str],
         batch: GuardedBatch,
     ) -> None:
-        rate = candidate.run.sample_rate
-        n = len(prediction_ids)
-        if n == 1:
-            if rate < 1.0 and random.random() >= rate:
-                return
-            rows = _Rows(
-                candidate,
-                served,
-                features,
-                ctx,
-                prediction_ids,
-                batch.labels,
-                batch.probabilities,
-            )
-        else:
-            picked = np.flatnonzero(self._rng.random(n) < rate)
-            if not len(picked):
-                return
-            rows = _Rows(
-                candidate,
-                served,
-                features[picked],
-                ctx,
-                [prediction_ids[i] for i in picked],
-                [batch.labels[i] for i in picked],
-                batch.probabilities[picked],
-            )
+        rows = _sample(
+            candidate, served, features, ctx, prediction_ids, batch, self._rng
+        )
+        if rows is None:
+            return
         try:
             self._queue.put_nowait(rows)
         except queue.Full:
@@ -305,40 +281,9 @@ class ShadowRunner:
 
     def score(self, rows: _Rows) -> None:
         """Run sampled rows through the candidate and count how it agrees."""
-        candidate = rows.candidate
-        if candidate is not self._candidate:
+        if rows.candidate is not self._candidate:
             return  # the run stopped or changed while these rows waited
-        started = time.perf_counter()
-        try:
-            pending = candidate.pipeline.prepare(rows.features, rows.ctx)
-            guarded = candidate.pipeline.finish(
-                pending, candidate.pack.predict_proba(rows.features)
-            )
-        except Exception as exc:
-            # The candidate's policy may refuse what the served one accepts (an
-            # unknown context, say): a finding about the candidate, counted.
-            log.debug("shadow candidate refused rows: %s", exc)
-            with candidate.lock:
-                candidate.tally.failed += len(rows.prediction_ids)
-                candidate.changes += 1
-            return
-        seconds = time.perf_counter() - started
-        inputs = None
-        if rows.served.policy.store_inputs and guarded.labels != rows.labels:
-            names = rows.served.feature_names
-            inputs = [dict(zip(names, r, strict=True)) for r in rows.features.tolist()]
-        with candidate.lock:
-            candidate.tally.add(
-                prediction_ids=rows.prediction_ids,
-                label_names=rows.served.label_names,
-                served_labels=rows.labels,
-                served_probabilities=rows.probabilities,
-                candidate_labels=guarded.labels,
-                candidate_probabilities=guarded.probabilities,
-                seconds=seconds,
-                inputs=inputs,
-            )
-            candidate.changes += 1
+        score_rows(rows)
 
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
         """Wait until the queue is empty (tests and the benchmark)."""
@@ -386,20 +331,8 @@ class ShadowRunner:
         stored = self.store.open(run.pack_tag)
         if stored.sha256 != run.pack_sha256:
             raise PackTampered(stored.tag, run.pack_sha256, stored.sha256)
-        pack, pipeline = self._build(stored, run.policy_yaml)
+        pack, pipeline = build_candidate(self.settings, stored, run.policy_yaml)
         return _Candidate(run, pack, pipeline)
-
-    def _build(
-        self, stored: StoredPack, policy_yaml: str
-    ) -> tuple[ModelPack, GuardrailPipeline]:
-        serving = self.settings.serving
-        pack = ModelPack.load(
-            stored.path,
-            providers=serving.providers,
-            require_gpu=serving.require_gpu,
-            intra_op_threads=serving.intra_op_threads,
-        )
-        return pack, build_pipeline(pack, Policy.from_yaml(policy_yaml), "serve")
 
     def flush(self, candidate: _Candidate) -> None:
         """Write this worker's tallies of the candidate's run, if they changed.
@@ -422,80 +355,104 @@ class ShadowRunner:
         except Exception:
             log.exception("could not write shadow tallies of run %s", candidate.run.id)
 
-    # --- the admin calls ---------------------------------------------------------
-
-    def begin(self, pack_dir: str, sample_rate: float) -> dict[str, Any]:
-        """Start a shadow run of the pack in `pack_dir` (copied into the model
-        store first, as a promotion does) in every worker; 422 for a pack that
-        does not store, load or fit the served one."""
-        try:
-            stored = self.store.add(Path(pack_dir))
-            policy_yaml = candidate_policy(stored, stored.tag.split(":")[0])
-            pack, pipeline = self._build(stored, policy_yaml)
-        except PackError as exc:
-            raise Unprocessable(
-                f"candidate pack is not usable: {exc.message}", field="pack_dir"
-            ) from None
-        served = self.served.current
-        meta = pack.metadata
-        if (meta.feature_names, meta.labels) != (
-            served.meta.feature_names,
-            served.meta.labels,
-        ):
-            raise Unprocessable(
-                "candidate and served packs differ in features or labels: "
-                f"{meta.feature_names}/{meta.labels} vs "
-                f"{served.meta.feature_names}/{served.meta.labels}",
-                field="pack_dir",
-            )
-        with self.sessions() as session:
-            run, replaced = shadow_store.start_run(
-                session,
-                self.deployment,
-                pack_tag=stored.tag,
-                pack_sha256=stored.sha256,
-                model_version=meta.version,
-                policy_version=pipeline.policy_version,
-                policy_yaml=policy_yaml,
-                served_model_version=served.meta.version,
-                sample_rate=sample_rate,
-            )
+    def switch_to(self, candidate: _Candidate) -> None:
+        """Serve `candidate` in this worker now (its run is in the store); the
+        one it replaces has its last tallies written."""
         with self._switch:
-            previous, self._candidate = self._candidate, _Candidate(run, pack, pipeline)
+            previous, self._candidate = self._candidate, candidate
         if previous is not None:
             self._flush_safely(previous)
-        return {
-            **run.describe(),
-            "replaced_run_id": None if replaced is None else replaced.id,
-        }
 
-    def _flush_current(self) -> None:
+    def flush_current(self) -> None:
         """This worker's latest tallies into the store, before reading them back."""
         candidate = self._candidate
         if candidate is not None:
             self.flush(candidate)
 
-    def result(self) -> dict[str, Any]:
-        """The deployment's newest run with every worker's tallies; 404 if none."""
-        self._flush_current()
-        with self.sessions() as session:
-            run = shadow_store.latest_run(session, self.deployment)
-            if run is None:
-                raise NotFound(
-                    f"no shadow run on deployment {self.deployment!r}; "
-                    "POST /admin/shadow starts one"
-                )
-            return shadow_store.run_result(session, run).to_dict()
 
-    def end(self) -> dict[str, Any]:
-        """Stop the active run everywhere; its final result. 404 if none runs."""
-        self._flush_current()
-        with self.sessions() as session:
-            stopped = shadow_store.stop_run(session, self.deployment)
-            if stopped is None:
-                raise NotFound(
-                    f"no shadow run is active on deployment {self.deployment!r}"
-                )
-        self.follow()
-        with self.sessions() as session:
-            return shadow_store.run_result(session, stopped).to_dict()
+def build_candidate(
+    settings: Settings, stored: StoredPack, policy_yaml: str
+) -> tuple[ModelPack, GuardrailPipeline]:
+    """The candidate's model and its own pipeline, built as the served ones are."""
+    serving = settings.serving
+    pack = ModelPack.load(
+        stored.path,
+        providers=serving.providers,
+        require_gpu=serving.require_gpu,
+        intra_op_threads=serving.intra_op_threads,
+    )
+    return pack, build_pipeline(pack, Policy.from_yaml(policy_yaml), "serve")
+
+
+def score_rows(rows: _Rows) -> None:
+    """Run sampled rows through the candidate and count how it agrees."""
+    candidate = rows.candidate
+    started = time.perf_counter()
+    try:
+        pending = candidate.pipeline.prepare(rows.features, rows.ctx)
+        guarded = candidate.pipeline.finish(
+            pending, candidate.pack.predict_proba(rows.features)
+        )
+    except Exception as exc:
+        # The candidate's policy may refuse what the served one accepts (an
+        # unknown context, say): a finding about the candidate, counted.
+        log.debug("shadow candidate refused rows: %s", exc)
+        with candidate.lock:
+            candidate.tally.failed += len(rows.prediction_ids)
+            candidate.changes += 1
+        return
+    seconds = time.perf_counter() - started
+    inputs = None
+    if rows.served.policy.store_inputs and guarded.labels != rows.labels:
+        names = rows.served.feature_names
+        inputs = [dict(zip(names, r, strict=True)) for r in rows.features.tolist()]
+    with candidate.lock:
+        candidate.tally.add(
+            prediction_ids=rows.prediction_ids,
+            label_names=rows.served.label_names,
+            served_labels=rows.labels,
+            served_probabilities=rows.probabilities,
+            candidate_labels=guarded.labels,
+            candidate_probabilities=guarded.probabilities,
+            seconds=seconds,
+            inputs=inputs,
+        )
+        candidate.changes += 1
+
+
+def _sample(
+    candidate: _Candidate,
+    served: Served,
+    features: np.ndarray,
+    ctx: RequestContext,
+    prediction_ids: list[str],
+    batch: GuardedBatch,
+    rng: np.random.Generator,
+) -> _Rows | None:
+    """The request's rows that the run's sample rate picks, or None."""
+    rate = candidate.run.sample_rate
+    n = len(prediction_ids)
+    if n == 1:
+        if rate < 1.0 and random.random() >= rate:
+            return None
+        return _Rows(
+            candidate,
+            served,
+            features,
+            ctx,
+            prediction_ids,
+            batch.labels,
+            batch.probabilities,
+        )
+    picked = np.flatnonzero(rng.random(n) < rate)
+    if not len(picked):
+        return None
+    return _Rows(
+        candidate,
+        served,
+        features[picked],
+        ctx,
+        [prediction_ids[i] for i in picked],
+        [batch.labels[i] for i in picked],
+        batch.probabilities[picked],
+    )

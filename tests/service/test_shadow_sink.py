@@ -18,6 +18,7 @@ from packs.model_store import PackStore
 from service.served import ServedState
 from service.settings import FeedbackSettings, Settings
 from service.shadow import ShadowRunner
+from service.shadow_admin import ShadowAdmin
 
 QUEUE = 3
 
@@ -67,7 +68,7 @@ def offer_rows(runner: ShadowRunner, n: int) -> np.ndarray:
 def test_a_full_queue_drops_and_counts_instead_of_waiting(
     runner: ShadowRunner, candidate: Path
 ) -> None:
-    runner.begin(str(candidate), 1.0)
+    ShadowAdmin(runner).begin(str(candidate), 1.0)
     served = runner.served.current
     for i in range(10):  # nothing drains yet: three wait, seven are dropped
         row = [p.features for p in penguins()][i]
@@ -76,7 +77,7 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(
         runner.offer(served, x, RequestContext(), new_prediction_ids(1), batch)
     runner.start()
     assert runner.wait_idle()
-    result = runner.result()
+    result = ShadowAdmin(runner).result()
     assert (result["rows_seen"], result["rows_dropped"]) == (QUEUE, 10 - QUEUE)
     assert result["rows_failed"] == 0
 
@@ -84,11 +85,11 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(
 def test_rows_of_a_batch_are_sampled_at_the_rate(
     runner: ShadowRunner, candidate: Path
 ) -> None:
-    runner.begin(str(candidate), 0.1)
+    ShadowAdmin(runner).begin(str(candidate), 0.1)
     runner.start()
     offer_rows(runner, 340)
     assert runner.wait_idle()
-    seen = runner.result()["rows_seen"]
+    seen = ShadowAdmin(runner).result()["rows_seen"]
     assert 15 <= seen <= 60  # binomial(340, 0.1): mean 34, sd 5.5
 
 
@@ -97,22 +98,24 @@ def test_no_run_no_rows_and_a_stopped_run_counts_no_more(
 ) -> None:
     runner.start()
     offer_rows(runner, 5)  # no run yet: ignored
-    runner.begin(str(candidate), 1.0)
+    ShadowAdmin(runner).begin(str(candidate), 1.0)
     offer_rows(runner, 5)
     assert runner.wait_idle()
-    final = runner.end()
+    final = ShadowAdmin(runner).end()
     assert final["status"] == "stopped" and final["rows_seen"] == 5
     offer_rows(runner, 5)
     assert runner.wait_idle()
-    assert runner.result()["rows_seen"] == 5
+    assert ShadowAdmin(runner).result()["rows_seen"] == 5
 
 
 def test_the_first_rows_counted_after_a_flush_reach_the_store(
     runner: ShadowRunner, candidate: Path
 ) -> None:
-    runner.begin(str(candidate), 1.0)
-    assert runner.result()["rows_seen"] == 0  # written once, with nothing counted
+    ShadowAdmin(runner).begin(str(candidate), 1.0)
+    assert (
+        ShadowAdmin(runner).result()["rows_seen"] == 0
+    )  # written once, with nothing counted
     offer_rows(runner, 1)
     runner.start()
     assert runner.wait_idle()
-    assert runner.result()["rows_seen"] == 1
+    assert ShadowAdmin(runner).result()["rows_seen"] == 1
