@@ -251,12 +251,29 @@ class PredictionLogReader:
         ms = int(since.timestamp() * 1000)
         files = [f for f in list_segments(self.log_dir) if f.newer_than(ms)]
         stamp = pa.scalar(since.astimezone(UTC), pa.timestamp("us", tz="UTC"))
-        rows: list[LoggedPrediction] = []
+        order = [("created_at", "ascending"), ("id", "ascending")]
+        parts: list[pa.Table] = []
         for table in self._tables(files, None):
             part = table.filter(pc.greater(table["created_at"], stamp))
-            rows += [_as_prediction(part.slice(i, 1)) for i in range(part.num_rows)]
-        rows.sort(key=lambda r: (r.created_at, r.id))
-        return rows[:limit]
+            # Only a segment's first `limit` rows can be among the first `limit`
+            # of all: rows are chosen in Arrow, and only those become objects.
+            if part.num_rows > limit:
+                part = part.take(pc.sort_indices(part, sort_keys=order)[:limit])
+            if part.num_rows:
+                parts.append(part)
+        keys = [
+            (created, pid, k, i)
+            for k, part in enumerate(parts)
+            for i, (created, pid) in enumerate(
+                zip(
+                    part["created_at"].to_pylist(),
+                    part["id"].to_pylist(),
+                    strict=True,
+                )
+            )
+        ]
+        keys.sort()
+        return [_as_prediction(parts[k].slice(i, 1)) for _, _, k, i in keys[:limit]]
 
     def count_since(self, since: datetime) -> int:
         """Rows created at or after `since`."""

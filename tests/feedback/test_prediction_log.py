@@ -285,6 +285,27 @@ def test_rows_and_counts_since_a_time(tmp_path: Path) -> None:
     assert set(table["id"].to_pylist()) == {r.id for r in rows[:5]}
 
 
+def test_rows_since_are_the_oldest_first_limit_across_segments(
+    tmp_path: Path,
+) -> None:
+    a, b = writer(tmp_path), writer(tmp_path)
+    now = utcnow()
+    records = [prediction(created_at=now - timedelta(seconds=60 - i)) for i in range(9)]
+    for i, record in enumerate(records):
+        assert submit_records(a if i % 3 else b, [record])
+    a.rotate()
+    a.compact_pending()  # a compacted segment, and two open ones
+    reader = PredictionLogReader(tmp_path)
+    since = now - timedelta(seconds=58, milliseconds=500)  # after the first two
+    rows = reader.predictions_since(since, limit=4)
+    assert [r.id for r in rows] == [r.id for r in records[2:6]]
+    assert [r.id for r in reader.predictions_since(since)] == [
+        r.id for r in records[2:]
+    ]
+    a.close()
+    b.close()
+
+
 def test_purge_deletes_segments_older_than_the_retention_then_beyond_the_bytes(
     tmp_path: Path,
 ) -> None:
