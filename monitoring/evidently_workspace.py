@@ -235,19 +235,28 @@ def record_run(
     deleted (each is ~320 KB; one per drift run adds up)."""
     if result.snapshot is None:
         raise ValueError("a skipped drift result has no snapshot to record")
-    workspace = open_workspace(workspace_dir)
-    project = open_project(workspace, project_name)
-    ensure_dashboard(
-        workspace,
-        project,
-        features=features,
-        labels=labels,
-        model_version=result.model_version,
-    )
-    ref = workspace.add_run(project.id, result.snapshot, include_data=False)
-    if keep is not None:
-        prune_runs(workspace, project.id, keep=keep)
-    return str(ref.id)
+    return _add_snapshot(
+        workspace_dir, result.snapshot, project_name=project_name,
+        features=features, labels=labels, model_version=result.model_version,
+        keep=keep,
+    )  # fmt: skip
+
+
+def _add_snapshot(
+    workspace_dir: Path,
+    snapshot: Any,
+    *,
+    project_name: str,
+    features: Sequence[str],
+    labels: Sequence[str],
+    model_version: str | None,
+    keep: int | None,
+) -> str:
+    """Add `snapshot` to the project (its panels first) and prune; returns its id."""
+    return _add_snapshot(
+        workspace_dir, snapshot, project_name=project_name, features=features,
+        labels=labels, model_version=model_version, keep=keep,
+    )  # fmt: skip
 
 
 def prune_runs(workspace: Any, project_id: Any, *, keep: int) -> int:
@@ -307,16 +316,7 @@ def record_accuracy(
         tags=[version_tag(model_version), ACCURACY_TAG],
         metadata={"rows": str(reading.rows)},
     )
-    workspace = open_workspace(workspace_dir)
-    project = open_project(workspace, project_name)
-    ensure_dashboard(
-        workspace,
-        project,
-        features=features,
-        labels=labels,
-        model_version=model_version,
-    )
-    ref = workspace.add_run(project.id, snapshot, include_data=False)
-    if keep is not None:
-        prune_runs(workspace, project.id, keep=keep)
-    return str(ref.id)
+    return _add_snapshot(
+        workspace_dir, snapshot, project_name=project_name, features=features,
+        labels=labels, model_version=model_version, keep=keep,
+    )  # fmt: skip
