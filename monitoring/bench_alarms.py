@@ -307,54 +307,65 @@ def bench_dataset(
 ) -> list[dict[str, object]]:
     rows_out: list[dict[str, object]] = []
     for case, make in cases(data):
-        rates: dict[int, float | None] = {}
-        for size in SIZES:
-            rng = np.random.default_rng([seed, size, len(rows_out)])
-            alarms = judged = 0
-            for i in range(windows):
-                result = judge(data, make(size, rng, i), detector, min_rows)
-                if result.skipped:
-                    continue
-                judged += 1
-                alarms += bool(result.dataset_drift)
-            rates[size] = alarms / judged if judged else None
+        rates = alarm_rates(
+            data, make, windows=windows, detector=detector, min_rows=min_rows,
+            seed=lambda size: [seed, size, len(rows_out)],
+        )  # fmt: skip
         rows_out.append({"dataset": data.name, "case": case, "rates": rates})
     # Computed last so that the other cells' random streams stay as they were.
-    rows_out.insert(2, exact_null(data, windows=windows, detector=detector,
-                                  min_rows=min_rows, seed=seed))  # fmt: skip
+    exact = alarm_rates(
+        data, lambda rows, rng, i: data.generator.sample(rows, rng),
+        windows=windows, detector=detector, min_rows=min_rows,
+        seed=lambda size: [seed, size, 10_000], reference=generated_reference,
+    )  # fmt: skip
+    rows_out.insert(2, {"dataset": data.name, "case": EXACT_NULL, "rates": exact})
     return rows_out
 
 
+#: False alarms of the detector itself: each window is judged against a
+#: reference of the pack's size drawn from the same generator, so that nothing
+#: differs but chance. Beside `no shift` (fresh rows against the pack's real
+#: reference) it tells the detector's error rate from the generator's.
 EXACT_NULL = "no shift, reference drawn like the windows"
 
 
-def exact_null(
-    data: Dataset, *, windows: int, detector: DetectorConfig, min_rows: int, seed: int
-) -> dict[str, object]:
-    """False alarms of the detector itself: each window is judged against a
-    reference of the pack's size drawn from the same generator, so that nothing
-    differs but chance. Beside `no shift` (fresh rows against the pack's real
-    reference) it tells the detector's error rate from the generator's."""
+def alarm_rates(
+    data: Dataset,
+    make: Callable[..., np.ndarray],
+    *,
+    windows: int,
+    detector: DetectorConfig,
+    min_rows: int,
+    seed: Callable[[int], list[int]],
+    reference: Callable[[Dataset, np.random.Generator], pd.DataFrame] | None = None,
+) -> dict[int, float | None]:
+    """Share of judged windows that raised an alarm, per window size (None when
+    every window was skipped); `reference` draws a reference per window."""
     rates: dict[int, float | None] = {}
     for size in SIZES:
-        rng = np.random.default_rng([seed, size, 10_000])
+        rng = np.random.default_rng(seed(size))
         alarms = judged = 0
-        for _ in range(windows):
-            x_ref = data.generator.sample(len(data.reference), rng)
-            reference = pd.DataFrame(x_ref, columns=data.features)
-            reference[LABEL_COLUMN] = None
-            reference["predicted_label"] = np.asarray(data.labels, dtype=object)[
-                np.asarray(data.predict_proba(x_ref)).argmax(axis=1)
-            ]
-            result = judge(
-                data, data.generator.sample(size, rng), detector, min_rows, reference
-            )
+        for i in range(windows):
+            ref = None if reference is None else reference(data, rng)
+            result = judge(data, make(size, rng, i), detector, min_rows, ref)
             if result.skipped:
                 continue
             judged += 1
             alarms += bool(result.dataset_drift)
         rates[size] = alarms / judged if judged else None
-    return {"dataset": data.name, "case": EXACT_NULL, "rates": rates}
+    return rates
+
+
+def generated_reference(data: Dataset, rng: np.random.Generator) -> pd.DataFrame:
+    """A reference of the pack's size drawn from the generator, with the model's
+    predicted labels."""
+    x_ref = data.generator.sample(len(data.reference), rng)
+    reference = pd.DataFrame(x_ref, columns=data.features)
+    reference[LABEL_COLUMN] = None
+    reference["predicted_label"] = np.asarray(data.labels, dtype=object)[
+        np.asarray(data.predict_proba(x_ref)).argmax(axis=1)
+    ]
+    return reference
 
 
 def upper_bound(alarms: int, windows: int, confidence: float = 0.95) -> float:
