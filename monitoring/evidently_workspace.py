@@ -253,10 +253,19 @@ def _add_snapshot(
     keep: int | None,
 ) -> str:
     """Add `snapshot` to the project (its panels first) and prune; returns its id."""
-    return _add_snapshot(
-        workspace_dir, snapshot, project_name=project_name, features=features,
-        labels=labels, model_version=model_version, keep=keep,
-    )  # fmt: skip
+    workspace = open_workspace(workspace_dir)
+    project = open_project(workspace, project_name)
+    ensure_dashboard(
+        workspace,
+        project,
+        features=features,
+        labels=labels,
+        model_version=model_version,
+    )
+    ref = workspace.add_run(project.id, snapshot, include_data=False)
+    if keep is not None:
+        prune_runs(workspace, project.id, keep=keep)
+    return str(ref.id)
 
 
 def prune_runs(workspace: Any, project_id: Any, *, keep: int) -> int:
