@@ -29,10 +29,8 @@ that estimate, and the load average.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import tempfile
@@ -43,32 +41,33 @@ from typing import Any
 
 import httpx
 import numpy as np
-import psutil
 
 from loadtests.loadgen import LoadResult, require_tools, wrk
 from loadtests.payloads import penguins
 from monitoring.traffic import instances, like_training
-from service.process import ServiceProcess, start_service, stop_service_process
+from service.demo import metric
+from service.process import (
+    ServiceProcess,
+    kill_tree,
+    process_tree,
+    start_service,
+    stop_service_process,
+)
 
 DEFAULT_INTERVAL_S = 300.0
 TRICKLE_ROWS = 300
 TRICKLE_EVERY_S = 5.0
 WINDOW_ROWS = 100_000
-RUNS = re.compile(r'^flywheel_drift_runs_total\{outcome="(\w+)"\} (\S+)$', re.M)
-
-
-def _signal_all(svc: ServiceProcess, sig: signal.Signals) -> None:
-    """`sig` to the server and every process below it (workers, drift children)."""
-    root = psutil.Process(svc.process.pid)
-    for proc in [root, *root.children(recursive=True)]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.send_signal(sig)
 
 
 def drift_runs(svc: ServiceProcess) -> dict[str, float]:
-    """Drift runs so far, by outcome (completed, skipped, failed)."""
+    """Drift runs so far, by outcome."""
     text = httpx.get(f"{svc.url}/metrics", timeout=30).text
-    return {outcome: float(n) for outcome, n in RUNS.findall(text)}
+    return {
+        outcome: metric(text, f'flywheel_drift_runs_total{{outcome="{outcome}"}}')
+        or 0.0
+        for outcome in ("completed", "skipped", "failed")
+    }
 
 
 def _trickle(svc: ServiceProcess, stop: threading.Event, seed: int) -> None:
@@ -141,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         order = ["off", "on", "on", "off"] * args.rounds
         for i, name in enumerate(order):
             idle = servers["on" if name == "off" else "off"]
-            _signal_all(idle, signal.SIGSTOP)
+            kill_tree(process_tree(idle.process.pid), signal.SIGSTOP)
             try:
                 results[name].append(
                     arm(
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
                     )
                 )  # fmt: skip
             finally:
-                _signal_all(idle, signal.SIGCONT)
+                kill_tree(process_tree(idle.process.pid), signal.SIGCONT)
         runs = {
             k: v - runs_before.get(k, 0.0) for k, v in drift_runs(servers["on"]).items()
         }

@@ -125,11 +125,20 @@ def start_service(
     )
 
 
-def kill_tree(pids: list[int]) -> None:
-    """SIGKILL these processes, ignoring those already gone."""
+def process_tree(pid: int) -> list[int]:
+    """The process and every descendant (empty when it is gone)."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [pid, *(c.pid for c in children)]
+
+
+def kill_tree(pids: list[int], sig: int = signal.SIGKILL) -> None:
+    """Send `sig` (SIGKILL) to these processes, ignoring those already gone."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
 
 
 def stop_service_process(
@@ -140,10 +149,7 @@ def stop_service_process(
     BentoML's workers run in process groups of their own, so the whole process
     tree is collected first and anything left of it is killed at the end.
     """
-    try:
-        tree = [c.pid for c in psutil.Process(process.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
+    tree = process_tree(process.pid)[1:]
     code: int | None = process.poll()
     if code is None:
         os.killpg(process.pid, signal.SIGTERM)
