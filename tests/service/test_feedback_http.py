@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import ServiceProcess, running
 
@@ -82,13 +83,13 @@ def _report_latency(svc: ServiceProcess) -> tuple[float, float]:
     with svc.client() as c:
         text = c.get("/metrics").text
     totals = {"count": 0.0, "sum": 0.0}
-    for line in text.splitlines():
-        name, _, value = line.rpartition(" ")
-        for part in totals:
-            if name.startswith(f"flywheel_request_duration_seconds_{part}{{") and (
-                'endpoint="report"' in name
-            ):
-                totals[part] += float(value)
+    for family in text_string_to_metric_families(text):
+        if family.name != "flywheel_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            part = sample.name.rsplit("_", 1)[-1]
+            if part in totals and sample.labels.get("endpoint") == "report":
+                totals[part] += sample.value
     return totals["count"], totals["sum"]
 
 
