@@ -162,7 +162,9 @@ def test_a_killed_holder_is_taken_over_after_its_lease_expires(
     sessions: sessionmaker[Session], db_url: str, tmp_path: Path
 ) -> None:
     started = tmp_path / "started"
-    ttl_s = 2.0
+    # Long enough that a loaded machine still checks "held" well before the dead
+    # holder's last renewal expires (it renews every ttl/3).
+    ttl_s = 6.0
     holder = subprocess.Popen(
         _python("hold", db_url, "drift", str(ttl_s), str(started)),
         cwd=ROOT,
@@ -172,7 +174,7 @@ def test_a_killed_holder_is_taken_over_after_its_lease_expires(
     )
     try:
         _wait_for(started.exists, timeout_s=30)
-        time.sleep(ttl_s)  # the heartbeat has renewed at least once
+        time.sleep(ttl_s / 2)  # the heartbeat has renewed at least once
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=10)
     finally:
