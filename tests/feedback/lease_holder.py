@@ -49,6 +49,9 @@ def contend(db: str, name: str, rounds: int, section_dir: Path, processes: int) 
         with sessions() as session:
             lease = leases.acquire(session, name, holder=holder, ttl_s=30)
         if lease is None:
+            # A poller waits before it tries again; without the pause the losers
+            # spend all their rounds while the first holder is still in its first.
+            time.sleep(0.01)
             continue
         try:
             fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
