@@ -66,15 +66,21 @@ def service_env(data_dir: Path, pack_dir: Path, **overrides: str) -> dict[str, s
     return env
 
 
+class PortTaken(RuntimeError):
+    """The service exited before ready because an address it binds was in use."""
+
+
 def wait_ready(
     url: str, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 180
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
+            log = log_path.read_text(errors="replace")
+            error = PortTaken if "Address already in use" in log else RuntimeError
+            raise error(
                 f"service exited with {process.returncode} before ready:\n"
-                + log_path.read_text(errors="replace")[-4000:]
+                + log[-4000:]
             )
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
@@ -88,6 +94,12 @@ def wait_ready(
     )
 
 
+# A port picked by `free_port` is free only until someone binds it: another
+# process (or BentoML's own ZMQ sockets, which pick ports the same way) can take
+# it before the service does. A start on a picked port is retried on a new one.
+PICKED_PORT_TRIES = 3
+
+
 def start_service(
     data_dir: Path,
     pack_dir: Path,
@@ -96,8 +108,28 @@ def start_service(
     ready_timeout_s: float = 90,
     **overrides: str,
 ) -> ServiceProcess:
+    """Start the service and wait until ready; `port=None` picks a free one."""
+    if port is not None:
+        return _start_on(data_dir, pack_dir, port, ready_timeout_s, overrides)
+    for attempt in range(PICKED_PORT_TRIES):
+        try:
+            return _start_on(
+                data_dir, pack_dir, free_port(), ready_timeout_s, overrides
+            )
+        except PortTaken:
+            if attempt == PICKED_PORT_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_on(
+    data_dir: Path,
+    pack_dir: Path,
+    port: int,
+    ready_timeout_s: float,
+    overrides: dict[str, str],
+) -> ServiceProcess:
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
     env = service_env(data_dir, pack_dir, **overrides)
     log_path = data_dir / f"service-{port}.log"
     with log_path.open("ab") as out:
