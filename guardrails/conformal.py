@@ -55,6 +55,7 @@ class ConformalStage(Stage):
                 alpha=policy.alpha,
                 raps_lambda=policy.raps_lambda,
                 raps_k_reg=policy.raps_k_reg,
+                randomize=policy.randomize,
                 cache_size=policy.cached_priors,
             )
             note = f"{len(calibration.labels)} calibration rows"

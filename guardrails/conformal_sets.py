@@ -18,13 +18,25 @@ Ramdas 2021, "Distribution-free uncertainty quantification for classification
 under label shift"), so coverage holds for the deployment's label mix. With equal
 weights this is exactly the unweighted quantile.
 
-The aps score is the non-randomised one, so the same row always gets the same set.
+The aps score is the non-randomised one.
+
+Those sets cover *at least* 1-α, and by up to one quantile step more: with
+weights concentrated on a few calibration rows (a small calibration set under a
+strong shift) the step is wide and the sets over-cover. `randomize` gives the
+smoothed p-value instead (Vovk et al. 2005; Tibshirani et al. 2019 for weights):
+label y is in the set when
+
+    Σ_{s_i > s} w_i + U · (Σ_{s_i = s} w_i + w(y))  >  α · (Σ_i w_i + w(y))
+
+with U uniform on [0, 1), which covers exactly 1-α on average. U is drawn from a
+hash of the row's probabilities, so the same row still always gets the same set.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -132,6 +144,47 @@ def naive_sets(probabilities: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
+def row_uniforms(probabilities: np.ndarray) -> np.ndarray:
+    """(n,) numbers in [0, 1), uniform across rows and a fixed function of each
+    row's probabilities (SplitMix64 finaliser over the float64 bits)."""
+    bits = np.ascontiguousarray(probabilities, dtype=np.float64).view(np.uint64)
+    h = np.full(len(bits), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    for j in range(bits.shape[1]):
+        h = _mix(h ^ bits[:, j])
+    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@dataclass(frozen=True)
+class WeightedScores:
+    """The calibration scores under one deployment prior, sorted, with weights."""
+
+    ranked: np.ndarray
+    cumulative: np.ndarray
+    """Σ of the weights of the first i ranked rows, i = 0..n (n + 1 entries)."""
+    candidate_weights: np.ndarray
+
+    def randomized_sets(
+        self, all_scores: np.ndarray, u: np.ndarray, alpha: float
+    ) -> np.ndarray:
+        """(n, k) bool: the smoothed-p-value sets (module docstring)."""
+        total = self.cumulative[-1]
+        below_or_at = self.cumulative[np.searchsorted(self.ranked, all_scores, "right")]
+        below = self.cumulative[np.searchsorted(self.ranked, all_scores, "left")]
+        w = self.candidate_weights[None, :]
+        above = total - below_or_at
+        tied = below_or_at - below
+        with np.errstate(invalid="ignore"):
+            inside = above + u[:, None] * (tied + w) > alpha * (total + w)
+        # An infinite candidate weight (a label never calibrated) is always in.
+        return inside | np.isinf(w)
+
+
 class SetCalibrator:
     """Thresholds from one calibration set, cached per deployment prior.
 
@@ -149,6 +202,7 @@ class SetCalibrator:
         alpha: float,
         raps_lambda: float = 0.0,
         raps_k_reg: int = 0,
+        randomize: bool = False,
         cache_size: int = 64,
     ):
         self.probabilities = probabilities
@@ -160,7 +214,10 @@ class SetCalibrator:
         self.alpha = alpha
         self._raps_lambda = raps_lambda
         self._raps_k_reg = raps_k_reg
-        self._cache: OrderedDict[tuple[bytes | None, bool], np.ndarray] = OrderedDict()
+        self.randomize = randomize
+        self._cache: OrderedDict[
+            tuple[bytes | None, bool], tuple[np.ndarray, WeightedScores]
+        ] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -178,6 +235,17 @@ class SetCalibrator:
     ) -> np.ndarray:
         """(k,) q_y for rows adjusted by `deploy_over_train` (None: training
         priors); `reweight` False keeps unit weights (plain split conformal)."""
+        return self._calibrated(deploy_over_train, reweight)[0]
+
+    def weighted_scores(
+        self, deploy_over_train: np.ndarray | None, reweight: bool = True
+    ) -> WeightedScores:
+        """The calibration scores and weights behind `thresholds`."""
+        return self._calibrated(deploy_over_train, reweight)[1]
+
+    def _calibrated(
+        self, deploy_over_train: np.ndarray | None, reweight: bool
+    ) -> tuple[np.ndarray, WeightedScores]:
         key = (
             None if deploy_over_train is None else deploy_over_train.tobytes(),
             reweight,
@@ -197,10 +265,19 @@ class SetCalibrator:
             self.training_priors,
             self.calibration_priors,
         )
+        order = np.argsort(calibration, kind="stable")
         if w is None:
-            out = thresholds(calibration, None, np.ones(k), self.alpha)
+            q = thresholds(calibration, None, np.ones(k), self.alpha)
+            row_weights, candidate = np.ones(len(calibration)), np.ones(k)
         else:
-            out = thresholds(calibration, w[self.y], w, self.alpha)
+            q = thresholds(calibration, w[self.y], w, self.alpha)
+            row_weights, candidate = w[self.y], w
+        distribution = WeightedScores(
+            calibration[order],
+            np.concatenate([[0.0], np.cumsum(row_weights[order])]),
+            candidate,
+        )
+        out = (q, distribution)
         with self._lock:
             self._cache[key] = out
             if len(self._cache) > self._cache_size:
@@ -214,5 +291,9 @@ class SetCalibrator:
         reweight: bool = True,
     ) -> np.ndarray:
         """(n, k) bool prediction sets of rows already adjusted to the prior."""
-        q = self.thresholds(deploy_over_train, reweight)
-        return prediction_sets(self.scores(probabilities), q)
+        q, distribution = self._calibrated(deploy_over_train, reweight)
+        scores = self.scores(probabilities)
+        if self.randomize:
+            u = row_uniforms(probabilities)
+            return distribution.randomized_sets(scores, u, self.alpha)
+        return prediction_sets(scores, q)

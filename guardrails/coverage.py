@@ -11,6 +11,7 @@ into calibration and test rows at random, and measures on the test rows:
                   pi_deploy/pi_cal next to unweighted ones on the same scores
     island:<name> (penguins) the test rows of one island under its species counts
 
+each also with randomised (smoothed p-value) sets, the policy's `randomize`,
 beside the naive "most probable labels until their probability reaches 1 - alpha"
 sets. Coverage is the share of test rows whose set holds the true label, averaged
 over the splits; it is in band when within [1-alpha-0.02, 1-alpha+0.03]. The sets
@@ -90,6 +91,22 @@ def _shifts(
                 yield f"island:{island}", mine, weights
 
 
+RANDOMIZED = ", randomized"
+
+
+def _methods(
+    weights: np.ndarray | None, randomize: bool
+) -> tuple[tuple[str, bool], ...]:
+    """(method, reweight) pairs measured: plain sets without a shift; weighted and
+    unweighted under one (randomised sets only weighted: the unweighted ones miss
+    by far more than a quantile step)."""
+    if weights is None:
+        return (("conformal", True),)
+    if randomize:
+        return (("weighted", True),)
+    return (("weighted", True), ("unweighted", False))
+
+
 def evaluate_dataset(data: HeldOut, splits: int, seed: int) -> list[CoverageRow]:
     rng = np.random.default_rng(seed)
     n = len(data.y)
@@ -107,20 +124,18 @@ def evaluate_dataset(data: HeldOut, splits: int, seed: int) -> list[CoverageRow]
                 naive = _measure(naive_sets(p, alpha), y)
                 sums[(shift, alpha, "-", "naive cumulative")].append(naive)
                 for score in SCORES_EVALUATED:
-                    calibrator = SetCalibrator(
-                        data.probabilities[cal],
-                        data.y[cal],
-                        data.training_priors,
-                        score=score,
-                        alpha=alpha,
-                    )
-                    if weights is None:
-                        got = _measure(calibrator.sets(p), y)
-                        sums[(shift, alpha, score, "conformal")].append(got)
-                        continue
-                    for method, reweight in (("weighted", True), ("unweighted", False)):
-                        got = _measure(calibrator.sets(p, weights, reweight), y)
-                        sums[(shift, alpha, score, method)].append(got)
+                    for suffix, randomize in (("", False), (RANDOMIZED, True)):
+                        calibrator = SetCalibrator(
+                            data.probabilities[cal],
+                            data.y[cal],
+                            data.training_priors,
+                            score=score,
+                            alpha=alpha,
+                            randomize=randomize,
+                        )
+                        for method, reweight in _methods(weights, randomize):
+                            got = _measure(calibrator.sets(p, weights, reweight), y)
+                            sums[(shift, alpha, score, method + suffix)].append(got)
     return [
         CoverageRow(
             data.name,

@@ -16,6 +16,7 @@ from guardrails.conformal_sets import (
     SetCalibrator,
     label_scores,
     naive_sets,
+    row_uniforms,
     thresholds,
     true_label_scores,
     unweighted_threshold,
@@ -143,6 +144,60 @@ def test_weighted_sets_keep_coverage_under_label_shift_and_plain_ones_do_not() -
         plain.append(calibrator.sets(adjusted, weights, reweight=False)[hit].mean())
     assert 0.88 <= np.mean(weighted) <= 0.93
     assert abs(np.mean(plain) - 0.9) > abs(np.mean(weighted) - 0.9)
+
+
+def _shifted_coverage(
+    randomize: bool, n_cal: int, rng: np.random.Generator, splits: int
+) -> float:
+    deploy = np.array([0.02, 0.03, 0.95])
+    weights = deploy / TRAIN
+    hits = []
+    for _ in range(splits):
+        cal_p, cal_y = _synthetic(n_cal, TRAIN, rng, sharpness=1.0)
+        test_p, test_y = _synthetic(400, deploy, rng, sharpness=1.0)
+        adjusted = test_p * weights
+        adjusted /= adjusted.sum(axis=1, keepdims=True)
+        calibrator = SetCalibrator(
+            cal_p, cal_y, TRAIN, score="lac", alpha=0.1, randomize=randomize
+        )
+        sets = calibrator.sets(adjusted, weights)
+        hits.append(sets[np.arange(len(test_y)), test_y].mean())
+    return float(np.mean(hits))
+
+
+def test_randomized_weighted_sets_cover_exactly_where_plain_ones_over_cover() -> None:
+    # 60 calibration rows with the deployment's usual label rare in them: the
+    # weighted quantile's step is wide and the deterministic sets over-cover.
+    deterministic = _shifted_coverage(False, 60, np.random.default_rng(5), 300)
+    randomized = _shifted_coverage(True, 60, np.random.default_rng(5), 300)
+    assert deterministic > 0.93
+    assert abs(randomized - 0.9) < 0.015
+
+
+@given(seed=st.integers(0, 10_000), alpha=st.sampled_from([0.05, 0.1, 0.3]))
+@PROPERTY
+def test_randomized_sets_lie_inside_the_deterministic_ones(
+    seed: int, alpha: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    cal_p, cal_y = _synthetic(int(rng.integers(5, 80)), TRAIN, rng)
+    test_p, _ = _synthetic(50, TRAIN, rng)
+    w = rng.dirichlet(np.ones(3)) / TRAIN
+    args = dict(score="lac", alpha=alpha)
+    plain = SetCalibrator(cal_p, cal_y, TRAIN, **args)  # type: ignore[arg-type]
+    smooth = SetCalibrator(cal_p, cal_y, TRAIN, randomize=True, **args)  # type: ignore[arg-type]
+    for prior in (None, w):
+        inner = smooth.sets(test_p, prior)
+        assert not (inner & ~plain.sets(test_p, prior)).any()
+
+
+def test_row_uniforms_are_uniform_and_fixed_per_row() -> None:
+    p, _ = _synthetic(20_000, TRAIN, np.random.default_rng(2))
+    u = row_uniforms(p)
+    assert ((u >= 0) & (u < 1)).all()
+    np.testing.assert_array_equal(row_uniforms(p.copy()), u)
+    counts = np.histogram(u, bins=10, range=(0, 1))[0]
+    assert counts.min() > 1_800 and counts.max() < 2_200
 
 
 def test_thresholds_are_computed_once_per_prior() -> None:

@@ -45,7 +45,12 @@ def test_iris_without_shift_is_covered_and_the_table_says_so() -> None:
     for r in plain:
         assert r.coverage >= 1 - r.alpha - 0.04
     weighted = {r.method for r in rows if r.shift.startswith("dirichlet")}
-    assert weighted == {"weighted", "unweighted", "naive cumulative"}
+    assert weighted == {
+        "weighted",
+        "weighted, randomized",
+        "unweighted",
+        "naive cumulative",
+    }
     text = to_markdown(rows)
     assert "| iris | none | 0.1 | lac | conformal |" in text
 
