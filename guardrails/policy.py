@@ -234,7 +234,7 @@ class Policy(_Section):
     """A whole guardrail policy. `version` names it in every answer and log row."""
 
     version: str = Field(min_length=1)
-    """Policy version, returned with every answer (e.g. `default-2026-12-02`)."""
+    """Policy version, returned with every answer (e.g. `default-2026-12-03`)."""
     description: str = ""
     store_inputs: bool = True
     """Keep request inputs in the prediction log (False stores outputs only)."""

@@ -92,7 +92,7 @@ blacklist:
   action: fallback         # fallback: best allowed label; abstain: reason blacklisted
 
 # 5. Conformal prediction sets: every answer carries `prediction_set`, the labels
-# that hold the true one with probability >= 1 - alpha, calibrated on this pack's
+# that hold the true one with probability 1 - alpha, calibrated on this pack's
 # validation split (calibration.parquet) and reweighted under deployment priors.
 conformal:
   enabled: true
@@ -102,6 +102,8 @@ conformal:
   max_set_size: null       # abstain mode: abstain (large_prediction_set) above this
   abstain_on_empty: false  # abstain mode: abstain (empty_prediction_set) on {{}}
   weighted: true           # reweight calibration rows by the deployment prior
+  randomize: true          # cover 1 - alpha on average, not at least (smaller sets
+                           # on small calibration sets); a row's set is still fixed
 
 # 6. Abstain when the answer would be too uncertain (probabilities still shown).
 output_bounds:

@@ -318,3 +318,21 @@ def test_default_policy_gives_every_penguin_a_set_in_report_mode(
         assert not out.abstained.any() or "large_prediction_set" not in out.reasons
         covered += [y in s for y, s in zip(rows["label"], sets, strict=True)]
     assert np.mean(covered) >= 0.85
+
+
+def test_the_default_policy_gives_a_repeated_row_the_same_randomised_set(
+    default_pack: Path,
+) -> None:
+    import pandas as pd
+
+    policy = Policy.load(POLICIES / "default.yaml")
+    assert policy.conformal.randomize
+    pack = ModelPack.load(default_pack, providers=["CPUExecutionProvider"])
+    pipeline = build_pipeline(pack, policy)
+    test = pd.read_parquet(pack.test_path())
+    x = test[pack.metadata.feature_names].to_numpy(np.float32)
+    twice = np.concatenate([x, x[::-1]])
+    out = pipeline.run(twice, pack.predict_proba, RequestContext("Dream"))
+    sets = out.prediction_sets
+    assert sets is not None
+    np.testing.assert_array_equal(sets[: len(x)], sets[len(x) :][::-1])
