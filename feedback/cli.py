@@ -75,6 +75,28 @@ def regress(
     max_metric_drop: float = typer.Option(
         0.01, min=0.0, help="Gate: allowed absolute drop of accuracy / macro-F1."
     ),
+    shadow: bool = typer.Option(
+        True,
+        help="Gate on the candidate's newest shadow run on this deployment, when "
+        "it had one (found by the pack's model-store tag).",
+    ),
+    shadow_min_rows: int | None = typer.Option(
+        None, min=1, help="Gate: rows the shadow run must have [default: 200]."
+    ),
+    shadow_accuracy_margin: float | None = typer.Option(
+        None,
+        min=0.0,
+        max=1.0,
+        help="Gate: how far the candidate's estimated accuracy in shadow may fall "
+        "below the served model's [default: 0.02].",
+    ),
+    shadow_min_confident_agreement: float | None = typer.Option(
+        None,
+        min=0.0,
+        max=1.0,
+        help="Gate: least agreement in shadow on rows served with p >= 0.9 "
+        "[default: 0.95].",
+    ),
 ) -> None:
     """Run the regression suite and the promotion gate for a candidate pack.
 
@@ -83,8 +105,11 @@ def regress(
     import tempfile
 
     from feedback.db import session_factory
+    from feedback.gate import ShadowRules
     from feedback.promotion import PacksIncompatible, judge_candidate
+    from feedback.shadow import result_for_pack
     from feedback.store_ready import StoreNotReady, open_migrated
+    from packs.model_store import pack_tag
 
     try:
         engine = open_migrated(db)
@@ -99,6 +124,23 @@ def regress(
             policy_path = policy or _served_policy(
                 session, deployment, candidate, Path(tmp)
             )
+            shadow_result = (
+                result_for_pack(session, deployment, pack_tag(candidate))
+                if shadow
+                else None
+            )
+            default = ShadowRules()
+            rules = ShadowRules(
+                min_rows=default.min_rows
+                if shadow_min_rows is None
+                else shadow_min_rows,
+                accuracy_margin=default.accuracy_margin
+                if shadow_accuracy_margin is None
+                else shadow_accuracy_margin,
+                min_confident_agreement=default.min_confident_agreement
+                if shadow_min_confident_agreement is None
+                else shadow_min_confident_agreement,
+            )
             with step("replaying the gate"):
                 judgement = judge_candidate(
                     session,
@@ -111,6 +153,8 @@ def regress(
                     max_metric_drop=max_metric_drop,
                     out_dir=out,
                     allow_empty=allow_empty,
+                    shadow=shadow_result,
+                    shadow_rules=rules,
                 )
     except PacksIncompatible as exc:
         typer.echo(str(exc), err=True)

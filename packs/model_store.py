@@ -58,6 +58,15 @@ def pack_digest(pack_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def pack_tag(pack_dir: Path) -> str:
+    """The model-store tag `add` gives this pack's content (`name:version`)."""
+    return _tag(read_metadata(pack_dir).name, pack_digest(pack_dir))
+
+
+def _tag(name: str, digest: str) -> str:
+    return f"{name}:{digest[:VERSION_DIGITS]}"
+
+
 @dataclass(frozen=True)
 class StoredPack:
     """A verified pack in the store: its tag, its files' directory and hash."""
@@ -111,7 +120,7 @@ class PackStore:
                 "digits, '-', '.', '_'; at most 63 characters)",
             )
         before = pack_digest(src)
-        tag = f"{name}:{before[:VERSION_DIGITS]}"
+        tag = _tag(name, before)
         if self._has(tag):
             return self.open(tag)
         # A pack that does not load never enters the store, and its errors name

@@ -229,6 +229,53 @@ def test_regress_command_exits_1_on_refusal_and_0_on_success(
     assert purged.exit_code == 0 and "deleted 0" in purged.output
 
 
+def test_regress_gates_on_the_candidates_shadow_run_and_says_so(
+    default_pack: Path, weak_pack: Path, tmp_path: Path
+) -> None:
+    from feedback import shadow as shadow_store
+    from feedback.db import make_engine, session_factory
+    from feedback.shadow import ShadowTally
+    from packs.model_store import pack_tag
+
+    runner = CliRunner()
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert runner.invoke(app, ["migrate", "--db", db]).exit_code == 0
+    args = ["regress", "--db", db, "--policy", str(POLICY),
+            "--context-column", "island", "--deployment", "live",
+            "--candidate", str(default_pack), "--baseline", str(weak_pack)]  # fmt: skip
+    before = runner.invoke(app, args)
+    assert before.exit_code == 0, before.output
+    assert "shadow: no shadow run" in before.output
+    # The candidate ran in shadow on this deployment and estimated itself far
+    # below the served model there.
+    engine = make_engine(db)
+    with session_factory(engine)() as session:
+        run, _ = shadow_store.start_run(
+            session, "live", pack_tag=pack_tag(default_pack), pack_sha256="0" * 64,
+            model_version="cand", policy_version="pv", policy_yaml="version: x",
+            served_model_version="served", sample_rate=0.1,
+        )  # fmt: skip
+        tally = ShadowTally(
+            rows=300, agreed=300, confident_rows=300, confident_agreed=300,
+            served_confidence_sum=0.95 * 300, candidate_confidence_sum=0.80 * 300,
+        )  # fmt: skip
+        shadow_store.write_tally(session, run.id, "w1", tally.to_json())
+    engine.dispose()
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1, refused.output
+    assert f"shadow run {run.id} FAILED" in refused.output
+    assert "estimated accuracy" in refused.output
+    # A margin that tolerates the gap lets it pass; --no-shadow leaves it out.
+    tolerant = runner.invoke(app, [*args, "--shadow-accuracy-margin", "0.2"])
+    assert tolerant.exit_code == 0, tolerant.output
+    assert f"shadow run {run.id}" in tolerant.output
+    ignored = runner.invoke(app, [*args, "--no-shadow"])
+    assert ignored.exit_code == 0 and "shadow: no shadow run" in ignored.output
+    # Another deployment's runs are not this one's evidence.
+    other = runner.invoke(app, [*args[:-6], "--deployment", "elsewhere", *args[-4:]])
+    assert other.exit_code == 0 and "shadow: no shadow run" in other.output
+
+
 # --- the gate and the tables on hand-made outcomes ----------------------------------
 
 
