@@ -15,6 +15,7 @@ from typing import Any
 
 from common.errors import NotFound, Unprocessable
 from feedback import shadow as shadow_store
+from feedback.shadow import ShadowResult
 from packs.errors import PackError
 from service.shadow import ShadowRunner, _Candidate, build_candidate, candidate_policy
 
@@ -66,18 +67,23 @@ class ShadowAdmin:
             "replaced_run_id": None if replaced is None else replaced.id,
         }
 
-    def result(self) -> dict[str, Any]:
-        """The deployment's newest run with every worker's tallies; 404 if none."""
+    def latest(self) -> ShadowResult | None:
+        """The deployment's newest run with every worker's tallies; None if none."""
         runner = self.runner
         runner.flush_current()
         with runner.sessions() as session:
             run = shadow_store.latest_run(session, runner.deployment)
-            if run is None:
-                raise NotFound(
-                    f"no shadow run on deployment {runner.deployment!r}; "
-                    "POST /admin/shadow starts one"
-                )
-            return shadow_store.run_result(session, run).to_dict()
+            return None if run is None else shadow_store.run_result(session, run)
+
+    def result(self) -> dict[str, Any]:
+        """`latest` as JSON; 404 if there is no run."""
+        found = self.latest()
+        if found is None:
+            raise NotFound(
+                f"no shadow run on deployment {self.runner.deployment!r}; "
+                "POST /admin/shadow starts one"
+            )
+        return found.to_dict()
 
     def end(self) -> dict[str, Any]:
         """Stop the active run everywhere; its final result. 404 if none runs."""

@@ -8,6 +8,7 @@ stylesheet, no JavaScript build step. `mount(app)` adds them to the FastAPI app.
     data        2-D projection of the data, probable label errors (cleanlab)
     retraining  retraining requests (acknowledge / close with a note), the
                 latest drift report, links to the Evidently UI and /metrics
+    shadow      the newest shadow run and the gate's verdict on it; start / stop
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from service.ui import analysis, auth, data, reports, retraining, review
+from service.ui import analysis, auth, data, reports, retraining, review, shadow
 from service.ui.common import PREFIX
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
 def mount(app: FastAPI) -> None:
-    for module in (auth, reports, review, analysis, data, retraining):
+    for module in (auth, reports, review, analysis, data, retraining, shadow):
         app.include_router(module.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="ui-static")

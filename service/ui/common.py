@@ -45,6 +45,7 @@ NAV = (
     ("analysis", "Error analysis"),
     ("data", "Data"),
     ("retraining", "Retraining"),
+    ("shadow", "Shadow run"),
 )
 
 

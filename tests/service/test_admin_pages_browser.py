@@ -279,3 +279,50 @@ def test_data_view_draws_reference_live_and_reported_points(
     # The last drawn is on top: reports of the same input share one spot.
     page.locator("svg#projection a.report-point").last.click()
     expect(page).to_have_url(re.compile(r"/admin/ui/reports/[0-9a-f]{32}$"))
+
+
+def test_operator_starts_reads_and_stops_a_shadow_run_on_its_page(
+    page: Page,
+    ui_service: ServiceProcess,
+    shots: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from packs.build_default import build_default_pack
+
+    candidate = tmp_path_factory.mktemp("shadow-candidate") / "wider"
+    build_default_pack(candidate, hidden=(32,))
+    log_in(page, "/admin/ui/shadow")
+    page.fill("#start input[name=pack_dir]", str(candidate))
+    page.fill("#start input[name=sample_rate]", "2")
+    page.click("#start button[type=submit]")
+    expect(page.locator("main")).to_contain_text(
+        "sample rate must be a number in (0, 1]"
+    )
+    page.goto("/admin/ui/shadow")
+    page.fill("#start input[name=pack_dir]", str(candidate))
+    page.fill("#start input[name=sample_rate]", "1")
+    page.click("#start button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/admin/ui/shadow$"))
+    expect(page.locator("#run-status")).to_have_text("active")
+    with ui_service.client() as c:
+        for row in (ADELIE, MISTAKEN_ADELIE, REVIEWED_GENTOO):
+            predict(c, row)
+    for _ in range(60):  # rows reach the tally from the shadow thread
+        page.reload()
+        if page.locator("#rows").inner_text().split()[0] == "3":
+            break
+        page.wait_for_timeout(500)
+    expect(page.locator("#rows")).to_contain_text("3 ")
+    expect(page.locator("#agreement")).to_contain_text("%")
+    # Three rows are far below the gate's minimum: the page says it would refuse.
+    expect(page.locator("#gate-verdict")).to_have_text("refuses")
+    expect(page.locator("#gate")).to_contain_text("has 3 row(s)")
+    expect(page.locator("#gate")).to_contain_text("not judged")
+    expect(page.locator("#per-label tbody tr")).not_to_have_count(0)
+    page.screenshot(path=shots / "shadow-run.png", full_page=True)
+    page.click("#stop button[type=submit]")
+    expect(page.locator("#run-status")).to_have_text("stopped")
+    expect(page.locator("#stop")).to_have_count(0)
+    with ui_service.client(headers=ui_service.admin_headers()) as c:
+        stored = c.get("/admin/shadow").json()
+    assert stored["status"] == "stopped" and stored["rows_seen"] == 3
