@@ -28,8 +28,9 @@ label y is in the set when
 
     Σ_{s_i > s} w_i + U · (Σ_{s_i = s} w_i + w(y))  >  α · (Σ_i w_i + w(y))
 
-with U uniform on [0, 1), which covers exactly 1-α on average. U is drawn from a
-hash of the row's probabilities, so the same row still always gets the same set.
+with U uniform on [0, 1), which covers exactly 1-α on average. U is a fixed
+function of the row's probabilities (`row_uniforms`), so the same row still
+always gets the same set.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Literal
 
 import numpy as np
@@ -146,18 +148,17 @@ def naive_sets(probabilities: np.ndarray, alpha: float) -> np.ndarray:
 
 def row_uniforms(probabilities: np.ndarray) -> np.ndarray:
     """(n,) numbers in [0, 1), uniform across rows and a fixed function of each
-    row's probabilities (SplitMix64 finaliser over the float64 bits)."""
-    bits = np.ascontiguousarray(probabilities, dtype=np.float64).view(np.uint64)
-    h = np.full(len(bits), 0x9E3779B97F4A7C15, dtype=np.uint64)
-    for j in range(bits.shape[1]):
-        h = _mix(h ^ bits[:, j])
-    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    row's probabilities: the fractional part of Σ_j p_j c_j with large, unrelated
+    weights c_j (2^20 to 2^21). A change of 1e-6 in one probability sweeps it
+    across [0, 1), a change the score does not notice, so it says nothing about
+    the score."""
+    return np.modf(probabilities @ _row_weights(probabilities.shape[1]))[0]
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+@lru_cache(maxsize=64)
+def _row_weights(k: int) -> np.ndarray:
+    golden = 0.6180339887498949
+    return (1.0 + (np.arange(1, k + 1) * golden) % 1.0) * 2.0**20
 
 
 @dataclass(frozen=True)
@@ -169,20 +170,33 @@ class WeightedScores:
     """Σ of the weights of the first i ranked rows, i = 0..n (n + 1 entries)."""
     candidate_weights: np.ndarray
 
+    @cached_property
+    def _candidates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(finite candidate weights, labels always in: an infinite weight, a
+        label never calibrated)."""
+        always = np.isinf(self.candidate_weights)
+        return np.where(always, 0.0, self.candidate_weights), always
+
     def randomized_sets(
         self, all_scores: np.ndarray, u: np.ndarray, alpha: float
     ) -> np.ndarray:
         """(n, k) bool: the smoothed-p-value sets (module docstring)."""
+        w, always = self._candidates
         total = self.cumulative[-1]
-        below_or_at = self.cumulative[np.searchsorted(self.ranked, all_scores, "right")]
-        below = self.cumulative[np.searchsorted(self.ranked, all_scores, "left")]
-        w = self.candidate_weights[None, :]
-        above = total - below_or_at
-        tied = below_or_at - below
-        with np.errstate(invalid="ignore"):
-            inside = above + u[:, None] * (tied + w) > alpha * (total + w)
-        # An infinite candidate weight (a label never calibrated) is always in.
-        return inside | np.isinf(w)
+        ranked = self.ranked
+        at = np.searchsorted(ranked, all_scores, "left")
+        below = self.cumulative[at]
+        # Ties with calibration scores are rare (continuous scores): the weight
+        # at exactly the row's score is looked up only where there is one.
+        tied = np.zeros_like(below)
+        if len(ranked):
+            hit = ranked[np.minimum(at, len(ranked) - 1)] == all_scores
+            if hit.any():
+                right = np.searchsorted(ranked, all_scores[hit], "right")
+                tied[hit] = self.cumulative[right] - below[hit]
+        tail = total - below - tied
+        inside = tail + u[:, None] * (tied + w) > alpha * (total + w)
+        return inside | always
 
 
 class SetCalibrator:

@@ -200,8 +200,8 @@ class ConformalPolicy(_Section):
     """Smoothed conformal p-values: sets cover 1 - alpha on average instead of at
     least 1 - alpha. Without it, a small calibration set (or one a strong prior
     shift leaves few rows of weight in) over-covers by up to one quantile step.
-    The random number of a row is a hash of its probabilities, so a repeated row
-    gets the same set."""
+    A row's random number is a fixed function of its probabilities, so a
+    repeated row gets the same set."""
     raps_lambda: float = Field(default=0.01, ge=0, allow_inf_nan=False)
     """`raps` penalty per label beyond `raps_k_reg`."""
     raps_k_reg: int = Field(default=1, ge=0)
