@@ -251,12 +251,6 @@ class SetCalibrator:
         priors); `reweight` False keeps unit weights (plain split conformal)."""
         return self._calibrated(deploy_over_train, reweight)[0]
 
-    def weighted_scores(
-        self, deploy_over_train: np.ndarray | None, reweight: bool = True
-    ) -> WeightedScores:
-        """The calibration scores and weights behind `thresholds`."""
-        return self._calibrated(deploy_over_train, reweight)[1]
-
     def _calibrated(
         self, deploy_over_train: np.ndarray | None, reweight: bool
     ) -> tuple[np.ndarray, WeightedScores]:
