@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from common.cli import new_app, run, step
+from feedback.shadow_rules import ShadowRules
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -80,22 +81,21 @@ def regress(
         help="Gate on the candidate's newest shadow run on this deployment, when "
         "it had one (found by the pack's model-store tag).",
     ),
-    shadow_min_rows: int | None = typer.Option(
-        None, min=1, help="Gate: rows the shadow run must have [default: 200]."
+    shadow_min_rows: int = typer.Option(
+        ShadowRules.min_rows, min=1, help="Gate: rows the shadow run must have."
     ),
-    shadow_accuracy_margin: float | None = typer.Option(
-        None,
+    shadow_accuracy_margin: float = typer.Option(
+        ShadowRules.accuracy_margin,
         min=0.0,
         max=1.0,
         help="Gate: how far the candidate's estimated accuracy in shadow may fall "
-        "below the served model's [default: 0.02].",
+        "below the served model's.",
     ),
-    shadow_min_confident_agreement: float | None = typer.Option(
-        None,
+    shadow_min_confident_agreement: float = typer.Option(
+        ShadowRules.min_confident_agreement,
         min=0.0,
         max=1.0,
-        help="Gate: least agreement in shadow on rows served with p >= 0.9 "
-        "[default: 0.95].",
+        help="Gate: least agreement in shadow on rows served with p >= 0.9.",
     ),
 ) -> None:
     """Run the regression suite and the promotion gate for a candidate pack.
@@ -105,7 +105,6 @@ def regress(
     import tempfile
 
     from feedback.db import session_factory
-    from feedback.gate import ShadowRules
     from feedback.promotion import PacksIncompatible, judge_candidate
     from feedback.shadow import result_for_pack
     from feedback.store_ready import StoreNotReady, open_migrated
@@ -129,17 +128,10 @@ def regress(
                 if shadow
                 else None
             )
-            default = ShadowRules()
             rules = ShadowRules(
-                min_rows=default.min_rows
-                if shadow_min_rows is None
-                else shadow_min_rows,
-                accuracy_margin=default.accuracy_margin
-                if shadow_accuracy_margin is None
-                else shadow_accuracy_margin,
-                min_confident_agreement=default.min_confident_agreement
-                if shadow_min_confident_agreement is None
-                else shadow_min_confident_agreement,
+                min_rows=shadow_min_rows,
+                accuracy_margin=shadow_accuracy_margin,
+                min_confident_agreement=shadow_min_confident_agreement,
             )
             with step("replaying the gate"):
                 judgement = judge_candidate(

@@ -25,6 +25,7 @@ from typing import Any
 
 from feedback.regression import RegressionReport
 from feedback.shadow import ShadowResult
+from feedback.shadow_rules import ShadowRules
 
 GATED_METRICS = ("accuracy", "macro_f1")
 
@@ -60,17 +61,6 @@ class GateDecision:
 
 
 NO_SHADOW = "no shadow run"
-
-
-@dataclass(frozen=True)
-class ShadowRules:
-    """What a shadow run must show for the gate to pass."""
-
-    min_rows: int = 200
-    accuracy_margin: float = 0.02
-    """The candidate's estimated accuracy may be this much below the served one."""
-    min_confident_agreement: float = 0.95
-    """Agreement on rows the served model answered with probability >= 0.9."""
 
 
 def shadow_check(

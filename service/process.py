@@ -111,15 +111,14 @@ def start_service(
     """Start the service and wait until ready; `port=None` picks a free one."""
     if port is not None:
         return _start_on(data_dir, pack_dir, port, ready_timeout_s, overrides)
-    for attempt in range(PICKED_PORT_TRIES):
+    for _ in range(PICKED_PORT_TRIES - 1):
         try:
             return _start_on(
                 data_dir, pack_dir, free_port(), ready_timeout_s, overrides
             )
         except PortTaken:
-            if attempt == PICKED_PORT_TRIES - 1:
-                raise
-    raise AssertionError("unreachable")
+            continue
+    return _start_on(data_dir, pack_dir, free_port(), ready_timeout_s, overrides)
 
 
 def _start_on(
