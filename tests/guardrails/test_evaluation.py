@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -65,5 +67,19 @@ def test_cli_refuses_a_bad_policy_file(default_pack: Path, tmp_path: Path) -> No
     bad.write_text("version: x\npriors:\n  flor: 1\n")
     args = ["evaluate", "--pack", str(default_pack), "--policy", str(bad)]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code != 0
-    assert "priors.flor" in str(result.exception)
+    assert result.exit_code == 2
+    assert "priors.flor" in result.output
+    assert "Traceback" not in result.output and len(result.output.splitlines()) == 1
+
+
+def test_cli_names_a_missing_pack_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "guardrails.cli", "evaluate", "--pack", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        f"evaluate: model pack file is missing: {tmp_path / 'metadata.json'}"
+    )
