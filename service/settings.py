@@ -139,6 +139,9 @@ class PredictionLogSettings(BaseModel):
     """... or once it is this old, also when idle."""
     compact: bool = True
     """Rewrite closed segments as Parquet (snappy, row groups) in the background."""
+    compaction_nice: int = Field(19, ge=0, le=19)
+    """CPU priority (nice) of the compaction thread: 19, the lowest, lets answers
+    go first; compaction catches up when the CPU has slack."""
     row_group_rows: int = Field(2048, ge=256)
     """Rows per Parquet row group: what a lookup by id reads at most per file.
     Fewer, larger groups make the footer a reader parses once per file shorter

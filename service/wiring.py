@@ -67,6 +67,7 @@ def writer_options(settings: Settings) -> WriterOptions:
         sample_rate=s.sample_rate,
         compact=s.compact,
         row_group_rows=s.row_group_rows,
+        compaction_nice=s.compaction_nice,
     )
 
 

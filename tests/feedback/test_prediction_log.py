@@ -5,9 +5,11 @@ rows and counts since a time, and retention by age and by bytes."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -115,6 +117,36 @@ def test_segments_rotate_by_size_and_schema_and_compact_to_parquet(
     assert all(reader.get(b.ids[50]) is not None for b in batches)
     assert reader.count_since(utcnow() - timedelta(minutes=1)) == 610
     log.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux's")
+def test_the_background_compactor_runs_at_the_lowest_cpu_priority(
+    tmp_path: Path,
+) -> None:
+    """Closed segments are compacted by their own thread, niced so that answers
+    go first; the append path and the fsync thread keep their priority."""
+    log = writer(tmp_path, rotate_bytes=4096).start()
+    try:
+        for _ in range(3):
+            log.submit_batch(batch_of(100))
+        log.rotate()
+        compactor = log._compactor
+        assert compactor is not None and compactor.native_id is not None
+        assert os.getpriority(os.PRIO_PROCESS, compactor.native_id) == 19
+        syncer = log._thread
+        assert syncer is not None and syncer.native_id is not None
+        assert os.getpriority(os.PRIO_PROCESS, syncer.native_id) == os.getpriority(
+            os.PRIO_PROCESS, threading.get_native_id()
+        )
+        deadline = time.monotonic() + 10
+        while any(f.is_wal for f in list_segments(tmp_path)):
+            assert time.monotonic() < deadline, "closed segments not compacted"
+            time.sleep(0.05)
+    finally:
+        assert log.close()
+    assert list_segments(tmp_path) and not any(
+        f.is_wal for f in list_segments(tmp_path)
+    )
 
 
 def test_a_killed_writers_segment_is_read_then_compacted_by_another(
