@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from guardrails.pipeline import GuardedBatch
+from guardrails.pipeline import REASON_NAMES, GuardedBatch
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,16 @@ class LogBatch:
     """Guardrail trace per row (None for a row means no stage acted on it)."""
     feature_names: tuple[str, ...]
     label_names: tuple[str, ...]
+    # What the request computed the columns above from, when it did: with them
+    # a large request is appended as raw buffers (`log_segments.column_record`)
+    # instead of being turned into Arrow string columns on the request path.
+    ids_hex: bytes | None = None
+    """`ids` as one ASCII string of 32-hex-digit ids."""
+    label_codes: np.ndarray | None = None
+    """(n,) `labels` as indexes into `label_names` (-1: None)."""
+    reason_codes: np.ndarray | None = None
+    """(n,) `reasons` as indexes into `reason_names`."""
+    reason_names: tuple[str | None, ...] = ()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -64,6 +74,11 @@ class LogBatch:
         return replace(
             self,
             ids=self.ids[start:stop],
+            ids_hex=None
+            if self.ids_hex is None
+            else self.ids_hex[32 * start : 32 * stop],
+            label_codes=cut(self.label_codes),
+            reason_codes=cut(self.reason_codes),
             labels=self.labels[start:stop],
             abstained=self.abstained[start:stop],
             reasons=self.reasons[start:stop],
@@ -83,10 +98,13 @@ def answered_batch(
     store_inputs: bool,
     feature_names: tuple[str, ...],
     label_names: tuple[str, ...],
+    ids_hex: bytes | None = None,
 ) -> LogBatch:
     """What the prediction log keeps of one answered request: the inputs only
     when the policy allows storing them, the trace only of rows a stage acted on
-    (what the quiet stages were set to follows from the policy version)."""
+    (what the quiet stages were set to follows from the policy version).
+    `ids_hex`: `ids` joined, as `feedback.models.new_prediction_id_block` gives
+    them."""
     return LogBatch(
         ids=ids,
         created_at=datetime.now(UTC),
@@ -101,6 +119,10 @@ def answered_batch(
         traces=_acted_traces(batch, store_inputs=store_inputs),
         feature_names=feature_names,
         label_names=label_names,
+        ids_hex=ids_hex,
+        label_codes=batch.label_codes,
+        reason_codes=batch.reason_codes,
+        reason_names=REASON_NAMES if batch.reason_codes is not None else (),
     )
 
 

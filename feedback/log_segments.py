@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import socket
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -246,6 +247,129 @@ def row_record(batch: LogBatch) -> bytes:
         default=_plain,
         option=_ROW_RECORD_OPTIONS,
     )
+
+
+def column_record(batch: LogBatch) -> bytes | None:
+    """A large request's rows as one columns record, the cheap form of its
+    append: a small orjson header, then the columns as raw buffers (ids as
+    ASCII, labels and reasons as codes into name tables the header carries,
+    probabilities and inputs as float32). Building it costs a few copies whatever
+    the number of rows, where an Arrow record batch turns every label, reason
+    and version into a string on the request path (about 0.4 ms per 1,000 rows
+    measured in a served worker, against 0.08 ms for these buffers).
+    `columns_to_record_batch` reads it back; None when `batch` does not carry its
+    ids joined and its labels and reasons as codes (then append Arrow)."""
+    if batch.ids_hex is None or batch.label_codes is None or batch.reason_codes is None:
+        return None
+    n = len(batch)
+    traces = (
+        None
+        if batch.traces is None
+        else [[i, t] for i, t in enumerate(batch.traces) if t is not None]
+    )
+    buffers = [
+        batch.ids_hex,
+        np.asarray(batch.label_codes, dtype=np.int16).tobytes(),
+        np.asarray(batch.reason_codes, dtype=np.int16).tobytes(),
+        np.asarray(batch.abstained, dtype=np.uint8).tobytes(),
+    ]
+    widths: list[int | None] = []
+    for values, names in (
+        (batch.probabilities, batch.label_names),
+        (batch.inputs, batch.feature_names),
+    ):
+        if values is None:
+            widths.append(None)
+            continue
+        flat = np.ascontiguousarray(values, dtype=np.float32)
+        if flat.shape != (n, len(names)):
+            return None  # rows with missing values: only Arrow holds them
+        widths.append(len(names))
+        buffers.append(flat.tobytes())
+    header = orjson.dumps(
+        {
+            "n": n,
+            "created_at": int(batch.created_at.timestamp() * 1_000_000),
+            "versions": [batch.model_version, batch.policy_version, batch.context],
+            "labels": batch.label_names,
+            "reasons": batch.reason_names,
+            "traces": traces,
+            "widths": widths,
+        },
+        default=_plain,
+        option=_ROW_RECORD_OPTIONS,
+    )
+    return b"".join([_COLUMN_HEADER.pack(len(header)), header, *buffers])
+
+
+_COLUMN_HEADER = struct.Struct("<I")
+
+
+def columns_to_record_batch(
+    record: bytes | memoryview, schema: pa.Schema
+) -> pa.RecordBatch:
+    """A columns record (`column_record`) as a record batch of its segment's
+    `schema`."""
+    data = memoryview(record)
+    (length,) = _COLUMN_HEADER.unpack_from(data)
+    at = _COLUMN_HEADER.size + length
+    head = orjson.loads(data[_COLUMN_HEADER.size : at])
+    n = head["n"]
+
+    def take(dtype: Any, count: int) -> np.ndarray:
+        nonlocal at
+        # Copied: the record's bytes sit at any offset in the file, Arrow and
+        # numpy want their buffers aligned.
+        values = np.frombuffer(data, dtype=dtype, count=count, offset=at).copy()
+        at += values.nbytes
+        return values
+
+    ids = take(np.uint8, 32 * n)
+    label_codes = take(np.int16, n)
+    reason_codes = take(np.int16, n)
+    abstained = take(np.uint8, n).astype(bool)
+    model_version, policy_version, context = head["versions"]
+    columns: list[pa.Array] = [
+        pa.StringArray.from_buffers(
+            n,
+            pa.py_buffer(np.arange(n + 1, dtype=np.int32) * 32),
+            pa.py_buffer(ids),
+        ),
+        pa.Array.from_buffers(
+            _TIME,
+            n,
+            [None, pa.py_buffer(np.full(n, head["created_at"], dtype=np.int64))],
+        ),
+        _repeat(model_version, n),
+        _repeat(policy_version, n),
+        _repeat(context, n),
+        _coded(head["labels"], label_codes),
+        pa.array(abstained),
+        _coded(head["reasons"], reason_codes),
+        _acted_traces(head["traces"], n),
+    ]
+    for width in head["widths"]:
+        if width is not None:
+            columns.append(
+                _float_rows(take(np.float32, n * width).reshape(n, width), width)
+            )
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _acted_traces(acted: list[list[Any]] | None, n: int) -> pa.Array:
+    if not acted:
+        return _repeat(None, n)
+    traces: list[str | None] = [None] * n
+    for i, trace in acted:
+        traces[i] = orjson.dumps(trace).decode()
+    return pa.array(traces, _STR)
+
+
+def _coded(names: list[str | None], codes: np.ndarray) -> pa.Array:
+    """Codes into `names` as a string column (a code out of range is null)."""
+    valid = (codes >= 0) & (codes < len(names))
+    indices = pa.array(np.where(valid, codes, 0), mask=~valid)
+    return pa.array(names or [None], _STR).take(indices)
 
 
 def rows_to_record_batch(

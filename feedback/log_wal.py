@@ -8,12 +8,16 @@ whole by one system call:
                S  the segment's Arrow schema (an IPC schema message): first
                R  a few rows as one orjson document (`log_segments.row_record`):
                   what a small request appends, a few microseconds to build
-               A  many rows as an Arrow IPC record-batch message: what a large
-                  request appends, cheaper per row than a document
+               C  many rows as raw column buffers and a small header
+                  (`log_segments.column_record`): what a large request appends
+               A  many rows as an Arrow IPC record-batch message: a large
+                  request whose rows cannot be a columns record (sampled rows,
+                  rows with missing values), and earlier versions' large appends
                E  the end: the writer closed the segment, nothing follows
 
-Rows records become Arrow only when read (runs of them convert together), so the
-request path of a single row costs one `orjson.dumps` and one write.
+Rows and columns records become Arrow only when read (runs of rows records
+convert together), so the request path costs one `orjson.dumps` and one write
+for a single row, a few buffer copies and one write for a large batch.
 
 A record whose header or payload is incomplete (the writer is in the middle of an
 append) or whose checksum does not match (a writer died inside an append, or a
@@ -34,11 +38,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from feedback.log_segments import rows_to_record_batch
+from feedback.log_segments import columns_to_record_batch, rows_to_record_batch
 
 MAGIC = b"FLYWAL1\n"
 HEADER = struct.Struct("<IIc")
-SCHEMA, ROWS, ARROW, END = b"S", b"R", b"A", b"E"
+SCHEMA, ROWS, COLUMNS, ARROW, END = b"S", b"R", b"C", b"A", b"E"
 ARROW_STREAM_SUFFIX = ".arrows"
 
 
@@ -101,6 +105,8 @@ class WalTail:
                 rows = []
             if kind == ROWS and self.schema is not None:
                 rows.append(payload.tobytes())
+            elif kind == COLUMNS and self.schema is not None:
+                new.append(columns_to_record_batch(payload, self.schema))
             elif kind == ARROW and self.schema is not None:
                 new.append(pa.ipc.read_record_batch(pa.py_buffer(payload), self.schema))
             elif kind == SCHEMA:

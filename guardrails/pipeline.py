@@ -35,9 +35,17 @@ from guardrails.registry import ABSTAIN_REASONS, REASON_CODES, build_stages
 from packs.calibration_scores import CalibrationSet
 from packs.format import PROBABILITY_ROUNDING, PackMetadata
 
-__all__ = ["GuardedBatch", "GuardrailPipeline", "Pending", "RequestContext"]
+__all__ = [
+    "REASON_NAMES",
+    "GuardedBatch",
+    "GuardrailPipeline",
+    "Pending",
+    "RequestContext",
+]
 
-_REASON_NAMES = np.array([None, *ABSTAIN_REASONS], dtype=object)
+#: What `GuardedBatch.reason_codes` index: None (answered), then the reasons.
+REASON_NAMES: tuple[str | None, ...] = (None, *ABSTAIN_REASONS)
+_REASON_NAMES = np.array(REASON_NAMES, dtype=object)
 
 
 @dataclass
@@ -58,6 +66,11 @@ class GuardedBatch:
     prediction_sets: np.ndarray | None = None
     """(n, k) bool conformal sets (label j in row i's set); None when the
     conformal stage is off or the pack has no calibration set."""
+    label_codes: np.ndarray | None = None
+    """(n,) what `labels` names, as indexes into the pack's labels (-1: None);
+    None when not known (a batch made by hand)."""
+    reason_codes: np.ndarray | None = None
+    """(n,) what `reasons` names, as indexes into `REASON_NAMES` (0: None)."""
 
     @property
     def n(self) -> int:
@@ -185,6 +198,8 @@ class GuardrailPipeline:
             reasons=_REASON_NAMES[batch.abstain_code].tolist(),
             trace_columns=traces,
             prediction_sets=batch.prediction_sets,
+            label_codes=label_index,
+            reason_codes=batch.abstain_code,
         )
 
     def run(

@@ -37,6 +37,11 @@ from loadtests.payloads import fixed_bodies, split_by_service
 Rule = tuple[str, tuple[str, ...], tuple[str, ...] | None]
 THREADS: list[Rule] = [
     ("prediction log: writer thread", ("feedback/prediction_log.py",), ("_run",)),
+    (
+        "prediction log: compaction thread",
+        ("feedback/prediction_log.py",),
+        ("_run_compaction",),
+    ),
     ("background threads (watchers, priors)", ("service/jobs.py",), ("loop",)),
     ("POST /report handling", ("service/report_routes.py",), None),
     # Its comprehensions are frames of their own: match the enclosing function.

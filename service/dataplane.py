@@ -23,7 +23,7 @@ from feedback.db import SessionFactory
 from feedback.idempotency import IdempotencyKey
 from feedback.log_batch import answered_batch
 from feedback.log_reader import PredictionLogReader
-from feedback.models import new_prediction_ids
+from feedback.models import new_prediction_id_block
 from feedback.schemas import ReportCreate, ReportPublic
 from guardrails.batch import RequestContext
 from service.batching import ModelBatcher
@@ -99,7 +99,7 @@ class DataPlane:
         t3 = time.perf_counter()
         batch = served.pipeline.finish(pending, probabilities)
         t4 = time.perf_counter()
-        ids = new_prediction_ids(len(x))
+        ids, ids_hex = new_prediction_id_block(len(x))
         encode = columns_answer if request.answers_in_columns else rows_answer
         answer = encode(ids, batch, served.label_names, served.versions)
         t5 = time.perf_counter()
@@ -113,6 +113,7 @@ class DataPlane:
                 store_inputs=served.policy.store_inputs,
                 feature_names=served.feature_names,
                 label_names=served.label_names,
+                ids_hex=ids_hex,
             )
         )
         t6 = time.perf_counter()

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from feedback import store
 from feedback.log_batch import LogBatch
 from feedback.log_reader import LoggedPrediction, PredictionLogReader
-from feedback.models import new_prediction_ids, utcnow
+from feedback.models import new_prediction_id_block, utcnow
 from feedback.prediction_log import PredictionLog, WriterOptions
 from feedback.schemas import OutputRecord
 
@@ -133,9 +133,12 @@ def batch_of(
     store_inputs: bool = True,
     acted_rows: Sequence[int] = (),
     context: str | None = "Biscoe",
+    coded: bool = True,
 ) -> LogBatch:
     """A request's rows as the service hands them over: numpy columns, a trace
-    only on the rows where a guardrail acted, the first row abstained."""
+    only on the rows where a guardrail acted, the first row abstained; with
+    `coded`, the ids also joined and the labels and reasons also as codes (what
+    lets the log append a columns record)."""
     x = np.tile(np.array([ADELIE[f] for f in FEATURES], np.float32), (n, 1))
     x[:, 0] += np.arange(n, dtype=np.float32) / 10
     probabilities = np.tile([0.9, 0.06, 0.04], (n, 1))
@@ -145,8 +148,12 @@ def batch_of(
     traces: list[Any] = [None] * n
     for i in acted_rows:
         traces[i] = [{"stage": "output_bounds", "acted": True, "row": i}]
+    ids, ids_hex = new_prediction_id_block(n)
+    label_codes = np.zeros(n, np.int16)
+    reason_codes = np.zeros(n, np.int16)
+    label_codes[0], reason_codes[0] = -1, 1
     return LogBatch(
-        ids=new_prediction_ids(n),
+        ids=ids,
         created_at=utcnow(),
         model_version="pack-v1",
         policy_version="policy-1",
@@ -159,4 +166,8 @@ def batch_of(
         traces=traces,
         feature_names=tuple(FEATURES),
         label_names=tuple(LABELS),
+        ids_hex=ids_hex if coded else None,
+        label_codes=label_codes if coded else None,
+        reason_codes=reason_codes if coded else None,
+        reason_names=(None, "low_confidence") if coded else (),
     )

@@ -1,11 +1,13 @@
-"""The write-ahead segment format: rows records (small requests) and Arrow records
-(large ones) read back as the same rows, mixed in one segment; a torn or damaged
-last record is ignored, never an error; readers follow an open segment of mixed
-records; segments of the earlier Arrow-stream format are still read."""
+"""The write-ahead segment format: rows records (small requests), columns records
+(large ones) and Arrow records (large ones that cannot be columns) read back as
+the same rows, mixed in one segment; a torn or damaged last record is ignored,
+never an error; readers follow an open segment of mixed records; segments of the
+earlier Arrow-stream format are still read."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from feedback import prediction_log
 from feedback.log_batch import LogBatch
 from feedback.log_reader import PredictionLogReader
 from feedback.log_segments import (
+    column_record,
+    columns_to_record_batch,
     list_segments,
     row_record,
     rows_to_record_batch,
@@ -56,18 +60,65 @@ def test_rows_records_convert_to_the_arrow_batch_of_the_same_rows(
     assert converted.to_pylist() == _rows(batch) + _rows(other)
 
 
+@pytest.mark.parametrize(
+    "batch",
+    [
+        batch_of(ROW_RECORD_MAX_ROWS + 1),
+        batch_of(1000, acted_rows=[0, 3, 999]),
+        batch_of(40, store_inputs=False, acted_rows=[2], context=None),
+        batch_of(1),
+    ],
+    ids=["plain", "traces", "no-inputs-no-context", "one-row"],
+)
+def test_columns_records_convert_to_the_arrow_batch_of_the_same_rows(
+    batch: LogBatch,
+) -> None:
+    schema = schema_for(batch)
+    record = column_record(batch)
+    assert record is not None
+    converted = columns_to_record_batch(record, schema)
+    assert converted.schema == schema
+    assert converted.to_pylist() == _rows(batch)
+    assert converted.column("label")[0].as_py() is None
+    assert converted.column("reason")[0].as_py() == "low_confidence"
+
+
+def test_a_batch_without_codes_or_with_missing_values_is_no_columns_record() -> None:
+    assert column_record(batch_of(50, coded=False)) is None
+    record = prediction(inputs={"bill_length_mm": 39.1, "bill_depth_mm": None})
+    assert column_record(batch_from_record(record)) is None
+
+
+def test_a_slice_of_a_batch_keeps_its_codes_in_step() -> None:
+    batch = batch_of(60, acted_rows=[0, 45])
+    for part in (batch.head(10), batch.rows()[45]):
+        record = column_record(part)
+        assert record is not None
+        assert columns_to_record_batch(record, schema_for(part)).to_pylist() == (
+            _rows(part)
+        )
+
+
 def _mixed_segment(log_dir: Path) -> tuple[Path, list[LogBatch], list[int]]:
     """A closed-by-kill segment holding, in order: a 1-row rows record, a large
-    Arrow record, two rows records; returns its path, the batches and the file
-    size after each append."""
+    columns record, a large Arrow record, two rows records; returns its path,
+    the batches and the file size after each append."""
     log = PredictionLog(log_dir, WriterOptions(compact=False))
-    batches = [batch_of(1), batch_of(ROW_RECORD_MAX_ROWS + 1), batch_of(3), batch_of(1)]
+    large = ROW_RECORD_MAX_ROWS + 1
+    batches = [
+        batch_of(1),
+        batch_of(large, acted_rows=[1]),
+        batch_of(large, coded=False),
+        batch_of(3),
+        batch_of(1),
+    ]
     sizes = []
     for b in batches:
         log.submit_batch(b)
         assert log._segment is not None
         sizes.append(log._segment.size)
     (f,) = list_segments(log_dir)
+    assert _kinds(f.path.read_bytes()) == [b"S", b"R", b"C", b"A", b"R", b"R"]
     return f.path, batches, sizes
 
 
@@ -146,19 +197,34 @@ def test_readers_follow_an_open_segment_of_mixed_records(tmp_path: Path) -> None
     assert PredictionLogReader(tmp_path).count_since(utcnow() - timedelta(1)) == total
 
 
-def test_the_first_request_row_reads_back_identically_from_either_record_kind(
+def test_the_first_request_row_reads_back_identically_from_every_record_kind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batch = batch_of(3, acted_rows=[1])
+    coded = batch_of(3, acted_rows=[1])
+    plain = replace(coded, label_codes=None)
     found = []
-    for limit in (0, 10):  # Arrow record, then rows record
+    kinds = []
+    # A columns record, an Arrow record, a rows record.
+    for name, batch, limit in (("c", coded, 0), ("a", plain, 0), ("r", coded, 10)):
         monkeypatch.setattr(prediction_log, "ROW_RECORD_MAX_ROWS", limit)
-        log_dir = tmp_path / str(limit)
-        log = PredictionLog(log_dir)
+        log = PredictionLog(tmp_path / name, WriterOptions(compact=False))
         log.submit_batch(batch)
-        found.append(PredictionLogReader(log_dir).get(batch.ids[1]))
+        found.append(PredictionLogReader(tmp_path / name).get(batch.ids[1]))
+        assert log._segment is not None
+        kinds.append(_kinds(log._segment.path.read_bytes())[-1])
         log.close()
-    assert found[0] is not None and found[0] == found[1]
+    assert kinds == [b"C", b"A", b"R"]
+    assert found[0] is not None and found[0] == found[1] == found[2]
+
+
+def _kinds(data: bytes) -> list[bytes]:
+    """The kinds of a segment's records, in order."""
+    kinds, at = [], len(MAGIC)
+    while at + HEADER.size <= len(data):
+        length, _, kind = HEADER.unpack_from(data, at)
+        kinds.append(kind)
+        at += HEADER.size + length
+    return kinds
 
 
 def test_a_segment_of_the_earlier_arrow_stream_format_is_read_and_compacted(
@@ -184,8 +250,6 @@ def test_single_rows_are_appended_as_rows_records(tmp_path: Path) -> None:
     log.submit_batch(batch_of(1))
     assert log._segment is not None
     data = log._segment.path.read_bytes()
-    schema_length = HEADER.unpack_from(data, len(MAGIC))[0]
-    at = len(MAGIC) + HEADER.size + schema_length
-    assert HEADER.unpack_from(data, at)[2] == b"R"
+    assert _kinds(data) == [b"S", b"R"]
     assert np.isclose(read_wal(log._segment.path)["inputs"][0][0].as_py(), 39.1)  # type: ignore[index]
     log.close()

@@ -1,5 +1,6 @@
 """The benchmark's own parts: results-file rewriting, hey parsing, profile
-attribution, and the bare ASGI app it compares the service with."""
+attribution, the logging-cost figures, and the bare ASGI app it compares the
+service with."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from loadtests.loadgen import _Run, parse_hey
+from loadtests.loadgen import LoadResult, _Run, parse_hey
+from loadtests.log_cost import cell_summary
 from loadtests.profile_service import layer_of
 from loadtests.report import BEGIN, END, write
 
@@ -127,3 +129,37 @@ def test_the_bare_asgi_app_answers_predictions_and_refuses_bad_bodies(
     assert sum(prediction["probabilities"].values()) == pytest.approx(1.0)
     status, answer = asyncio.run(call(b'{"rows": []}'))
     assert status == 400
+
+
+def _load(rps: float) -> LoadResult:
+    return LoadResult(
+        requests=int(rps * 3),
+        seconds=3.0,
+        errors=0,
+        p50_ms=1.0,
+        p95_ms=2.0,
+        p99_ms=3.0,
+        generator_cpu_s=0.1,
+        server_cores=1.0,
+        background_cores=0.0,
+    )
+
+
+def test_the_cost_of_logging_is_the_median_ratio_within_pairs() -> None:
+    """Machine load moves both runs of a pair: a pair run at half speed counts
+    as much as any other, and a pair where logging looked free does not hide
+    the others."""
+    pairs = [
+        (_load(90), _load(100)),
+        (_load(45), _load(50)),  # both slowed down by other work
+        (_load(100), _load(100)),
+        (_load(80), _load(100)),
+        (_load(180), _load(200)),
+    ]
+    cell = cell_summary("batch1000", 16, pairs)
+    assert cell["ratio_on_over_off"] == pytest.approx(0.9)
+    assert cell["cost"] == pytest.approx(0.1)
+    assert (cell["ratio_min"], cell["ratio_max"]) == (pytest.approx(0.8), 1.0)
+    assert cell["rps_on"] == pytest.approx(90) and cell["rps_off"] == 100
+    # The same CPU per run: more CPU per request where fewer were answered.
+    assert cell["cpu_ratio_on_over_off"] == pytest.approx(1 / 0.9)
