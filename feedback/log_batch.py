@@ -133,7 +133,17 @@ def _acted_traces(batch: GuardedBatch, *, store_inputs: bool) -> list[Any] | Non
     traces: list[Any] = batch.traces
     if not acted.all():
         traces = [t if a else None for t, a in zip(traces, acted.tolist(), strict=True)]
-    return traces if store_inputs else [without_input_values(t) for t in traces]
+    if store_inputs:
+        return traces
+    # Rows that share a trace object keep sharing its cleaned copy (the log
+    # writes a shared trace once).
+    cleaned: dict[int, Any] = {}
+    out: list[Any] = []
+    for t in traces:
+        if t is not None and id(t) not in cleaned:
+            cleaned[id(t)] = without_input_values(t)
+        out.append(None if t is None else cleaned[id(t)])
+    return out
 
 
 #: Trace keys whose value is an input measurement (the input-bounds stage names

@@ -262,16 +262,13 @@ def column_record(batch: LogBatch) -> bytes | None:
     if batch.ids_hex is None or batch.label_codes is None or batch.reason_codes is None:
         return None
     n = len(batch)
-    traces = (
-        None
-        if batch.traces is None
-        else [[i, t] for i, t in enumerate(batch.traces) if t is not None]
-    )
+    distinct, trace_codes = _distinct_traces(batch.traces, n)
     buffers = [
         batch.ids_hex,
         np.asarray(batch.label_codes, dtype=np.int16).tobytes(),
         np.asarray(batch.reason_codes, dtype=np.int16).tobytes(),
         np.asarray(batch.abstained, dtype=np.uint8).tobytes(),
+        trace_codes.tobytes(),
     ]
     widths: list[int | None] = []
     for values, names in (
@@ -293,7 +290,7 @@ def column_record(batch: LogBatch) -> bytes | None:
             "versions": [batch.model_version, batch.policy_version, batch.context],
             "labels": batch.label_names,
             "reasons": batch.reason_names,
-            "traces": traces,
+            "traces": distinct,
             "widths": widths,
         },
         default=_plain,
@@ -303,6 +300,32 @@ def column_record(batch: LogBatch) -> bytes | None:
 
 
 _COLUMN_HEADER = struct.Struct("<I")
+
+
+def _distinct_traces(
+    traces: Sequence[Any] | None, n: int
+) -> tuple[list[Any], np.ndarray]:
+    """Each distinct trace object once, and per row the index of its trace (-1:
+    none). Rows that one stage treated alike share one trace object (a context's
+    priors act on every row with one entry): written once, not once per row."""
+    if traces is None:
+        return [], np.full(n, -1, dtype=np.int32)
+    first = traces[0]
+    if first is not None and all(t is first for t in traces):
+        return [first], np.zeros(n, dtype=np.int32)
+    distinct: list[Any] = []
+    seen: dict[int, int] = {}
+    codes = []
+    for t in traces:
+        if t is None:
+            codes.append(-1)
+            continue
+        code = seen.get(id(t))
+        if code is None:
+            code = seen[id(t)] = len(distinct)
+            distinct.append(t)
+        codes.append(code)
+    return distinct, np.array(codes, dtype=np.int32)
 
 
 def columns_to_record_batch(
@@ -328,6 +351,7 @@ def columns_to_record_batch(
     label_codes = take(np.int16, n)
     reason_codes = take(np.int16, n)
     abstained = take(np.uint8, n).astype(bool)
+    trace_codes = take(np.int32, n)
     model_version, policy_version, context = head["versions"]
     columns: list[pa.Array] = [
         pa.StringArray.from_buffers(
@@ -346,7 +370,7 @@ def columns_to_record_batch(
         _coded(head["labels"], label_codes),
         pa.array(abstained),
         _coded(head["reasons"], reason_codes),
-        _acted_traces(head["traces"], n),
+        _coded([orjson.dumps(t).decode() for t in head["traces"]], trace_codes),
     ]
     for width in head["widths"]:
         if width is not None:
@@ -354,15 +378,6 @@ def columns_to_record_batch(
                 _float_rows(take(np.float32, n * width).reshape(n, width), width)
             )
     return pa.RecordBatch.from_arrays(columns, schema=schema)
-
-
-def _acted_traces(acted: list[list[Any]] | None, n: int) -> pa.Array:
-    if not acted:
-        return _repeat(None, n)
-    traces: list[str | None] = [None] * n
-    for i, trace in acted:
-        traces[i] = orjson.dumps(trace).decode()
-    return pa.array(traces, _STR)
 
 
 def _coded(names: list[str | None], codes: np.ndarray) -> pa.Array:

@@ -186,7 +186,7 @@ def log_batches(
     guardrail output turned into `LogBatch`es by the service's own
     `answered_batch`."""
     from feedback.log_batch import answered_batch
-    from feedback.models import new_prediction_ids
+    from feedback.models import new_prediction_id_block
     from guardrails.batch import RequestContext
     from guardrails.build import build_pipeline
     from guardrails.policy import Policy
@@ -198,19 +198,23 @@ def log_batches(
     meta = pack.metadata
     x = _rows(pack, 1000)
     guarded = pipeline.run(x, pack.predict_proba, RequestContext(context=context))
-    return [
-        answered_batch(
-            new_prediction_ids(len(x)),
-            guarded,
-            x,
-            context=context,
-            versions=(meta.version, policy.version),
-            store_inputs=policy.store_inputs,
-            feature_names=tuple(meta.feature_names),
-            label_names=tuple(meta.labels),
+    batches = []
+    for _ in range(0, rows, len(x)):
+        ids, ids_hex = new_prediction_id_block(len(x))
+        batches.append(
+            answered_batch(
+                ids,
+                guarded,
+                x,
+                context=context,
+                versions=(meta.version, policy.version),
+                store_inputs=policy.store_inputs,
+                feature_names=tuple(meta.feature_names),
+                label_names=tuple(meta.labels),
+                ids_hex=ids_hex,
+            )
         )
-        for _ in range(0, rows, len(x))
-    ]
+    return batches
 
 
 def log_insert_rate(

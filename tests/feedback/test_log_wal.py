@@ -83,6 +83,22 @@ def test_columns_records_convert_to_the_arrow_batch_of_the_same_rows(
     assert converted.column("reason")[0].as_py() == "low_confidence"
 
 
+def test_a_trace_shared_by_rows_is_written_once_and_read_back_on_each() -> None:
+    """A context's priors act on every row with one entry: the record holds that
+    trace once, and every row reads it back (rows with their own trace too)."""
+    shared = [{"stage": "priors", "acted": True, "context": "Biscoe"}]
+    own = [{"stage": "output_bounds", "acted": True, "row": 5}]
+    traces = [shared] * 300
+    traces[5], traces[7] = own, None
+    batch = replace(batch_of(300), traces=traces)
+    record = column_record(batch)
+    assert record is not None and record.count(b'"context":"Biscoe"') == 1
+    converted = columns_to_record_batch(record, schema_for(batch))
+    assert converted.to_pylist() == _rows(batch)
+    assert converted.column("trace")[7].as_py() is None
+    assert '"row":5' in converted.column("trace")[5].as_py()
+
+
 def test_a_batch_without_codes_or_with_missing_values_is_no_columns_record() -> None:
     assert column_record(batch_of(50, coded=False)) is None
     record = prediction(inputs={"bill_length_mm": 39.1, "bill_depth_mm": None})
