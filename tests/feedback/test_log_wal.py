@@ -101,8 +101,12 @@ def test_a_trace_shared_by_rows_is_written_once_and_read_back_on_each() -> None:
 
 def test_a_batch_without_codes_or_with_missing_values_is_no_columns_record() -> None:
     assert column_record(batch_of(50, coded=False)) is None
-    record = prediction(inputs={"bill_length_mm": 39.1, "bill_depth_mm": None})
-    assert column_record(batch_from_record(record)) is None
+    coded = batch_of(50)
+    assert isinstance(coded.inputs, np.ndarray)
+    inputs: list[list[float | None]] = coded.inputs.tolist()
+    inputs[3][1] = None
+    assert column_record(replace(coded, inputs=inputs)) is None
+    assert column_record(replace(coded, inputs=coded.inputs[:, :2])) is None
 
 
 def test_a_slice_of_a_batch_keeps_its_codes_in_step() -> None:
