@@ -195,10 +195,8 @@ def to_record_batch(batch: LogBatch, schema: pa.Schema) -> pa.RecordBatch:
     n = len(batch)
     stamp = int(batch.created_at.timestamp() * 1_000_000)
     columns: list[pa.Array] = [
-        _ids(batch.ids),
-        pa.Array.from_buffers(
-            _TIME, n, [None, pa.py_buffer(np.full(n, stamp, dtype=np.int64))]
-        ),
+        _ids(batch.ids, batch.ids_hex),
+        _stamps(stamp, n),
         _repeat(batch.model_version, n),
         _repeat(batch.policy_version, n),
         _repeat(batch.context, n),
@@ -354,16 +352,8 @@ def columns_to_record_batch(
     trace_codes = take(np.int32, n)
     model_version, policy_version, context = head["versions"]
     columns: list[pa.Array] = [
-        pa.StringArray.from_buffers(
-            n,
-            pa.py_buffer(np.arange(n + 1, dtype=np.int32) * 32),
-            pa.py_buffer(ids),
-        ),
-        pa.Array.from_buffers(
-            _TIME,
-            n,
-            [None, pa.py_buffer(np.full(n, head["created_at"], dtype=np.int64))],
-        ),
+        _hex_ids(ids, n),
+        _stamps(head["created_at"], n),
         _repeat(model_version, n),
         _repeat(policy_version, n),
         _repeat(context, n),
@@ -453,13 +443,23 @@ def rows_to_record_batch(
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def _ids(ids: Sequence[str]) -> pa.Array:
-    joined = "".join(ids)
+def _ids(ids: Sequence[str], ids_hex: bytes | None = None) -> pa.Array:
+    joined = ids_hex if ids_hex is not None else "".join(ids).encode()
     if len(joined) != 32 * len(ids):  # not all ours (tests may name rows)
         return pa.array(ids, _STR)
-    offsets = np.arange(len(ids) + 1, dtype=np.int32) * 32
-    return pa.StringArray.from_buffers(
-        len(ids), pa.py_buffer(offsets), pa.py_buffer(joined.encode())
+    return _hex_ids(joined, len(ids))
+
+
+def _hex_ids(joined: Any, n: int) -> pa.Array:
+    """`n` 32-character ids held back to back in `joined` as a string column."""
+    offsets = np.arange(n + 1, dtype=np.int32) * 32
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(joined))
+
+
+def _stamps(stamp_us: int, n: int) -> pa.Array:
+    """One `created_at` (microseconds) for `n` rows."""
+    return pa.Array.from_buffers(
+        _TIME, n, [None, pa.py_buffer(np.full(n, stamp_us, dtype=np.int64))]
     )
 
 

@@ -126,7 +126,7 @@ def _measure(
         pool, rejected = split_by_service(running["full"].url)
     else:
         pool, rejected = None, []
-    bodies_dir, bodies = _write_bodies(work, pool)
+    bodies_dir, bodies = write_bodies(work, pool)
     in_process = _in_process(work, pack, bodies_dir, quick=args.quick)
     results, crosscheck = _http(
         names,
@@ -158,7 +158,7 @@ def _server_names(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def _write_bodies(
+def write_bodies(
     work: Path, pool: list[Penguin] | None
 ) -> tuple[Path, dict[str, Path]]:
     """The fixed request bodies as files, which wrk and hey post."""

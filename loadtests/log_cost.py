@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import servers
+from loadtests.benchmark import write_bodies
 from loadtests.httpruns import ROWS, settle
 from loadtests.loadgen import LoadResult, require_tools, wrk
-from loadtests.payloads import fixed_bodies, split_by_service
+from loadtests.payloads import split_by_service
 from packs.build_default import ensure_default_pack
 
 BODIES = ("single", "batch1000")
@@ -87,10 +88,7 @@ def run(pairs: int, duration_s: float, work: Path) -> list[dict[str, Any]]:
         for server in running.values():
             servers.wait_ready(server)
         pool, _ = split_by_service(running[ON].url)
-        bodies = {}
-        for name, data in fixed_bodies(pool).items():
-            bodies[name] = work / f"{name}.json"
-            bodies[name].write_bytes(data)
+        _, bodies = write_bodies(work, pool)
         for name, server in running.items():  # lazy imports, pools, first segment
             for body in BODIES:
                 wrk(f"{server.url}/predict", bodies[body], connections=8, duration_s=1)

@@ -119,7 +119,9 @@ def test_segments_rotate_by_size_and_schema_and_compact_to_parquet(
     log.close()
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice is Linux's")
+@pytest.mark.skipif(
+    sys.platform != "linux", reason="per-thread CPU priority exists on Linux only"
+)
 def test_the_background_compactor_runs_at_the_lowest_cpu_priority(
     tmp_path: Path,
 ) -> None:
