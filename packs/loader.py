@@ -55,6 +55,17 @@ def read_metadata(pack_dir: Path) -> PackMetadata:
         raise PackMetadataInvalid(path, problems) from None
 
 
+def _with_options(
+    providers: list[str], allow_tf32: bool
+) -> list[str | tuple[str, dict[str, str]]]:
+    """Providers as onnxruntime takes them, with CUDA's options. onnxruntime's CUDA
+    provider multiplies float32 matrices in TF32 by default on Ampere and newer
+    GPUs (a 10-bit mantissa): probabilities then differ from the CPU's by about
+    1e-3, enough to move a threshold or a conformal set. It is off unless asked."""
+    cuda = {"use_tf32": "1" if allow_tf32 else "0"}
+    return [(p, cuda) if p == "CUDAExecutionProvider" else p for p in providers]
+
+
 def _import_onnxruntime():  # type: ignore[no-untyped-def]
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime as ort
@@ -83,6 +94,7 @@ class ModelPack:
         providers: list[str] | tuple[str, ...] = DEFAULT_PROVIDERS,
         require_gpu: bool = False,
         intra_op_threads: int = 1,
+        allow_tf32: bool = False,
     ) -> ModelPack:
         pack_dir = Path(pack_dir)
         meta = read_metadata(pack_dir)
@@ -97,7 +109,9 @@ class ModelPack:
         available = set(ort.get_available_providers())
         wanted = [p for p in providers if p in available] or ["CPUExecutionProvider"]
         try:
-            session = ort.InferenceSession(str(model_path), options, providers=wanted)
+            session = ort.InferenceSession(
+                str(model_path), options, providers=_with_options(wanted, allow_tf32)
+            )
         except Exception as exc:  # onnxruntime's own errors (e.g. InvalidProtobuf)
             problem = str(exc).splitlines()[0].replace(str(model_path), "it")
             raise PackModelUnreadable(model_path, problem) from None

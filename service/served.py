@@ -252,6 +252,7 @@ class ServedState:
                 providers=serving.providers,
                 require_gpu=serving.require_gpu,
                 intra_op_threads=serving.intra_op_threads,
+                allow_tf32=serving.allow_tf32,
             )
             tag, sha256 = stored.tag, stored.sha256
         pipeline = build_pipeline(pack, Policy.from_yaml(record.policy_yaml), "serve")

@@ -33,6 +33,9 @@ class ServingSettings(BaseModel):
     """Refuse to start unless onnxruntime really runs on CUDA."""
     intra_op_threads: int = Field(1, ge=1)
     """onnxruntime intra-op threads per worker."""
+    allow_tf32: bool = False
+    """Let CUDA multiply float32 matrices in TF32 (faster on Ampere and newer GPUs,
+    a 10-bit mantissa). Off: GPU probabilities agree with the CPU's to 1e-5."""
     batching: Literal["auto", "on", "off"] = "auto"
     """Coalesce rows of concurrent requests into one model call: `auto` does it on
     CUDA only, where a bigger batch is cheaper; on CPU a direct call is faster."""

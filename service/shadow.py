@@ -380,6 +380,7 @@ def build_candidate(
         providers=serving.providers,
         require_gpu=serving.require_gpu,
         intra_op_threads=serving.intra_op_threads,
+        allow_tf32=serving.allow_tf32,
     )
     return pack, build_pipeline(pack, Policy.from_yaml(policy_yaml), "serve")
 

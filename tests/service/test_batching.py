@@ -82,3 +82,28 @@ def test_require_gpu_refuses_a_cpu_only_session(default_pack) -> None:  # type: 
     assert "CUDAExecutionProvider" in ort.get_available_providers()  # listed, unusable
     with pytest.raises(GpuRequired, match="CPUExecutionProvider"):
         ModelPack.load(default_pack, require_gpu=True)
+
+
+def test_cuda_is_asked_for_without_tf32_unless_allowed() -> None:
+    """TF32 moves CUDA probabilities ~1e-3 away from the CPU's; the loader asks
+    the CUDA provider for full float32 unless the setting allows TF32."""
+    from packs.loader import _with_options
+
+    cuda, cpu = "CUDAExecutionProvider", "CPUExecutionProvider"
+    assert _with_options([cuda, cpu], allow_tf32=False) == [
+        (cuda, {"use_tf32": "0"}),
+        cpu,
+    ]
+    assert _with_options([cuda, cpu], allow_tf32=True)[0] == (cuda, {"use_tf32": "1"})
+    assert _with_options([cpu], allow_tf32=False) == [cpu]
+
+
+def test_a_pack_loads_with_cuda_options_where_cuda_cannot_run(default_pack) -> None:  # type: ignore[no-untyped-def]
+    from packs.loader import ModelPack
+
+    for allow in (False, True):
+        pack = ModelPack.load(default_pack, allow_tf32=allow)
+        assert (
+            pack.predict_proba(np.zeros((2, len(pack.metadata.feature_names)))).shape[0]
+            == 2
+        )
