@@ -15,6 +15,7 @@ import numpy as np
 from guardrails.batch import Batch, Stage, StageSetup, Trace, TraceColumn
 from guardrails.conformal_sets import SetCalibrator
 from guardrails.policy import ConformalPolicy
+from guardrails.rowwise import row_count
 from guardrails.temperature_scaling import resolve_temperature, scale
 from packs.calibration_scores import CalibrationSet
 
@@ -73,7 +74,7 @@ class ConformalStage(Stage):
         batch.prediction_sets = sets
         if p.mode == "report":
             return TraceColumn(self._quiet)
-        size = sets.sum(axis=1)
+        size = row_count(sets)
         before = batch.abstain_code.copy()
         if p.max_set_size is not None:
             batch.abstain(size > p.max_set_size, "large_prediction_set")

@@ -16,6 +16,7 @@ import numpy as np
 from guardrails.batch import Batch, Stage, StageSetup, Trace, TraceColumn
 from guardrails.errors import InputOutOfBounds
 from guardrails.policy import InputBoundsPolicy
+from guardrails.rowwise import row_any
 from packs.format import PackMetadata
 
 
@@ -98,7 +99,7 @@ class InputBoundsStage(Stage):
         if not self.enabled:
             return TraceColumn(self._quiet)
         bad = self.out_of_bounds(batch.features)
-        bad_rows = np.asarray(bad.any(axis=1))
+        bad_rows = row_any(bad)
         if not bad_rows.any():
             return TraceColumn(self._quiet)
         rows = np.flatnonzero(bad_rows)

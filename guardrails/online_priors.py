@@ -65,6 +65,7 @@ from guardrails.em import (
     sharpen,
     shrinkage_weight,
 )
+from guardrails.rowwise import row_all
 from guardrails.temperature_scaling import resolve_temperature, scale
 
 if TYPE_CHECKING:
@@ -247,7 +248,7 @@ class OnlinePriorEstimator:
         """Append rows (after temperature, before priors) to the window; rows
         without finite probabilities are left out and counted. `keys`: the rows'
         `row_keys` (without them every row counts as distinct)."""
-        finite = np.isfinite(probabilities).all(axis=1)
+        finite = row_all(np.isfinite(probabilities))
         if not finite.all():
             self.leave_out(int((~finite).sum()), "no finite probabilities")
             probabilities = probabilities[finite]

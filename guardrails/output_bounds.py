@@ -11,6 +11,7 @@ import numpy as np
 
 from guardrails.batch import Batch, Stage, StageSetup, Trace, TraceColumn, rounded
 from guardrails.policy import OutputBoundsPolicy
+from guardrails.rowwise import row_max, row_sum
 
 
 def entropy_nats(probabilities: np.ndarray) -> np.ndarray:
@@ -18,7 +19,7 @@ def entropy_nats(probabilities: np.ndarray) -> np.ndarray:
     p = probabilities
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, p * np.log(p), 0.0)
-    return -terms.sum(axis=1)
+    return -row_sum(terms)
 
 
 LOW_CONFIDENCE, HIGH_ENTROPY = "low_confidence", "high_entropy"
@@ -44,7 +45,7 @@ class OutputBoundsStage(Stage):
         probs = batch.probabilities
         if batch.allowed is not None:
             probs = np.where(batch.allowed, probs, 0.0)
-        top = probs.max(axis=1)
+        top = row_max(probs)
         low = top < self.min_top
         high = np.zeros(n, bool)
         entropy = None

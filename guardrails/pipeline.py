@@ -19,7 +19,8 @@ answers cannot differ.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -32,6 +33,7 @@ from guardrails.errors import FeaturesInvalid, ModelOutputInvalid
 from guardrails.online_priors import OnlinePriorEstimator
 from guardrails.policy import Policy
 from guardrails.registry import ABSTAIN_REASONS, REASON_CODES, build_stages
+from guardrails.rowwise import row_sum
 from packs.calibration_scores import CalibrationSet
 from packs.format import PROBABILITY_ROUNDING, PackMetadata
 
@@ -75,6 +77,22 @@ class GuardedBatch:
     @property
     def n(self) -> int:
         return len(self.labels)
+
+    def label_counts(self, labels: Sequence[str]) -> dict[str, int]:
+        """Answered rows per label name (`labels`: the pack's, in order);
+        abstained rows are left out."""
+        if self.label_codes is None:
+            return {k: v for k, v in Counter(self.labels).items() if k is not None}
+        codes = self.label_codes[self.label_codes >= 0]
+        counts = np.bincount(codes, minlength=len(labels)).tolist()
+        return {labels[i]: c for i, c in enumerate(counts) if c}
+
+    def reason_counts(self) -> dict[str, int]:
+        """Abstained rows per reason."""
+        if self.reason_codes is None:
+            return {k: v for k, v in Counter(self.reasons).items() if k is not None}
+        counts = np.bincount(self.reason_codes, minlength=len(REASON_NAMES)).tolist()
+        return {str(REASON_NAMES[i]): c for i, c in enumerate(counts) if c and i}
 
     def prediction_set_lists(self, labels: list[str]) -> list[list[str]] | None:
         """Each row's prediction set as label names, in label order."""
@@ -225,7 +243,7 @@ class GuardrailPipeline:
                     "taken as rounding error)"
                 )
             raw = np.clip(raw, 0.0, None)
-        total = raw.sum(axis=1, keepdims=True)
+        total = row_sum(raw)
         if not (np.isfinite(total).all() and (total > 0).all()):
             raise ModelOutputInvalid("values must be finite, with positive rows")
-        return raw / total
+        return raw / total[:, None]

@@ -32,6 +32,7 @@ from guardrails.batch import (
 from guardrails.errors import InvalidPriors, UnknownContext
 from guardrails.online_priors import OnlinePriorEstimator, row_keys
 from guardrails.policy import PriorsPolicy
+from guardrails.rowwise import row_sum
 
 #: Training priors are never divided by less than this (a label the training set
 #: lacked would otherwise get an infinite weight).
@@ -67,7 +68,7 @@ def adjust(
 
     Returns (adjusted, fell_back): rows whose mass became 0 keep their input."""
     adjusted = probabilities * weights
-    total = adjusted.sum(axis=1, keepdims=True)
+    total = row_sum(adjusted)[:, None]
     fell_back = total[:, 0] <= 0
     if fell_back.any():
         adjusted[fell_back] = probabilities[fell_back]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from guardrails.policy import TemperaturePolicy
+from guardrails.rowwise import row_max, row_sum
 from packs.format import TemperatureFit
 
 
@@ -43,7 +44,7 @@ def scale(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     Dividing by the row maximum first keeps the largest entry at 1, so no row
     underflows to all zeros however small T is; zeros stay zeros.
     """
-    top = probabilities.max(axis=1, keepdims=True)
+    top = row_max(probabilities)[:, None]
     scaled = np.power(probabilities / top, 1.0 / temperature)
-    scaled /= scaled.sum(axis=1, keepdims=True)
+    scaled /= row_sum(scaled)[:, None]
     return scaled

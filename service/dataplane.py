@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from typing import Any
 
 from common.errors import Unprocessable
@@ -26,6 +25,7 @@ from feedback.log_reader import PredictionLogReader
 from feedback.models import new_prediction_id_block
 from feedback.schemas import ReportCreate, ReportPublic
 from guardrails.batch import RequestContext
+from guardrails.rowwise import row_count
 from service.batching import ModelBatcher
 from service.decode import decode_features
 from service.encoding import columns_answer, rows_answer
@@ -120,8 +120,8 @@ class DataPlane:
         self.metrics.observe_prediction(
             "predict",
             len(x),
-            Counter(batch.labels),
-            Counter(batch.reasons) if batch.abstained.any() else None,
+            batch.label_counts(served.label_names),
+            batch.reason_counts() if batch.abstained.any() else None,
             {
                 "validation": parse_s + (t1 - t0),
                 "inference": t3 - t2,
@@ -134,7 +134,7 @@ class DataPlane:
             prediction_set_sizes=(
                 None
                 if batch.prediction_sets is None
-                else batch.prediction_sets.sum(axis=1).tolist()
+                else row_count(batch.prediction_sets).tolist()
             ),
         )
         # After the answer is built: the sink only samples and enqueues.

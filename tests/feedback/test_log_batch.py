@@ -71,3 +71,37 @@ def test_a_guarded_request_reads_back_from_its_columns_record(
     planted = f"{PLANTED}".encode()
     assert (planted in record) is store_inputs
     assert (np.float32(PLANTED).tobytes() in record) is store_inputs
+
+
+def test_the_metric_counts_from_codes_are_the_answers_counted(
+    default_pack: Path,
+) -> None:
+    """Labels and reasons counted from their codes (what the metrics take) equal
+    the named answers counted, abstentions included."""
+    import dataclasses
+    from collections import Counter
+
+    import pandas as pd
+
+    pack = ModelPack.load(default_pack, providers=["CPUExecutionProvider"])
+    policy = Policy.load(POLICIES / "default.yaml")
+    policy = policy.model_copy(
+        update={
+            "input_bounds": policy.input_bounds.model_copy(update={"action": "abstain"})
+        }
+    )
+    meta = pack.metadata
+    test = pd.read_parquet(pack.test_path())
+    x = np.resize(test[meta.feature_names].to_numpy(np.float32), (300, 4))
+    x[::7, meta.feature_names.index("flipper_length_mm")] = PLANTED
+    guarded = build_pipeline(pack, policy).run(x, pack.predict_proba, RequestContext())
+    named = Counter(guarded.labels)
+    del named[None]
+    reasons = Counter(guarded.reasons)
+    del reasons[None]
+    assert reasons["out_of_bounds"] >= 300 // 7
+    assert guarded.label_counts(meta.labels) == dict(named)
+    assert guarded.reason_counts() == dict(reasons)
+    by_hand = dataclasses.replace(guarded, label_codes=None, reason_codes=None)
+    assert by_hand.label_counts(meta.labels) == dict(named)
+    assert by_hand.reason_counts() == dict(reasons)
