@@ -216,9 +216,12 @@ _ROW_RECORD_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
 def _plain(value: Any) -> Any:
-    # What orjson does not take as is: non-contiguous arrays, string arrays.
+    # What orjson does not take as is: non-contiguous arrays, string arrays, ids
+    # held in one buffer (`feedback.models.PredictionIdBlock`).
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return list(value)
     raise TypeError(f"{type(value).__name__} cannot be logged")
 
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 import numpy as np
 from sqlalchemy import (
@@ -67,13 +68,15 @@ def new_prediction_ids(n: int) -> list[str]:
     One clock read and one `urandom` call serve a whole batch; large batches set
     the version and variant bits with numpy (4x faster than per-id strings).
     """
-    return new_prediction_id_block(n)[0]
+    return list(new_prediction_id_block(n)[0])
 
 
-def new_prediction_id_block(n: int) -> tuple[list[str], bytes]:
+def new_prediction_id_block(n: int) -> tuple[Sequence[str], bytes]:
     """`n` ids as `new_prediction_ids` makes them, and the same ids as one ASCII
     string of 32n hex digits: what the prediction log writes, without joining
-    the n strings again."""
+    the n strings again. From 32 ids on, the ids are a `PredictionIdBlock`, which
+    makes each id's string only when it is asked for (a column answer writes
+    them straight from the buffer)."""
     millis = time.time_ns() // 1_000_000 & (1 << 48) - 1
     if n < 32:
         prefix = f"{millis:012x}"
@@ -84,13 +87,62 @@ def new_prediction_id_block(n: int) -> tuple[list[str], bytes]:
             # version 7 in the 13th hex digit, RFC 4122 variant (8-b) in the 17th
             out.append(f"{prefix}7{r[0:3]}{'89ab'[int(r[3], 16) & 3]}{r[4:19]}")
         return out, "".join(out).encode()
-    raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
+    raw = np.empty((n, 16), dtype=np.uint8)
     raw[:, :6] = np.frombuffer(millis.to_bytes(6, "big"), dtype=np.uint8)
+    raw[:, 6:] = np.frombuffer(os.urandom(10 * n), dtype=np.uint8).reshape(n, 10)
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x70  # version 7
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
-    # One string of 32n hex digits, cut into n 32-character strings by numpy.
-    joined = raw.tobytes().hex()
-    return np.array([joined]).view("U32").tolist(), joined.encode()
+    joined = raw.tobytes().hex().encode()
+    return PredictionIdBlock(joined), joined
+
+
+class PredictionIdBlock(Sequence[str]):
+    """Prediction ids held back to back in one ASCII buffer of 32 hex digits
+    each; an id becomes a `str` when it is read, the whole list once."""
+
+    __slots__ = ("_list", "hex")
+
+    def __init__(self, joined: bytes):
+        if len(joined) % 32:
+            raise ValueError("an id block holds 32 hex digits per id")
+        self.hex = joined
+        self._list: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.hex) // 32
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return self.as_list()[i]
+        n = len(self)
+        at = i + n if i < 0 else i
+        if not 0 <= at < n:
+            raise IndexError("prediction id index out of range")
+        return self.hex[32 * at : 32 * at + 32].decode()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.as_list())
+
+    def as_list(self) -> list[str]:
+        if self._list is None:
+            text = self.hex.decode()
+            self._list = np.array([text]).view("U32").tolist() if text else []
+        return self._list
+
+    def json_array(self) -> bytes:
+        """The ids as a JSON array of strings, built from the buffer."""
+        n = len(self)
+        if not n:
+            return b"[]"
+        cells = np.empty((n, 35), dtype=np.uint8)
+        cells[:, 0] = cells[:, 33] = ord('"')
+        cells[:, 1:33] = np.frombuffer(self.hex, dtype=np.uint8).reshape(n, 32)
+        cells[:, 34] = ord(",")
+        return b"[" + cells.tobytes()[:-1] + b"]"
 
 
 def new_prediction_id() -> str:

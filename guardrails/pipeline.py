@@ -78,16 +78,16 @@ class GuardedBatch:
     def n(self) -> int:
         return len(self.labels)
 
-    def label_counts(self, labels: Sequence[str]) -> dict[str, int]:
+    def label_counts(self, labels: Sequence[str]) -> dict[str | None, int]:
         """Answered rows per label name (`labels`: the pack's, in order);
         abstained rows are left out."""
         if self.label_codes is None:
             return {k: v for k, v in Counter(self.labels).items() if k is not None}
         codes = self.label_codes[self.label_codes >= 0]
         counts = np.bincount(codes, minlength=len(labels)).tolist()
-        return {labels[i]: c for i, c in enumerate(counts) if c}
+        return {labels[i]: c for i, c in enumerate(counts) if c}  # no None key
 
-    def reason_counts(self) -> dict[str, int]:
+    def reason_counts(self) -> dict[str | None, int]:
         """Abstained rows per reason."""
         if self.reason_codes is None:
             return {k: v for k, v in Counter(self.reasons).items() if k is not None}

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from feedback.models import PredictionIdBlock
 from guardrails.pipeline import GuardedBatch
 
 # Sets of up to this many labels are coded as bit masks in one table lookup;
@@ -69,7 +70,11 @@ def columns_answer(
         "model_version": model_version,
         "policy_version": policy_version,
         "columns": {
-            "prediction_id": ids,
+            "prediction_id": (
+                orjson.Fragment(ids.json_array())
+                if isinstance(ids, PredictionIdBlock)
+                else ids
+            ),
             "label": batch.labels,
             "abstained": batch.abstained,
             "reason": batch.reasons,

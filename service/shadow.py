@@ -24,6 +24,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,7 +55,7 @@ class ShadowSink(Protocol):
         served: Served,
         features: np.ndarray,
         ctx: RequestContext,
-        prediction_ids: list[str],
+        prediction_ids: Sequence[str],
         batch: GuardedBatch,
     ) -> None:
         """Take (some of) the rows, or none; never blocks, never raises."""
@@ -69,7 +70,7 @@ class NullShadow:
         served: Served,
         features: np.ndarray,
         ctx: RequestContext,
-        prediction_ids: list[str],
+        prediction_ids: Sequence[str],
         batch: GuardedBatch,
     ) -> None:
         pass
@@ -185,7 +186,7 @@ class ShadowRunner:
         served: Served,
         features: np.ndarray,
         ctx: RequestContext,
-        prediction_ids: list[str],
+        prediction_ids: Sequence[str],
         batch: GuardedBatch,
     ) -> None:
         candidate = self._candidate
@@ -203,7 +204,7 @@ class ShadowRunner:
         served: Served,
         features: np.ndarray,
         ctx: RequestContext,
-        prediction_ids: list[str],
+        prediction_ids: Sequence[str],
         batch: GuardedBatch,
     ) -> None:
         rows = _sample(
@@ -426,7 +427,7 @@ def _sample(
     served: Served,
     features: np.ndarray,
     ctx: RequestContext,
-    prediction_ids: list[str],
+    prediction_ids: Sequence[str],
     batch: GuardedBatch,
     rng: np.random.Generator,
 ) -> _Rows | None:
@@ -441,7 +442,7 @@ def _sample(
             served,
             features,
             ctx,
-            prediction_ids,
+            list(prediction_ids),
             batch.labels,
             batch.probabilities,
         )
@@ -453,7 +454,7 @@ def _sample(
         served,
         features[picked],
         ctx,
-        [prediction_ids[i] for i in picked],
+        [prediction_ids[i] for i in picked.tolist()],
         [batch.labels[i] for i in picked],
         batch.probabilities[picked],
     )

@@ -64,7 +64,7 @@ def test_a_guarded_request_reads_back_from_its_columns_record(
     assert table.to_pylist() == to_record_batch(batch, schema_for(batch)).to_pylist()
     assert table.column("label").to_pylist() == guarded.labels
     assert table.column("reason").to_pylist() == guarded.reasons
-    assert table.column("id").to_pylist() == ids
+    assert table.column("id").to_pylist() == list(ids)
     # The context acted on every row alike: its trace is written a few times
     # (once per distinct trace), not once per row.
     assert record.count(b'"context":"Biscoe"') < 5

@@ -5,9 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 
+import orjson
 import pytest
 
-from feedback.models import new_prediction_ids
+from feedback.models import (
+    PredictionIdBlock,
+    new_prediction_id_block,
+    new_prediction_ids,
+)
 
 
 @pytest.mark.parametrize("n", [1, 31, 32, 1000])
@@ -28,3 +33,29 @@ def test_ids_grow_with_time(n: int) -> None:
     time.sleep(0.002)
     later = new_prediction_ids(n)
     assert max(first) < min(later)
+
+
+@pytest.mark.parametrize("n", [1, 31, 32, 1000])
+def test_a_block_reads_as_its_ids_and_its_buffer(n: int) -> None:
+    """However the ids are held (a list, or a block over their buffer), each
+    reads the same by index, by slice, by iteration and as JSON."""
+    ids, joined = new_prediction_id_block(n)
+    listed = list(ids)
+    assert "".join(listed).encode() == joined and len(ids) == n
+    assert ids[0] == listed[0] and ids[-1] == listed[-1] == ids[n - 1]
+    assert list(ids[1:4]) == listed[1:4]
+    with pytest.raises(IndexError):
+        ids[n]
+    if isinstance(ids, PredictionIdBlock):
+        assert orjson.loads(ids.json_array()) == listed
+        assert (
+            orjson.loads(orjson.dumps({"i": orjson.Fragment(ids.json_array())}))["i"]
+            == listed
+        )
+
+
+def test_an_empty_block_and_a_torn_buffer() -> None:
+    assert orjson.loads(PredictionIdBlock(b"").json_array()) == []
+    assert list(PredictionIdBlock(b"")) == []
+    with pytest.raises(ValueError, match="32 hex digits"):
+        PredictionIdBlock(b"0" * 33)
