@@ -115,11 +115,13 @@ def wrk(
     duration_s: float,
     cpu: int | None = None,
     server_pid: int | None = None,
+    threads: int = 1,
 ) -> LoadResult:
-    """Closed-loop POSTs of `body_file` over `connections` keep-alive connections."""
+    """Closed-loop POSTs of `body_file` over `connections` keep-alive connections
+    (from `threads` wrk threads: one is enough on 2 cores)."""
     argv = [
         "wrk",
-        "-t1",
+        f"-t{threads}",
         f"-c{connections}",
         f"-d{max(1, round(duration_s))}s",
         "--timeout",

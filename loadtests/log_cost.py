@@ -1,6 +1,7 @@
 """What the prediction log costs served throughput, over HTTP, in one run.
 
     .venv/bin/python -m loadtests.log_cost [--pairs 8] [--duration 3]
+        [--bodies single batch1000] [--connections 1 16 64]
 
 Starts the full service twice, once as served (`full`) and once with the
 prediction log detached (`full-nolog`, `loadtests.variants.FullNoLog`), and for
@@ -80,7 +81,13 @@ def _cpu_per_request(result: LoadResult) -> float:
     return result.server_cores * result.seconds / max(result.requests, 1) * 1000
 
 
-def run(pairs: int, duration_s: float, work: Path) -> list[dict[str, Any]]:
+def run(
+    pairs: int,
+    duration_s: float,
+    work: Path,
+    bodies_run: tuple[str, ...] = BODIES,
+    connections: tuple[int, ...] = CONNECTIONS,
+) -> list[dict[str, Any]]:
     pack = work / "pack"
     ensure_default_pack(pack)
     running = {name: servers.start(name, work, pack) for name in (ON, OFF)}
@@ -90,13 +97,13 @@ def run(pairs: int, duration_s: float, work: Path) -> list[dict[str, Any]]:
         pool, _ = split_by_service(running[ON].url)
         _, bodies = write_bodies(work, pool)
         for name, server in running.items():  # lazy imports, pools, first segment
-            for body in BODIES:
+            for body in bodies_run:
                 wrk(f"{server.url}/predict", bodies[body], connections=8, duration_s=1)
             log(f"warmed up {name}")
         pids = [s.pid for s in running.values()]
         cells = []
-        for body in BODIES:
-            for c in CONNECTIONS:
+        for body in bodies_run:
+            for c in connections:
                 measured = []
                 for i in range(pairs):
                     order = (ON, OFF) if i % 2 == 0 else (OFF, ON)
@@ -145,13 +152,33 @@ def main() -> None:
     parser.add_argument(
         "--duration", type=float, default=3.0, help="seconds per wrk run"
     )
+    parser.add_argument(
+        "--bodies",
+        nargs="+",
+        default=list(BODIES),
+        choices=list(ROWS),
+        help="request bodies (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--connections",
+        nargs="+",
+        type=int,
+        default=list(CONNECTIONS),
+        help="wrk connections per cell (default: %(default)s)",
+    )
     args = parser.parse_args()
-    if args.pairs < 1 or args.duration < 1:
-        parser.error("--pairs and --duration must be at least 1")
+    if args.pairs < 1 or args.duration < 1 or min(args.connections) < 1:
+        parser.error("--pairs, --duration and --connections must be at least 1")
     require_tools()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="log-cost-") as tmp:
-        cells = run(args.pairs, args.duration, Path(tmp))
+        cells = run(
+            args.pairs,
+            args.duration,
+            Path(tmp),
+            tuple(args.bodies),
+            tuple(args.connections),
+        )
     print(table(cells))
     for cell in cells:
         print(json.dumps({"figure": "log_cost", **cell}))

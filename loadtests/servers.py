@@ -120,10 +120,18 @@ def command(name: str, port: int) -> list[str]:
     return [str(BIN / "bentoml"), "serve", target, *host]
 
 
-def start(name: str, work: Path, pack_dir: Path, *, cpu: int | None = None) -> Server:
-    """Launch `name` (not waiting for it to be ready: see `wait_ready`)."""
+def start(
+    name: str,
+    work: Path,
+    pack_dir: Path,
+    *,
+    cpu: int | None = None,
+    settings: dict[str, str] | None = None,
+) -> Server:
+    """Launch `name` (not waiting for it to be ready: see `wait_ready`);
+    `settings` are extra `FLYWHEEL_*` variables for the full service."""
     port = free_port()
-    env = server_env(name, work, pack_dir)
+    env = {**server_env(name, work, pack_dir), **(settings or {})}
     Path(env["BENTOML_HOME"]).mkdir(parents=True, exist_ok=True)
     argv = command(name, port)
     if cpu is not None:
