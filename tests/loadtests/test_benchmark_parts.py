@@ -163,3 +163,22 @@ def test_the_cost_of_logging_is_the_median_ratio_within_pairs() -> None:
     assert cell["rps_on"] == pytest.approx(90) and cell["rps_off"] == 100
     # The same CPU per run: more CPU per request where fewer were answered.
     assert cell["cpu_ratio_on_over_off"] == pytest.approx(1 / 0.9)
+
+
+def test_the_scale_run_counts_answered_and_dropped_rows_from_metrics() -> None:
+    from loadtests.scale import ANSWERED, DROPPED, metric_sum
+
+    page = "\n".join(
+        [
+            "# HELP flywheel_predictions_total Rows answered with a label, by label.",
+            "# TYPE flywheel_predictions_total counter",
+            'flywheel_predictions_total{label="Adelie"} 1200.0',
+            'flywheel_predictions_total{label="Gentoo"} 800.0',
+            'flywheel_predictions_created{label="Adelie"} 1.7e9',
+            'flywheel_abstentions_total{reason="low_confidence"} 25.0',
+            "flywheel_prediction_log_dropped_rows_total 0.0",
+            'flywheel_predictions_total_other{label="x"} 5.0',
+        ]
+    )
+    assert metric_sum(page, ANSWERED) == 2025.0
+    assert metric_sum(page, (DROPPED,)) == 0.0
