@@ -16,14 +16,16 @@ failing volume) or cannot start within the bound the policy sets
 than answered unlogged.
 
 Segments rotate by size and age; a background thread closes idle ones and fsyncs
-on its cadence. A second one compacts closed segments into Parquet (also those of
+on its cadence. Closed segments are compacted into Parquet (also those of
 writers that died: a writer holds an advisory lock on its open segment, so a
-segment whose lock can be taken has no living writer) at the lowest CPU priority
-(`compaction_nice`): compaction is a third of what logging a 1,000-row request
-costs, and it can wait for idle CPU, where answering cannot. Under sustained
-saturation it lags and catches up when load drops; readers find the rows in the
-write-ahead segments meanwhile. File names are described in
-`feedback.log_segments`.
+segment whose lock can be taken has no living writer, and a compactor holds the
+same lock while it works) at the lowest CPU priority (`compaction_nice`), by a
+second thread or, with `compaction_process`, by a process of its own
+(`feedback.log_compactor`), which does not share the worker's interpreter lock.
+Compaction costs more than the append, and it can wait for idle CPU, where
+answering cannot. Under sustained saturation it lags and catches up when load
+drops; readers find the rows in the write-ahead segments meanwhile. File names
+are described in `feedback.log_segments`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import pyarrow.parquet as pq
 
 from feedback.errors import PredictionLogUnavailable
 from feedback.log_batch import LogBatch
+from feedback.log_compactor import CompactorProcess
 from feedback.log_segments import (
     ID_RANGES_KEY,
     column_record,
@@ -93,6 +96,9 @@ class WriterOptions:
     row_group_rows: int = 2048
     orphan_check_s: float = 30.0
     compaction_nice: int = 19
+    compaction_process: bool = False
+    """Compact in a process of its own (`feedback.log_compactor`) instead of a
+    thread of the writer's."""
 
 
 class _Segment:
@@ -171,6 +177,7 @@ class PredictionLog:
         self._closed: list[Path] = []  # closed segments waiting for compaction
         self._wake = threading.Condition(threading.Lock())
         self._compactor: threading.Thread | None = None
+        self._compactor_process: CompactorProcess | None = None
         self._stopping = False
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -316,7 +323,15 @@ class PredictionLog:
                 target=self._run, name="prediction-log", daemon=True
             )
             self._thread.start()
-        if self.options.compact and self._compactor is None:
+        opts = self.options
+        if opts.compact and opts.compaction_process:
+            if self._compactor_process is None:
+                self._compactor_process = CompactorProcess(
+                    self.log_dir,
+                    row_group_rows=opts.row_group_rows,
+                    nice=opts.compaction_nice,
+                ).start()
+        elif opts.compact and self._compactor is None:
             self._compactor = threading.Thread(
                 target=self._run_compaction, name="prediction-log-compact", daemon=True
             )
@@ -352,13 +367,17 @@ class PredictionLog:
             self._stopping = True
             self._wake.notify_all()
         started = [t for t in (self._thread, self._compactor) if t is not None]
-        if not started:
-            self.compact_pending()
-            return True
         deadline = time.monotonic() + timeout_s
         for thread in started:
             thread.join(max(deadline - time.monotonic(), 0.0))
-        return not any(t.is_alive() for t in started)
+        stopped = True
+        if self._compactor_process is not None:
+            # It compacts what is free (this writer's last segment too) and exits.
+            stopped = self._compactor_process.stop(max(deadline - time.monotonic(), 1))
+            self._compactor_process = None
+        if not started:
+            self.compact_pending()
+        return stopped and not any(t.is_alive() for t in started)
 
     # --- background ---------------------------------------------------------------
 
@@ -463,24 +482,31 @@ class PredictionLog:
             segment.close()
         except OSError as exc:
             self._warn("closing a segment failed: %s", exc)
-        self._closed.append(segment.path)
+        self._closed_one(segment.path)
 
     def _abandon_segment(self) -> None:
         segment, self._segment = self._segment, None
         if segment is not None:
             with contextlib.suppress(OSError):
                 os.close(segment.fd)
-            self._closed.append(segment.path)
+            self._closed_one(segment.path)
+
+    def _closed_one(self, path: Path) -> None:
+        # A compactor process finds closed segments by their free lock: nothing
+        # to hand it, and nothing to keep.
+        if self._compactor_process is None:
+            self._closed.append(path)
 
     def compact_pending(self) -> None:
-        """Compact this writer's closed segments into Parquet (when `compact`)."""
+        """Compact this writer's closed segments into Parquet (when `compact`);
+        one a compactor process is on is left to it."""
         if not self.options.compact:
             return
         with self._lock:
             pending, self._closed = self._closed, []
         for path in pending:
             try:
-                compact_segment(path, row_group_rows=self.options.row_group_rows)
+                compact_if_free(path, row_group_rows=self.options.row_group_rows)
             except Exception:
                 log.exception("prediction log: compacting %s failed", path.name)
 
@@ -491,29 +517,38 @@ class PredictionLog:
             if not f.is_wal or f.path == mine or f.path in self._closed:
                 continue
             try:
-                fd = os.open(f.path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)  # a live writer holds it
-                continue
-            try:
-                if f.path.exists():
-                    compact_segment(f.path, row_group_rows=self.options.row_group_rows)
+                compact_if_free(f.path, row_group_rows=self.options.row_group_rows)
             except Exception:
                 log.exception(
                     "prediction log: compacting orphan %s failed", f.path.name
                 )
-            finally:
-                os.close(fd)
 
     def _warn(self, message: str, *args: object) -> None:
         now = time.monotonic()
         if now - self._last_warning >= _WARN_EVERY_S:
             self._last_warning = now
             log.warning("prediction log: " + message, *args)
+
+
+def compact_if_free(wal: Path, *, row_group_rows: int) -> bool:
+    """Compact a write-ahead segment unless a writer or another compactor holds
+    its lock (taken for the while); True when it was compacted here."""
+    try:
+        fd = os.open(wal, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live writer, or a compactor on it now
+        # Compacted by someone else between the listing and the lock: gone.
+        if not wal.exists():
+            return False
+        compact_segment(wal, row_group_rows=row_group_rows)
+        return True
+    finally:
+        os.close(fd)
 
 
 def compact_segment(wal: Path, *, row_group_rows: int) -> Path | None:

@@ -143,8 +143,13 @@ class PredictionLogSettings(BaseModel):
     compact: bool = True
     """Rewrite closed segments as Parquet (snappy, row groups) in the background."""
     compaction_nice: int = Field(19, ge=0, le=19)
-    """CPU priority (nice) of the compaction thread: 19, the lowest, lets answers
-    go first; compaction catches up when the CPU has slack."""
+    """CPU priority (nice) of compaction: 19, the lowest, lets answers go first;
+    compaction catches up when the CPU has slack."""
+    compaction_process: bool = True
+    """Compact in a process of its own per worker (`feedback.log_compactor`), not
+    in a thread of the worker: a thread holds the worker's interpreter lock while
+    it compacts, and column requests then waited for it (a quarter of their
+    throughput on 2 cores). False: a thread (one process less per worker)."""
     row_group_rows: int = Field(2048, ge=256)
     """Rows per Parquet row group: what a lookup by id reads at most per file.
     Fewer, larger groups make the footer a reader parses once per file shorter

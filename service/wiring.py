@@ -68,6 +68,7 @@ def writer_options(settings: Settings) -> WriterOptions:
         compact=s.compact,
         row_group_rows=s.row_group_rows,
         compaction_nice=s.compaction_nice,
+        compaction_process=s.compaction_process,
     )
 
 

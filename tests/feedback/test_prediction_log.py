@@ -5,6 +5,7 @@ rows and counts since a time, and retention by age and by bytes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -149,6 +150,91 @@ def test_the_background_compactor_runs_at_the_lowest_cpu_priority(
     assert list_segments(tmp_path) and not any(
         f.is_wal for f in list_segments(tmp_path)
     )
+
+
+def _wal_count(log_dir: Path) -> int:
+    return sum(f.is_wal for f in list_segments(log_dir))
+
+
+def test_a_compactor_process_compacts_closed_segments_niced_and_stops_with_close(
+    tmp_path: Path,
+) -> None:
+    """With `compaction_process`, closed segments are compacted by a process of
+    the writer's own at the lowest CPU priority (no thread shares the writer's
+    interpreter lock), every row reads back the same, and close() ends it after
+    it compacted the last segment."""
+    import psutil
+
+    log = writer(tmp_path, rotate_bytes=4096, compaction_process=True).start()
+    batches = [batch_of(100) for _ in range(4)]
+    try:
+        assert log._compactor is None
+        process = log._compactor_process
+        assert process is not None and process.pid is not None
+        child = psutil.Process(process.pid)
+        assert child.ppid() == os.getpid()
+        for b in batches:
+            log.submit_batch(b)
+        log.rotate()
+        deadline = time.monotonic() + 60
+        while _wal_count(tmp_path) > 1:  # all but the open segment
+            assert time.monotonic() < deadline, "closed segments not compacted"
+            time.sleep(0.05)
+        assert child.nice() == 19
+        log.submit_batch(last := batch_of(50))
+    finally:
+        assert log.close()
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert list_segments(tmp_path) and _wal_count(tmp_path) == 0
+    reader = PredictionLogReader(tmp_path)
+    for b in [*batches, last]:
+        assert all(reader.get(pid) is not None for pid in b.ids[::25])
+    assert reader.count_since(utcnow() - timedelta(minutes=1)) == 450
+
+
+def test_a_compactor_process_outlives_no_writer_and_compacts_what_it_left(
+    tmp_path: Path,
+) -> None:
+    """A writer killed with SIGKILL leaves its compactor: the compactor sees its
+    parent gone, compacts the writer's open segment (its lock is free now) and
+    exits; no answered row is lost."""
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+from pathlib import Path
+from feedback.prediction_log import PredictionLog, WriterOptions
+from tests.feedback.helpers import batch_of
+log = PredictionLog(Path({str(tmp_path)!r}), WriterOptions(compaction_process=True))
+log.start()
+print(log._compactor_process.pid, flush=True)
+for n in (200, 1, 200, 1):
+    b = batch_of(n)
+    log.submit_batch(b)
+    print(b.ids[-1], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    import psutil
+
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == -9, done.stderr
+    compactor_pid, *answered = done.stdout.split()
+    deadline = time.monotonic() + 60
+    while psutil.pid_exists(int(compactor_pid)) and _wal_count(tmp_path):
+        assert time.monotonic() < deadline, "the orphaned compactor did not finish"
+        time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(int(compactor_pid)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if psutil.Process(int(compactor_pid)).status() == psutil.STATUS_ZOMBIE:
+                break
+        assert time.monotonic() < deadline, "the compactor outlived its writer"
+        time.sleep(0.1)
+    assert _wal_count(tmp_path) == 0
+    reader = PredictionLogReader(tmp_path)
+    assert all(reader.get(pid) is not None for pid in answered)
+    assert reader.count_since(utcnow() - timedelta(minutes=5)) == 402
 
 
 def test_a_killed_writers_segment_is_read_then_compacted_by_another(
