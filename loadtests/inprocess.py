@@ -136,7 +136,7 @@ def service_code(
             rows = len(
                 result["predictions"]
                 if "predictions" in result
-                else result["columns"]["prediction_id"]
+                else result["columns"]["label"]
             )
 
             parts: dict[str, Callable[[], object]] = {

@@ -341,7 +341,7 @@ def columns(worker: Any, seconds: float) -> dict[str, Any]:
             request = parse_column_request(body)
             answer = loop.run_until_complete(worker.dataplane.predict(request))
             orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
-            return len(answer["columns"]["prediction_id"])
+            return len(answer["columns"]["label"])
 
         rate = _rate(one, seconds)
     finally:
