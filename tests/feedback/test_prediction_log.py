@@ -152,6 +152,33 @@ def test_the_background_compactor_runs_at_the_lowest_cpu_priority(
     )
 
 
+def _killed_writer(
+    log_dir: Path, sizes: tuple[int, ...], *, options: str = "", started: str = ""
+) -> list[str]:
+    """Run a writer in a child process (`WriterOptions(options)`, then the
+    `started` statement) that submits batches of `sizes` rows, prints each
+    batch's last id once it is answered, and SIGKILLs itself; the lines printed."""
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+from pathlib import Path
+from feedback.prediction_log import PredictionLog, WriterOptions
+from tests.feedback.helpers import batch_of
+log = PredictionLog(Path({str(log_dir)!r}), WriterOptions({options}))
+{started}
+for n in {sizes!r}:
+    b = batch_of(n)
+    log.submit_batch(b)
+    print(b.ids[-1], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == -9, done.stderr
+    return done.stdout.split()
+
+
 def _wal_count(log_dir: Path) -> int:
     return sum(f.is_wal for f in list_segments(log_dir))
 
@@ -198,28 +225,14 @@ def test_a_compactor_process_outlives_no_writer_and_compacts_what_it_left(
     """A writer killed with SIGKILL leaves its compactor: the compactor sees its
     parent gone, compacts the writer's open segment (its lock is free now) and
     exits; no answered row is lost."""
-    script = f"""
-import os, signal, sys
-sys.path.insert(0, {str(ROOT)!r})
-from pathlib import Path
-from feedback.prediction_log import PredictionLog, WriterOptions
-from tests.feedback.helpers import batch_of
-log = PredictionLog(Path({str(tmp_path)!r}), WriterOptions(compaction_process=True))
-log.start()
-print(log._compactor_process.pid, flush=True)
-for n in (200, 1, 200, 1):
-    b = batch_of(n)
-    log.submit_batch(b)
-    print(b.ids[-1], flush=True)
-os.kill(os.getpid(), signal.SIGKILL)
-"""
     import psutil
 
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    compactor_pid, *answered = _killed_writer(
+        tmp_path,
+        (200, 1, 200, 1),
+        options="compaction_process=True",
+        started="log.start(); print(log._compactor_process.pid, flush=True)",
     )
-    assert done.returncode == -9, done.stderr
-    compactor_pid, *answered = done.stdout.split()
     deadline = time.monotonic() + 60
     while psutil.pid_exists(int(compactor_pid)) and _wal_count(tmp_path):
         assert time.monotonic() < deadline, "the orphaned compactor did not finish"
@@ -243,24 +256,7 @@ def test_a_killed_writers_segment_is_read_then_compacted_by_another(
     """A worker killed with SIGKILL leaves its open segment behind: every row it
     appended (large requests and single rows alike) is readable, and a living
     writer compacts the segment."""
-    script = f"""
-import os, signal, sys
-sys.path.insert(0, {str(ROOT)!r})
-from pathlib import Path
-from feedback.prediction_log import PredictionLog
-from tests.feedback.helpers import batch_of
-log = PredictionLog(Path({str(tmp_path)!r}))
-for n in (200, 1, 200, 1, 1, 200, 1):
-    b = batch_of(n)
-    log.submit_batch(b)
-    print(b.ids[-1], flush=True)
-os.kill(os.getpid(), signal.SIGKILL)
-"""
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == -9, done.stderr
-    answered = done.stdout.split()
+    answered = _killed_writer(tmp_path, (200, 1, 200, 1, 1, 200, 1))
     last_id = answered[-1]
     (orphan,) = list_segments(tmp_path)
     assert orphan.is_wal
