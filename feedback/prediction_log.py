@@ -39,30 +39,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from feedback.errors import PredictionLogUnavailable
 from feedback.log_batch import LogBatch
-from feedback.log_compactor import CompactorProcess
+from feedback.log_compactor import CompactorProcess, compact_if_free
 from feedback.log_segments import (
-    ID_RANGES_KEY,
     column_record,
     list_segments,
     new_writer_id,
-    parse_name,
     row_record,
     schema_for,
-    segment_name,
     to_record_batch,
     wal_name,
 )
-from feedback.log_wal import ARROW, COLUMNS, END, MAGIC, ROWS, SCHEMA, frame, read_wal
+from feedback.log_wal import ARROW, COLUMNS, END, MAGIC, ROWS, SCHEMA, frame
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +68,6 @@ _WARN_EVERY_S = 30.0
 #: Readers pay about 5 µs per row to convert rows records and about 140 µs per
 #: columns record: the two cost the same at about 30 rows.
 ROW_RECORD_MAX_ROWS = 32
-#: The columns whose values repeat from row to row (Parquet dictionary pages).
-_REPEATING = (
-    "created_at", "model_version", "policy_version", "context", "label", "reason",
-    "trace",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -528,84 +517,3 @@ class PredictionLog:
         if now - self._last_warning >= _WARN_EVERY_S:
             self._last_warning = now
             log.warning("prediction log: " + message, *args)
-
-
-def compact_if_free(wal: Path, *, row_group_rows: int) -> bool:
-    """Compact a write-ahead segment unless a writer or another compactor holds
-    its lock (taken for the while); True when it was compacted here."""
-    try:
-        fd = os.open(wal, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False  # a live writer, or a compactor on it now
-        # Compacted by someone else between the listing and the lock: gone.
-        if not wal.exists():
-            return False
-        compact_segment(wal, row_group_rows=row_group_rows)
-        return True
-    finally:
-        os.close(fd)
-
-
-def compact_segment(wal: Path, *, row_group_rows: int) -> Path | None:
-    """Rewrite a closed write-ahead segment as a Parquet segment named by its
-    time range, then remove it; returns the new file (None when it held no rows).
-
-    The Parquet file appears under its final name in one rename, before the
-    write-ahead file goes: readers see the rows in one of them (and prefer the
-    Parquet file while both exist)."""
-    table = read_wal(wal)
-    if table is None or table.num_rows == 0:
-        wal.unlink(missing_ok=True)
-        return None
-    ids = table.column("id")
-    stamps = table.column("created_at").cast(pa.int64())
-    id_ms = [int(v[:12], 16) for v in (_min(ids), _max(ids)) if len(v) == 32]
-    time_ms = [_min(stamps) // 1000, _max(stamps) // 1000]
-    start_ms, end_ms = min(id_ms + time_ms), max(id_ms + time_ms)
-    name = parse_name(wal)
-    writer = name.writer if name is not None else wal.stem
-    target = wal.with_name(segment_name(start_ms, end_ms, writer))
-    tmp = wal.with_name(f".tmp-{target.name}")
-    write_segment_file(table, tmp, row_group_rows=row_group_rows)
-    os.replace(tmp, target)
-    wal.unlink(missing_ok=True)
-    return target
-
-
-def write_segment_file(table: pa.Table, path: Path, *, row_group_rows: int) -> None:
-    """`table` as a Parquet segment: row groups of `row_group_rows`, statistics
-    only for `id` and `created_at` (what readers prune by; the others only made
-    the footer longer to parse), dictionary pages only for the columns that
-    repeat (tried on ids and floats they cost half the writing time and made the
-    file larger), and each row group's id range in the file's metadata, where a
-    lookup reads it without walking the footer's statistics."""
-    ranges = [
-        [_min(part), _max(part)] if len(part) else ["~", ""]
-        for part in (
-            table.column("id").slice(at, row_group_rows)
-            for at in range(0, table.num_rows, row_group_rows)
-        )
-    ]
-    with pq.ParquetWriter(
-        path,
-        table.schema,
-        compression="snappy",
-        write_statistics=["id", "created_at"],
-        use_dictionary=[n for n in _REPEATING if n in table.schema.names],
-    ) as writer:
-        writer.write_table(table, row_group_size=row_group_rows)
-        # In the file's metadata only: tables read from the file do not carry it.
-        writer.add_key_value_metadata({ID_RANGES_KEY: orjson.dumps(ranges).decode()})
-
-
-def _min(column: pa.ChunkedArray) -> Any:
-    return pc.min(column).as_py()
-
-
-def _max(column: pa.ChunkedArray) -> Any:
-    return pc.max(column).as_py()

@@ -397,12 +397,9 @@ def _write_segments(
     segment; returns a sample of the ids written (one per batch)."""
     import pyarrow as pa
 
+    from feedback.log_compactor import write_segment_file
     from feedback.log_segments import schema_for, segment_name, to_record_batch
-    from feedback.prediction_log import (
-        PredictionLog,
-        WriterOptions,
-        write_segment_file,
-    )
+    from feedback.prediction_log import PredictionLog, WriterOptions
 
     start = datetime.now(UTC) - timedelta(days=1)
     # Values repeat from segment to segment; ids and times are new. One template

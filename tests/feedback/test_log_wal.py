@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from feedback import prediction_log
+from feedback import log_compactor, prediction_log
 from feedback.log_batch import LogBatch
 from feedback.log_reader import PredictionLogReader
 from feedback.log_segments import (
@@ -258,7 +258,7 @@ def test_a_segment_of_the_earlier_arrow_stream_format_is_read_and_compacted(
         w.write_batch(to_record_batch(batch, schema))
     reader = PredictionLogReader(tmp_path)
     assert reader.get(batch.ids[4]) is not None
-    target = prediction_log.compact_segment(legacy, row_group_rows=1024)
+    target = log_compactor.compact_segment(legacy, row_group_rows=1024)
     assert target is not None and target.name.endswith("_old-host.1.abcd.1.parquet")
     assert not legacy.exists()
     assert PredictionLogReader(tmp_path).get(batch.ids[4]) is not None
