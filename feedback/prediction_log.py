@@ -488,7 +488,7 @@ class PredictionLog:
 
     def compact_pending(self) -> None:
         """Compact this writer's closed segments into Parquet (when `compact`);
-        one a compactor process is on is left to it."""
+        a segment another compactor is working on is left to it."""
         if not self.options.compact:
             return
         with self._lock:

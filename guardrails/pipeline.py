@@ -33,7 +33,7 @@ from guardrails.errors import FeaturesInvalid, ModelOutputInvalid
 from guardrails.online_priors import OnlinePriorEstimator
 from guardrails.policy import Policy
 from guardrails.registry import ABSTAIN_REASONS, REASON_CODES, build_stages
-from guardrails.rowwise import row_sum
+from guardrails.rowwise import row_bits, row_sum
 from packs.calibration_scores import CalibrationSet
 from packs.format import PROBABILITY_ROUNDING, PackMetadata
 
@@ -105,8 +105,9 @@ class GuardedBatch:
         # A few distinct sets among many rows: each is named once (one numpy
         # call per row was half the cost of a 1,000-row column request), and
         # every row gets its own copy of its list.
-        codes = sets.astype(np.int64) @ (1 << np.arange(sets.shape[1], dtype=np.int64))
-        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        _, first, inverse = np.unique(
+            row_bits(sets), return_index=True, return_inverse=True
+        )
         named = [names[sets[i]].tolist() for i in first.tolist()]
         return [list(named[i]) for i in inverse.reshape(-1).tolist()]
 

@@ -57,6 +57,19 @@ def row_count(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def row_bits(a: np.ndarray) -> np.ndarray:
+    """Each row of a 2-d bool array of at most 62 columns as one integer (intp):
+    column j is bit j. Rows with the same entries get the same number."""
+    k = a.shape[1]
+    if k > 62:
+        raise ValueError(f"{k} columns do not fit in one integer per row")
+    bits = np.asarray(a, dtype=bool).view(np.uint8)
+    out = np.zeros(a.shape[0], dtype=np.int64)
+    for j in range(k):
+        out |= bits[:, j].astype(np.int64) << j
+    return out
+
+
 def _columnwise(op: np.ufunc, a: np.ndarray) -> np.ndarray:
     k = a.shape[1]
     if k == 0 or k > _NARROW:

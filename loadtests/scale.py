@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests import servers
 from loadtests.benchmark import write_bodies
@@ -50,15 +51,13 @@ def log(message: str) -> None:
 
 
 def metric_sum(text: str, names: tuple[str, ...]) -> float:
-    """Sum of every sample of these metric families in a Prometheus text page."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in names:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    """Sum of every sample with one of these names in a Prometheus text page."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in names
+    )
 
 
 def _counts(url: str) -> tuple[float, float]:

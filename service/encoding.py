@@ -20,6 +20,7 @@ import orjson
 
 from feedback.models import PredictionIdBlock
 from guardrails.pipeline import GuardedBatch
+from guardrails.rowwise import row_bits
 
 # Sets of up to this many labels are coded as bit masks in one table lookup;
 # wider ones are named by `GuardedBatch.prediction_set_lists`.
@@ -97,10 +98,7 @@ def prediction_sets_json(
     n, k = sets.shape
     if k > _MASK_LABELS or n == 0:
         return orjson.Fragment(orjson.dumps(batch.prediction_set_lists(list(labels))))
-    bits = np.asarray(sets, dtype=bool).view(np.uint8)
-    codes = bits[:, 0].astype(np.intp)
-    for j in range(1, k):  # label j -> bit j, a column at a time (k is small)
-        codes |= bits[:, j].astype(np.intp) << j
+    codes = row_bits(sets)  # label j -> bit j
     table = np.empty(1 << k, dtype=object)
     for code in np.flatnonzero(np.bincount(codes, minlength=1 << k)).tolist():
         table[code] = orjson.dumps([labels[j] for j in range(k) if code >> j & 1])

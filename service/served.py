@@ -246,14 +246,7 @@ class ServedState:
             stored = self.shared.open(self.store, record.pack_tag, record.pack_sha256)
             if record.pack_sha256 and stored.sha256 != record.pack_sha256:
                 raise PackTampered(stored.tag, record.pack_sha256, stored.sha256)
-            serving = self.settings.serving
-            pack = ModelPack.load(
-                stored.path,
-                providers=serving.providers,
-                require_gpu=serving.require_gpu,
-                intra_op_threads=serving.intra_op_threads,
-                allow_tf32=serving.allow_tf32,
-            )
+            pack = ModelPack.load(stored.path, **self.settings.serving.pack_options())
             tag, sha256 = stored.tag, stored.sha256
         pipeline = build_pipeline(pack, Policy.from_yaml(record.policy_yaml), "serve")
         return Served(

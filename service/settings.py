@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +56,15 @@ class ServingSettings(BaseModel):
     its request) before it answers 504."""
     freeze_gc: bool = True
     """Freeze the start-up heap and raise GC thresholds (cuts tail latency)."""
+
+    def pack_options(self) -> dict[str, Any]:
+        """How `ModelPack.load` loads a pack to serve under these settings."""
+        return {
+            "providers": self.providers,
+            "require_gpu": self.require_gpu,
+            "intra_op_threads": self.intra_op_threads,
+            "allow_tf32": self.allow_tf32,
+        }
 
 
 class GuardrailSettings(BaseModel):

@@ -375,14 +375,7 @@ def build_candidate(
     settings: Settings, stored: StoredPack, policy_yaml: str
 ) -> tuple[ModelPack, GuardrailPipeline]:
     """The candidate's model and its own pipeline, built as the served ones are."""
-    serving = settings.serving
-    pack = ModelPack.load(
-        stored.path,
-        providers=serving.providers,
-        require_gpu=serving.require_gpu,
-        intra_op_threads=serving.intra_op_threads,
-        allow_tf32=serving.allow_tf32,
-    )
+    pack = ModelPack.load(stored.path, **settings.serving.pack_options())
     return pack, build_pipeline(pack, Policy.from_yaml(policy_yaml), "serve")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from guardrails.rowwise import row_all, row_any, row_count, row_max, row_sum
+from guardrails.rowwise import row_all, row_any, row_bits, row_count, row_max, row_sum
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 7, 8, 13, 32, 33, 100])
@@ -31,3 +31,13 @@ def test_views_and_empty_batches() -> None:
     np.testing.assert_array_equal(row_max(a.T), a.T.max(axis=1))
     empty = np.empty((0, 3))
     assert row_sum(empty).shape == row_max(empty).shape == (0,)
+
+
+@pytest.mark.parametrize("k", [1, 3, 16, 62])
+def test_row_bits_number_each_row_by_its_columns(k: int) -> None:
+    rng = np.random.default_rng(k)
+    a = rng.random((300, k)) < 0.5
+    expected = (a.astype(object) * [1 << j for j in range(k)]).sum(axis=1)
+    assert row_bits(a).tolist() == expected.tolist()
+    with pytest.raises(ValueError, match="63 columns"):
+        row_bits(np.zeros((2, 63), bool))
