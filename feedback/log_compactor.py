@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -134,13 +135,20 @@ def _max(column: pa.ChunkedArray) -> Any:
     return pc.max(column).as_py()
 
 
-def compact_free_segments(log_dir: Path, *, row_group_rows: int) -> int:
+def compact_free_segments(
+    log_dir: Path, *, row_group_rows: int, skip: Collection[Path] = ()
+) -> int:
     """Compact every write-ahead segment under `log_dir` that no living writer
-    holds; returns how many were compacted."""
+    holds, but those in `skip`; returns how many were compacted. A segment that
+    fails is logged and left for the next pass."""
     done = 0
     for f in list_segments(log_dir):
-        if f.is_wal and compact_if_free(f.path, row_group_rows=row_group_rows):
-            done += 1
+        if not f.is_wal or f.path in skip:
+            continue
+        try:
+            done += compact_if_free(f.path, row_group_rows=row_group_rows)
+        except Exception:
+            log.exception("prediction log: compacting %s failed", f.path.name)
     return done
 
 

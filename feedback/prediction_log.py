@@ -46,10 +46,13 @@ import pyarrow as pa
 
 from feedback.errors import PredictionLogUnavailable
 from feedback.log_batch import LogBatch
-from feedback.log_compactor import CompactorProcess, compact_if_free
+from feedback.log_compactor import (
+    CompactorProcess,
+    compact_free_segments,
+    compact_if_free,
+)
 from feedback.log_segments import (
     column_record,
-    list_segments,
     new_writer_id,
     row_record,
     schema_for,
@@ -500,17 +503,14 @@ class PredictionLog:
                 log.exception("prediction log: compacting %s failed", path.name)
 
     def _compact_orphans(self) -> None:
-        """Compact write-ahead segments whose writer is gone (killed, crashed)."""
-        mine = self._segment.path if self._segment is not None else None
-        for f in list_segments(self.log_dir):
-            if not f.is_wal or f.path == mine or f.path in self._closed:
-                continue
-            try:
-                compact_if_free(f.path, row_group_rows=self.options.row_group_rows)
-            except Exception:
-                log.exception(
-                    "prediction log: compacting orphan %s failed", f.path.name
-                )
+        """Compact write-ahead segments whose writer is gone (killed, crashed);
+        this writer's own closed segments are `compact_pending`'s."""
+        mine = [self._segment.path] if self._segment is not None else []
+        compact_free_segments(
+            self.log_dir,
+            row_group_rows=self.options.row_group_rows,
+            skip={*mine, *self._closed},
+        )
 
     def _warn(self, message: str, *args: object) -> None:
         now = time.monotonic()
