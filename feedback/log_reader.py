@@ -243,6 +243,41 @@ class PredictionLogReader:
                 parts.append(part)
         return _sorted(_concat(parts))
 
+    def segments_since(
+        self, since: datetime, *, columns: list[str] | None = None
+    ) -> list[tuple[SegmentFile, pa.Table]]:
+        """Each segment's rows created after `since` (its own schema, its own
+        labels and features, in its order), with the segment they came from."""
+        ms = int(since.timestamp() * 1000)
+        stamp = pa.scalar(since.astimezone(UTC), pa.timestamp("us", tz="UTC"))
+        found = []
+        for f in list_segments(self.log_dir):
+            if not f.newer_than(ms):
+                continue
+            try:
+                table = self._read(f, columns and ["created_at", *columns])
+            except FileNotFoundError:
+                continue
+            if table is None or not table.num_rows:
+                continue
+            part = table.filter(pc.greater(table["created_at"], stamp))
+            if part.num_rows:
+                found.append((f, part))
+        return found
+
+    def predictions_in(
+        self, f: SegmentFile, ids: Sequence[str]
+    ) -> list[LoggedPrediction]:
+        """The rows of segment `f` with these ids (those it still holds)."""
+        try:
+            table = self._read(f, None)
+        except FileNotFoundError:
+            return []
+        if table is None or not table.num_rows:
+            return []
+        wanted = pc.is_in(table["id"], value_set=pa.array(list(ids), pa.string()))
+        return _as_predictions(table.filter(wanted))
+
     def predictions_since(
         self, since: datetime, *, limit: int = 10_000
     ) -> list[LoggedPrediction]:
@@ -426,9 +461,18 @@ def _sorted(table: pa.Table) -> pa.Table:
 
 
 def _as_prediction(table: pa.Table) -> LoggedPrediction:
-    row = table.slice(0, 1).to_pylist()[0]
+    return _as_predictions(table.slice(0, 1))[0]
+
+
+def _as_predictions(table: pa.Table) -> list[LoggedPrediction]:
     labels = label_names(table.schema)
     features = feature_names(table.schema)
+    return [_prediction(row, labels, features) for row in table.to_pylist()]
+
+
+def _prediction(
+    row: dict[str, Any], labels: list[str], features: list[str]
+) -> LoggedPrediction:
     probabilities = row.get(PROBABILITIES)
     inputs = row.get(INPUTS)
     trace = row.get("trace")

@@ -16,11 +16,14 @@ The prediction log is read only through `logged_rows` (over
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
@@ -33,6 +36,7 @@ from feedback.errors import (
     store_function,
 )
 from feedback.log_reader import LoggedPrediction, PredictionLogReader
+from feedback.log_segments import PROBABILITIES
 from feedback.models import Report, ReviewItem, utcnow
 
 REVIEWER = "review"
@@ -71,10 +75,83 @@ def margin_of(outputs: dict[str, Any]) -> float | None:
     return values[0] - values[1] if len(values) >= 2 else None
 
 
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    # splitmix64's finaliser: every input bit reaches every output bit
+    z = z ^ (z >> np.uint64(30))
+    z = z * np.uint64(0xBF58476D1CE4E5B9)
+    z = z ^ (z >> np.uint64(27))
+    z = z * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def sample_units(ids: pa.Array | pa.ChunkedArray | Sequence[str]) -> np.ndarray:
+    """A number in [0, 1) fixed by each id: the same rows are sampled every time,
+    in every process (a 64-bit mixing hash of the id's bytes, computed for a
+    whole column at once)."""
+    column = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(ids)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    column = column.cast(pa.large_string())
+    n = len(column)
+    units = np.zeros(n, dtype=np.float64)
+    if n == 0:
+        return units
+    _, offsets_buf, data_buf = column.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[
+        column.offset : column.offset + n + 1
+    ]
+    data = np.frombuffer(data_buf or b"", dtype=np.uint8)
+    lengths = np.diff(offsets)
+    for length in np.unique(lengths):
+        rows = np.flatnonzero(lengths == length)
+        size = int(length)
+        if len(rows) == n and size % 8 == 0 and size:
+            # The usual case (every id 32 characters): the buffer is the matrix.
+            first = int(offsets[0])
+            matrix = data[first : first + n * size].reshape(n, size)
+        else:
+            matrix = np.zeros((len(rows), max(-(-size // 8) * 8, 8)), np.uint8)
+            if size:
+                matrix[:, :size] = data[offsets[rows, None] + np.arange(size)]
+        words = np.ascontiguousarray(matrix).view("<u8")
+        h = np.full(len(rows), _GOLDEN ^ size, dtype=np.uint64)
+        for j in range(words.shape[1]):
+            h = _mix(h ^ words[:, j])
+        units[rows] = (h >> np.uint64(11)).astype(np.float64) / 2.0**53
+    return units
+
+
 def sample_unit(prediction_id: str) -> float:
-    """A number in [0, 1) fixed by the id: the same rows are sampled every time."""
-    digest = hashlib.sha256(prediction_id.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    """`sample_units` of one id."""
+    return float(sample_units([prediction_id])[0])
+
+
+#: Why a row goes to review, by code (`review_codes`); 0 is not at all.
+REASONS = (None, "abstained", "low_margin", "audit")
+
+
+def review_codes(
+    abstained: np.ndarray,
+    margins: np.ndarray,
+    units: np.ndarray,
+    *,
+    margin: float,
+    sample_share: float,
+    audit_share: float,
+) -> np.ndarray:
+    """Each row's reason code (`REASONS`): every abstention; a `sample_share` of
+    the answers whose margin is under `margin` (NaN: none known); an `audit_share`
+    of the rest."""
+    low = margins < margin  # NaN compares False
+    codes = np.where(
+        low,
+        np.where(units < sample_share, 2, 0),
+        np.where(units < audit_share, 3, 0),
+    )
+    return np.where(abstained, 1, codes).astype(np.int8)
 
 
 def review_reason(
@@ -82,12 +159,40 @@ def review_reason(
 ) -> tuple[str | None, float | None]:
     """Why this row goes to review (`abstained`, `low_margin`, `audit`) or None."""
     row_margin = margin_of(row.outputs)
-    if row.abstained:
-        return "abstained", row_margin
-    unit = sample_unit(row.id)
-    if row_margin is not None and row_margin < margin:
-        return ("low_margin" if unit < sample_share else None), row_margin
-    return ("audit" if unit < audit_share else None), row_margin
+    (code,) = review_codes(
+        np.array([row.abstained]),
+        np.array([np.nan if row_margin is None else row_margin]),
+        sample_units([row.id]),
+        margin=margin,
+        sample_share=sample_share,
+        audit_share=audit_share,
+    )
+    return REASONS[code], row_margin
+
+
+def table_margins(table: pa.Table) -> np.ndarray:
+    """Top-1 minus top-2 probability of each row of a log table (NaN where it has
+    no probabilities)."""
+    n = table.num_rows
+    if PROBABILITIES not in table.column_names:
+        return np.full(n, np.nan)
+    column = table[PROBABILITIES].combine_chunks()
+    width = column.type.list_size
+    if width < 2:
+        return np.full(n, np.nan)
+    # The child values of every row, null rows' included (masked below).
+    values = column.values.slice(column.offset * width, n * width)
+    matrix = np.asarray(values.to_numpy(zero_copy_only=False), np.float64)
+    matrix = matrix.reshape(n, width)
+    top2 = -np.partition(-matrix, 1, axis=1)[:, :2]
+    margins = top2[:, 0] - top2[:, 1]
+    if column.null_count:
+        margins[~column.is_valid().to_numpy(zero_copy_only=False)] = np.nan
+    return margins
+
+
+#: What the sampler reads of every row to decide which ones go to review.
+_DECIDING = ["id", "abstained", PROBABILITIES]
 
 
 @store_function
@@ -99,39 +204,118 @@ def sample_review_items(
     margin: float,
     sample_share: float,
     audit_share: float,
-    limit_rows: int = 10_000,
+    limit_items: int = 1000,
 ) -> tuple[int, datetime | None]:
     """Queue the rows logged after `since` that need a person (committed).
+
+    Every row is looked at, in columns (a few columns of each segment, a few
+    array operations per segment); only the chosen rows are read whole. At most
+    `limit_items` are queued per run: abstentions first, then low-margin, then
+    audit rows, each by their sample unit, so a capped run keeps a uniform sample
+    of each kind rather than the oldest rows.
 
     Returns (items added, creation time of the last row read) so the caller can
     continue from there.
     """
-    rows = logged_rows(log, since=since, limit=limit_rows)
-    if not rows:
+    start = since if since is not None else datetime(1970, 1, 1, tzinfo=UTC)
+    segments = log.segments_since(start, columns=_DECIDING)
+    if not segments:
         return 0, since
-    chosen: list[ReviewItem] = []
-    for row in rows:
-        reason, row_margin = review_reason(
-            row, margin=margin, sample_share=sample_share, audit_share=audit_share
+    decided = [
+        _Decided.of(
+            table, margin=margin, sample_share=sample_share, audit_share=audit_share
         )
-        if reason is not None:
-            chosen.append(_item(row, reason, row_margin))
-    added = 0
-    if chosen:
-        begin_write(session)
-        ids = [c.prediction_id for c in chosen]
-        known = set(
+        for _, table in segments
+    ]
+    reasons: dict[str, tuple[str, float | None]] = {}
+    rows: list[LoggedRow] = []
+    for (f, _), ids in zip(
+        segments, _first_chosen(decided, limit_items, reasons), strict=True
+    ):
+        if ids:
+            rows += log.predictions_in(f, ids)
+    last = max(d.newest for d in decided)
+    return _queue(session, rows, reasons), last
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """One segment table's rows that go to review."""
+
+    table: pa.Table
+    rows: np.ndarray
+    codes: np.ndarray
+    units: np.ndarray
+    margins: np.ndarray
+    newest: datetime
+
+    @classmethod
+    def of(
+        cls, table: pa.Table, *, margin: float, sample_share: float, audit_share: float
+    ) -> _Decided:
+        units = sample_units(table["id"])
+        margins = table_margins(table)
+        abstained = table["abstained"].to_numpy(zero_copy_only=False)
+        codes = review_codes(
+            np.asarray(abstained, dtype=bool),
+            margins,
+            units,
+            margin=margin,
+            sample_share=sample_share,
+            audit_share=audit_share,
+        )
+        rows = np.flatnonzero(codes)
+        newest = pc.max(table["created_at"]).as_py().astimezone(UTC)
+        return cls(table, rows, codes[rows], units[rows], margins[rows], newest)
+
+
+def _first_chosen(
+    decided: list[_Decided], limit: int, reasons: dict[str, tuple[str, float | None]]
+) -> list[list[str]]:
+    """The ids of each segment among the `limit` first chosen rows of all (by
+    reason code, then sample unit); their reasons and margins go into `reasons`."""
+    codes = np.concatenate([d.codes for d in decided])
+    units = np.concatenate([d.units for d in decided])
+    segment_of = np.repeat(np.arange(len(decided)), [len(d.rows) for d in decided])
+    at = np.concatenate([np.arange(len(d.rows)) for d in decided])
+    keep = np.lexsort((units, codes))[:limit]
+    chosen: list[list[str]] = []
+    for k, d in enumerate(decided):
+        mine = at[keep[segment_of[keep] == k]]
+        ids = d.table["id"].take(d.rows[mine]).to_pylist()
+        for pid, code, m in zip(ids, d.codes[mine], d.margins[mine], strict=True):
+            reasons[pid] = (REASONS[code] or "", None if np.isnan(m) else float(m))
+        chosen.append(ids)
+    return chosen
+
+
+def _queue(
+    session: Session,
+    rows: list[LoggedRow],
+    reasons: dict[str, tuple[str, float | None]],
+) -> int:
+    """Add the rows not queued yet as review items (committed); how many."""
+    if not rows:
+        return 0
+    begin_write(session)
+    known: set[str] = set()
+    ids = [r.id for r in rows]
+    for at in range(0, len(ids), _IN_CHUNK):
+        known.update(
             session.scalars(
                 select(ReviewItem.prediction_id).where(
-                    ReviewItem.prediction_id.in_(ids)
+                    ReviewItem.prediction_id.in_(ids[at : at + _IN_CHUNK])
                 )
             )
         )
-        fresh = [c for c in chosen if c.prediction_id not in known]
-        session.add_all(fresh)
-        session.commit()
-        added = len(fresh)
-    return added, rows[-1].created_at
+    fresh = [_item(r, *reasons[r.id]) for r in rows if r.id not in known]
+    session.add_all(fresh)
+    session.commit()
+    return len(fresh)
+
+
+#: Ids per `IN (...)` query (SQLite's older builds allow 999 parameters).
+_IN_CHUNK = 900
 
 
 def _item(row: LoggedRow, reason: str, margin: float | None) -> ReviewItem:

@@ -29,6 +29,9 @@ temporary data directory and measures, printing one JSON line per figure:
                    `read_prediction_window(limit_rows=1_000_000)`: seconds
                    (wall and CPU seconds: on a loaded shared machine the
                    difference is time spent waiting for a core)
+    review_1m      the same 1,000,000 rows, then one review-sampling run over
+                   them into a SQLite store (`feedback.review`): seconds, items
+                   queued (capped per run)
     lookup         `--lookup-rows` rows written directly as compacted segments (not
                    through the service; 100,000 rows/s of traffic, 500,000-row
                    segments), then lookups by id of random logged ids
@@ -467,6 +470,45 @@ def window_1m(work: Path) -> dict[str, Any]:
     }
 
 
+def review_1m(work: Path) -> dict[str, Any]:
+    """One review-sampling run over 1,000,000 logged rows (compacted segments),
+    queueing into a SQLite store: seconds, rows looked at, items queued."""
+    from feedback import review
+    from feedback.db import make_engine, migrate, session_factory
+    from feedback.log_reader import PredictionLogReader
+
+    log_dir = work / "review-log"
+    log_dir.mkdir()
+    _write_segments(
+        log_dir, 1_000_000, per_segment=250_000, batch_rows=1000, open_rows=0
+    )
+    engine = make_engine(f"sqlite:///{work / 'review.db'}")
+    migrate(engine)
+    reader = PredictionLogReader(log_dir)
+    since = datetime.now(UTC) - timedelta(days=2)
+    try:
+        with session_factory(engine)() as session:
+            started, cpu = time.perf_counter(), time.process_time()
+            added, _ = review.sample_review_items(
+                session,
+                log=reader,
+                since=since,
+                margin=0.2,
+                sample_share=0.1,
+                audit_share=0.0,
+            )
+            seconds = time.perf_counter() - started
+            cpu_s = time.process_time() - cpu
+    finally:
+        engine.dispose()
+    return {
+        "rows": reader.count_since(since),
+        "queued": added,
+        "seconds": seconds,
+        "cpu_seconds": cpu_s,
+    }
+
+
 def lookup(work: Path, rows: int, lookups: int = 1000) -> dict[str, Any]:
     from feedback.log_reader import PredictionLogReader
 
@@ -523,6 +565,7 @@ def main() -> None:
         finally:
             worker.close()
         _emit("window_1m", **window_1m(work))
+        _emit("review_1m", **review_1m(work))
         _emit("lookup", **lookup(work, args.lookup_rows))
     _emit("total", seconds=time.perf_counter() - started)
 

@@ -62,6 +62,7 @@ class ReviewSampling:
                 margin=s.review_margin,
                 sample_share=s.review_sample_share,
                 audit_share=s.audit_share,
+                limit_items=s.review_max_items,
             )
         self.added += added
         return added

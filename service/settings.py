@@ -108,6 +108,10 @@ class FeedbackSettings(BaseModel):
     review_interval_s: float = Field(30.0, gt=0)
     """How often the prediction log is sampled into the review queue: once per
     window of this length across every replica on the store (a lease)."""
+    review_max_items: int = Field(1000, ge=1)
+    """Most items one sampling run queues (abstentions first, then low-margin,
+    then audit rows, each a uniform sample of its kind): at high traffic the
+    shares alone would queue more than people can answer."""
 
 
 class DeploymentSettings(BaseModel):

@@ -8,12 +8,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pytest
 from sqlalchemy.orm import Session
 
 from feedback import categories, review, store
 from feedback.errors import BadCategory, ReviewItemClosed, UnknownLabel
+from feedback.log_reader import PredictionLogReader
 from feedback.models import utcnow
+from feedback.prediction_log import PredictionLog, WriterOptions
 from feedback.retrain import corrected_rows
 from feedback.schemas import OutputRecord, ReportCreate, ReportFilter
 from tests.feedback.helpers import (
@@ -21,6 +25,7 @@ from tests.feedback.helpers import (
     FEATURES,
     LABELS,
     PredictionRecord,
+    batch_of,
     finder,
     log_predictions,
     prediction,
@@ -189,3 +194,77 @@ def test_review_answer_becomes_a_regression_case_and_a_training_row(
     assert review.count_review_items(session) == 0
     with pytest.raises(ReviewItemClosed):
         review.answer_review_item(session, item.id, answer="Adelie", labels=LABELS)
+
+
+def test_sample_units_are_one_function_of_the_id_whole_columns_or_one_at_a_time() -> (
+    None
+):
+    ids = [f"{i:032x}" for i in range(5000)] + ["", "a", "1234567", "12345678", "x" * 9]
+    column = pa.array(ids)
+    together = review.sample_units(column)
+    assert together.tolist() == [review.sample_unit(i) for i in ids]
+    # Sliced and chunked columns read the same bytes.
+    tail = review.sample_units(column.slice(4990, 15))
+    assert tail.tolist() == together[4990:].tolist()
+    chunked = pa.chunked_array([column.slice(0, 7), column.slice(7)])
+    assert review.sample_units(chunked).tolist() == together.tolist()
+    # Uniform on [0, 1) even for sequential ids: a tenth of them under 0.1.
+    assert ((together >= 0) & (together < 1)).all()
+    assert 400 < (together[:5000] < 0.1).sum() < 600
+
+
+def _batches_logged(tmp_path: Path, batches: int, rows: int) -> tuple[Any, list[str]]:
+    """`batches` requests of `rows` rows each logged (the first row of each
+    abstained, the others clear answers); returns a reader and the abstained ids."""
+    log = PredictionLog(tmp_path, WriterOptions(fsync_interval_s=0)).start()
+    abstained = []
+    for _ in range(batches):
+        batch = batch_of(rows)
+        abstained.append(batch.ids[0])
+        assert log.submit_batch(batch)
+    assert log.close(timeout_s=30)
+    return PredictionLogReader(tmp_path), abstained
+
+
+def test_sampler_looks_at_every_row_of_a_busy_window(
+    tmp_path: Path, session: Session
+) -> None:
+    # 24,000 rows, an abstention every 1,000: all of them go to review, the
+    # last ones too.
+    reader, abstained = _batches_logged(tmp_path, 24, 1000)
+    added, last = review.sample_review_items(
+        session,
+        log=reader,
+        since=utcnow() - timedelta(minutes=5),
+        margin=0.2,
+        sample_share=1.0,
+        audit_share=0.0,
+    )
+    assert added == 24 and last is not None
+    items = review.list_review_items(session, limit=100)
+    assert sorted(i.prediction_id for i in items) == sorted(abstained)
+    assert {i.reason for i in items} == {"abstained"}
+
+
+def test_a_capped_run_queues_abstentions_first_and_always_the_same_ones(
+    tmp_path: Path, session: Session
+) -> None:
+    reader, abstained = _batches_logged(tmp_path, 12, 50)
+    kw: dict[str, Any] = {
+        "log": reader,
+        "since": utcnow() - timedelta(minutes=5),
+        "margin": 0.2,
+        "sample_share": 1.0,
+        "audit_share": 1.0,  # every other row is an audit candidate
+        "limit_items": 5,
+    }
+    added, _ = review.sample_review_items(session, **kw)
+    assert added == 5
+    units = review.sample_units(abstained)
+    expected = [abstained[i] for i in np.argsort(units)[:5]]
+    items = review.list_review_items(session)
+    assert sorted(i.prediction_id for i in items) == sorted(expected)
+    # The next run's cap takes the next ones: abstentions still come first.
+    added, _ = review.sample_review_items(session, **{**kw, "limit_items": 12})
+    assert added == 7
+    assert {i.reason for i in review.list_review_items(session)} == {"abstained"}
