@@ -36,7 +36,7 @@ from feedback.log_segments import (
     label_names,
     list_segments,
 )
-from feedback.log_wal import WalTail
+from feedback.log_wal import WalTail, rows_of
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,8 @@ class _WalIndex:
         self.hi: list[str] = []
 
     def refresh(self) -> None:
-        for batch in self.tail.refresh():
-            ids = batch.column(0)
+        for part in self.tail.refresh():
+            ids = part.column("id")
             if len(ids):
                 bounds = pc.min_max(ids)
                 self.lo.append(bounds["min"].as_py())
@@ -78,10 +78,10 @@ class _WalIndex:
     def find(self, prediction_id: str) -> pa.Table | None:
         for i in range(len(self.lo) - 1, -1, -1):
             if self.lo[i] <= prediction_id <= self.hi[i]:
-                batch = self.tail.batches[i]
-                at = pc.index(batch.column(0), prediction_id).as_py()
+                part = self.tail.parts[i]
+                at = pc.index(part.column("id"), prediction_id).as_py()
                 if at >= 0:
-                    return pa.Table.from_batches([batch.slice(at, 1)])
+                    return pa.Table.from_batches([rows_of(part, [at])])
         return None
 
 
@@ -204,7 +204,7 @@ class PredictionLogReader:
                 if index is None:
                     index = self._wals[f.path] = _WalIndex(f.path)
                 index.refresh()
-                table = index.tail.table()
+                table = index.tail.table(columns)
                 gone = not index.tail.ended and not f.path.exists()
                 if gone:
                     del self._wals[f.path]
@@ -213,9 +213,7 @@ class PredictionLogReader:
                 # read: its rows are in the Parquet file that replaced it.
                 replacement = self._compacted(f)
                 return None if replacement is None else self._read(replacement, columns)
-            if table is None or columns is None:
-                return table
-            return table.select([c for c in columns if c in table.column_names])
+            return table
         if columns is not None:
             names = self._footer(f.path).schema.to_arrow_schema().names
             columns = [c for c in columns if c in names]
@@ -268,14 +266,31 @@ class PredictionLogReader:
     def predictions_in(
         self, f: SegmentFile, ids: Sequence[str]
     ) -> list[LoggedPrediction]:
-        """The rows of segment `f` with these ids (those it still holds)."""
+        """The rows of segment `f` with these ids (those it still holds). Of a
+        write-ahead segment only those rows are decoded."""
+        value_set = pa.array(list(ids), pa.string())
+        if f.is_wal:
+            with self._lock:
+                index = self._wals.get(f.path)
+                parts = [] if index is None else list(index.tail.parts)
+            found = []
+            for part in parts:
+                rows = np.flatnonzero(
+                    pc.is_in(part.column("id"), value_set=value_set).to_numpy(
+                        zero_copy_only=False
+                    )
+                )
+                if len(rows):
+                    found.append(rows_of(part, rows))
+            if found or index is not None:
+                return _as_predictions(pa.Table.from_batches(found)) if found else []
         try:
             table = self._read(f, None)
         except FileNotFoundError:
             return []
         if table is None or not table.num_rows:
             return []
-        wanted = pc.is_in(table["id"], value_set=pa.array(list(ids), pa.string()))
+        wanted = pc.is_in(table["id"], value_set=value_set)
         return _as_predictions(table.filter(wanted))
 
     def predictions_since(

@@ -334,46 +334,110 @@ def columns_to_record_batch(
 ) -> pa.RecordBatch:
     """A columns record (`column_record`) as a record batch of its segment's
     `schema`."""
-    data = memoryview(record)
-    (length,) = _COLUMN_HEADER.unpack_from(data)
-    at = _COLUMN_HEADER.size + length
-    head = orjson.loads(data[_COLUMN_HEADER.size : at])
-    n = head["n"]
+    return ColumnsRecord(record, schema).batch()
 
-    def take(dtype: Any, count: int) -> np.ndarray:
-        nonlocal at
+
+class ColumnsRecord:
+    """A columns record (`column_record`) read back column by column: a column is
+    decoded the first time it is asked for, then kept. A reader that wants the
+    ids and probabilities never decodes the traces (turning each distinct trace
+    back into its JSON text costs more than all the other columns together)."""
+
+    def __init__(self, record: bytes | memoryview, schema: pa.Schema):
+        data = memoryview(record)
+        (length,) = _COLUMN_HEADER.unpack_from(data)
+        at = _COLUMN_HEADER.size + length
+        self._head = orjson.loads(data[_COLUMN_HEADER.size : at])
+        self._data = data
+        self.schema = schema
+        n = self.num_rows = int(self._head["n"])
+        layout: list[tuple[str, Any, int]] = [
+            ("id", np.uint8, 32 * n),
+            ("label", np.int16, n),
+            ("reason", np.int16, n),
+            ("abstained", np.uint8, n),
+            ("trace", np.int32, n),
+        ]
+        for name, width in zip(
+            (PROBABILITIES, INPUTS), self._head["widths"], strict=True
+        ):
+            if width is not None:
+                layout.append((name, np.float32, n * width))
+        #: Each raw buffer's (offset, dtype, count) in the record.
+        self._spans: dict[str, tuple[int, Any, int]] = {}
+        for name, dtype, count in layout:
+            self._spans[name] = (at, dtype, count)
+            at += np.dtype(dtype).itemsize * count
+        self._columns: dict[str, pa.Array] = {}
+
+    def _raw(self, name: str) -> np.ndarray:
+        at, dtype, count = self._spans[name]
         # Copied: the record's bytes sit at any offset in the file, Arrow and
         # numpy want their buffers aligned.
-        values = np.frombuffer(data, dtype=dtype, count=count, offset=at).copy()
-        at += values.nbytes
-        return values
+        return np.frombuffer(self._data, dtype=dtype, count=count, offset=at).copy()
 
-    ids = take(np.uint8, 32 * n)
-    label_codes = take(np.int16, n)
-    reason_codes = take(np.int16, n)
-    abstained = take(np.uint8, n).astype(bool)
-    trace_codes = take(np.int32, n)
-    model_version, policy_version, context = head["versions"]
-    columns: list[pa.Array] = [
-        _hex_ids(ids, n),
-        _stamps(head["created_at"], n),
-        _repeat(model_version, n),
-        _repeat(policy_version, n),
-        _repeat(context, n),
-        _coded(head["labels"], label_codes),
-        pa.array(abstained),
-        _coded(head["reasons"], reason_codes),
-        _coded([orjson.dumps(t).decode() for t in head["traces"]], trace_codes),
-    ]
-    for width in head["widths"]:
-        if width is not None:
-            columns.append(
-                _float_rows(take(np.float32, n * width).reshape(n, width), width)
-            )
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
+    def column(self, name: str) -> pa.Array:
+        """One column, decoded now or earlier."""
+        column = self._columns.get(name)
+        if column is None:
+            column = self._columns[name] = self._decode(name)
+        return column
+
+    def _decode(self, name: str) -> pa.Array:
+        n, head = self.num_rows, self._head
+        if name == "id":
+            return _hex_ids(self._raw("id"), n)
+        if name == "created_at":
+            return _stamps(head["created_at"], n)
+        if name in _VERSIONS:
+            return _repeat(head["versions"][_VERSIONS.index(name)], n)
+        if name == "label":
+            return _coded(head["labels"], self._raw("label"))
+        if name == "reason":
+            return _coded(head["reasons"], self._raw("reason"))
+        if name == "trace":
+            traces = [orjson.dumps(t).decode() for t in head["traces"]]
+            return _coded(traces, self._raw("trace"))
+        if name == "abstained":
+            return pa.array(self._raw("abstained").astype(bool))
+        width = self.schema.field(name).type.list_size
+        return _float_rows(self._raw(name).reshape(n, width), width)
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> pa.RecordBatch:
+        """These rows, every column: only their own traces are decoded."""
+        at = np.asarray(rows, dtype=np.int64)
+        columns = []
+        for name in self.schema.names:
+            if name == "trace" and name not in self._columns:
+                traces = self._head["traces"]
+                codes = self._raw("trace")[at]
+                used = codes[(codes >= 0) & (codes < len(traces))]
+                texts: list[str | None] = [None] * len(traces)
+                for code in np.unique(used).tolist():
+                    texts[code] = orjson.dumps(traces[code]).decode()
+                columns.append(_coded(texts, codes))
+            else:
+                columns.append(self.column(name).take(pa.array(at)))
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+    def batch(self, columns: Sequence[str] | None = None) -> pa.RecordBatch:
+        """The record's rows: every column of its schema, or these."""
+        schema = self.schema if columns is None else select_schema(self.schema, columns)
+        return pa.RecordBatch.from_arrays(
+            [self.column(name) for name in schema.names], schema=schema
+        )
 
 
-def _coded(names: list[str | None], codes: np.ndarray) -> pa.Array:
+_VERSIONS = ("model_version", "policy_version", "context")
+
+
+def select_schema(schema: pa.Schema, columns: Sequence[str]) -> pa.Schema:
+    """`schema`'s fields among `columns` (in the schema's order), metadata kept."""
+    wanted = set(columns)
+    return pa.schema([f for f in schema if f.name in wanted], metadata=schema.metadata)
+
+
+def _coded(names: Sequence[str | None], codes: np.ndarray) -> pa.Array:
     """Codes into `names` as a string column (a code out of range is null)."""
     valid = (codes >= 0) & (codes < len(names))
     indices = pa.array(np.where(valid, codes, 0), mask=~valid)

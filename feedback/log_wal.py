@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
-from feedback.log_segments import columns_to_record_batch, rows_to_record_batch
+from feedback.log_segments import ColumnsRecord, rows_to_record_batch, select_schema
 
 MAGIC = b"FLYWAL1\n"
 HEADER = struct.Struct("<IIc")
@@ -57,13 +59,15 @@ class WalTail:
     def __init__(self, path: Path):
         self.path = path
         self.schema: pa.Schema | None = None
-        self.batches: list[pa.RecordBatch] = []
+        self.parts: list[pa.RecordBatch | ColumnsRecord] = []
+        """What was read, in order: record batches, and columns records (decoded
+        column by column as they are asked for)."""
         self.ended = False  # the end record was read: nothing follows
         self._offset = 0
         self._arrow_stream = path.name.endswith(ARROW_STREAM_SUFFIX)
 
-    def refresh(self) -> list[pa.RecordBatch]:
-        """Read what was appended since the last call; returns the new batches."""
+    def refresh(self) -> list[pa.RecordBatch | ColumnsRecord]:
+        """Read what was appended since the last call; returns the new parts."""
         if self.ended:
             return []
         try:
@@ -77,10 +81,12 @@ class WalTail:
         read = self._arrow_messages if self._arrow_stream else self._records
         new, consumed = read(memoryview(data))
         self._offset += consumed
-        self.batches.extend(new)
+        self.parts.extend(new)
         return new
 
-    def _records(self, data: memoryview) -> tuple[list[pa.RecordBatch], int]:
+    def _records(
+        self, data: memoryview
+    ) -> tuple[list[pa.RecordBatch | ColumnsRecord], int]:
         at = 0
         if self._offset == 0:
             if len(data) < len(MAGIC):
@@ -89,7 +95,7 @@ class WalTail:
                 self.ended = True  # not a segment of ours: nothing to read
                 return [], 0
             at = len(MAGIC)
-        new: list[pa.RecordBatch] = []
+        new: list[pa.RecordBatch | ColumnsRecord] = []
         rows: list[bytes] = []  # a run of rows records, converted together
         consumed = at
         while at + HEADER.size <= len(data):
@@ -106,7 +112,7 @@ class WalTail:
             if kind == ROWS and self.schema is not None:
                 rows.append(payload.tobytes())
             elif kind == COLUMNS and self.schema is not None:
-                new.append(columns_to_record_batch(payload, self.schema))
+                new.append(ColumnsRecord(payload, self.schema))
             elif kind == ARROW and self.schema is not None:
                 new.append(pa.ipc.read_record_batch(pa.py_buffer(payload), self.schema))
             elif kind == SCHEMA:
@@ -120,10 +126,12 @@ class WalTail:
             new.append(rows_to_record_batch(rows, self.schema))
         return new, consumed
 
-    def _arrow_messages(self, data: memoryview) -> tuple[list[pa.RecordBatch], int]:
+    def _arrow_messages(
+        self, data: memoryview
+    ) -> tuple[list[pa.RecordBatch | ColumnsRecord], int]:
         source = pa.BufferReader(pa.py_buffer(data))
         reader = pa.ipc.MessageReader.open_stream(source)
-        new: list[pa.RecordBatch] = []
+        new: list[pa.RecordBatch | ColumnsRecord] = []
         consumed = 0
         while True:
             try:
@@ -142,11 +150,37 @@ class WalTail:
             consumed = source.tell()
         return new, consumed
 
-    def table(self) -> pa.Table | None:
-        """Every batch read so far as one table (None before the schema)."""
+    def table(self, columns: Sequence[str] | None = None) -> pa.Table | None:
+        """Every row read so far as one table, with every column or these (None
+        before the schema)."""
         if self.schema is None:
             return None
-        return pa.Table.from_batches(self.batches, schema=self.schema)
+        if columns is None:
+            return pa.Table.from_batches(
+                [batch_of(p) for p in self.parts], schema=self.schema
+            )
+        schema = select_schema(self.schema, columns)
+        return pa.Table.from_batches(
+            [batch_of(p, schema.names) for p in self.parts], schema=schema
+        )
+
+
+def batch_of(
+    part: pa.RecordBatch | ColumnsRecord, columns: Sequence[str] | None = None
+) -> pa.RecordBatch:
+    """A part of a segment as a record batch: every column, or these."""
+    if isinstance(part, ColumnsRecord):
+        return part.batch(columns)
+    return part if columns is None else part.select(list(columns))
+
+
+def rows_of(
+    part: pa.RecordBatch | ColumnsRecord, rows: Sequence[int] | np.ndarray
+) -> pa.RecordBatch:
+    """These rows of a part of a segment, every column."""
+    if isinstance(part, ColumnsRecord):
+        return part.take(rows)
+    return part.take(pa.array(np.asarray(rows, dtype=np.int64)))
 
 
 def read_wal(path: Path) -> pa.Table | None:

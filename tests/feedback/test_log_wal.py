@@ -19,6 +19,7 @@ from feedback import log_compactor, prediction_log
 from feedback.log_batch import LogBatch
 from feedback.log_reader import PredictionLogReader
 from feedback.log_segments import (
+    ColumnsRecord,
     column_record,
     columns_to_record_batch,
     list_segments,
@@ -27,7 +28,7 @@ from feedback.log_segments import (
     schema_for,
     to_record_batch,
 )
-from feedback.log_wal import HEADER, MAGIC, read_wal
+from feedback.log_wal import HEADER, MAGIC, WalTail, read_wal
 from feedback.models import utcnow
 from feedback.prediction_log import ROW_RECORD_MAX_ROWS, PredictionLog, WriterOptions
 from tests.feedback.helpers import batch_from_record, batch_of, prediction
@@ -149,6 +150,42 @@ def test_a_segment_of_mixed_records_reads_back_every_row_in_order(
     table = read_wal(path)
     assert table is not None
     assert table.to_pylist() == [row for b in batches for row in _rows(b)]
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [["id"], ["id", "abstained", "probabilities"], ["trace", "inputs", "label"]],
+)
+def test_some_columns_of_a_mixed_segment_read_as_the_whole_one_selected(
+    tmp_path: Path, columns: list[str]
+) -> None:
+    path, _, _ = _mixed_segment(tmp_path)
+    whole = WalTail(path)
+    whole.refresh()
+    some = WalTail(path)
+    some.refresh()
+    full = whole.table()
+    part = some.table(columns)
+    assert full is not None and part is not None
+    # In the segment's column order, with its labels and features.
+    order = [c for c in full.column_names if c in columns]
+    assert part.column_names == order
+    assert part.schema.metadata == full.schema.metadata
+    assert part.to_pylist() == full.select(order).to_pylist()
+    # Then every column, from the same parts.
+    assert some.table() == full
+
+
+def test_rows_taken_from_a_columns_record_are_those_of_the_whole_record() -> None:
+    batch = batch_of(300, acted_rows=[1, 5, 7, 299])
+    schema = schema_for(batch)
+    record = column_record(batch)
+    assert record is not None
+    rows = [299, 0, 5, 6, 5]
+    whole = ColumnsRecord(record, schema).batch()
+    taken = ColumnsRecord(record, schema).take(rows)
+    assert taken.schema == schema
+    assert taken.to_pylist() == whole.take(pa.array(rows)).to_pylist()
 
 
 def test_a_torn_last_record_is_ignored_until_it_is_whole(tmp_path: Path) -> None:

@@ -213,25 +213,45 @@ def test_sample_units_are_one_function_of_the_id_whole_columns_or_one_at_a_time(
     assert 400 < (together[:5000] < 0.1).sum() < 600
 
 
-def _batches_logged(tmp_path: Path, batches: int, rows: int) -> tuple[Any, list[str]]:
+def _batches_logged(
+    tmp_path: Path, batches: int, rows: int, *, close: bool = True
+) -> tuple[Any, list[str]]:
     """`batches` requests of `rows` rows each logged (the first row of each
-    abstained, the others clear answers); returns a reader and the abstained ids."""
+    abstained, the others clear answers; some rows with a trace); returns a
+    reader and the abstained ids. Closed, the log is compacted to Parquet; open,
+    its rows are in a write-ahead segment."""
     log = PredictionLog(tmp_path, WriterOptions(fsync_interval_s=0)).start()
     abstained = []
     for _ in range(batches):
-        batch = batch_of(rows)
+        batch = batch_of(rows, acted_rows=range(0, rows, 7))
         abstained.append(batch.ids[0])
         assert log.submit_batch(batch)
-    assert log.close(timeout_s=30)
+    if close:
+        assert log.close(timeout_s=30)
+    else:
+        assert log.flush(timeout_s=30)
+        OPEN_LOGS.append(log)
     return PredictionLogReader(tmp_path), abstained
 
 
+#: Logs a test left open; closed after it.
+OPEN_LOGS: list[PredictionLog] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_open_logs() -> Any:
+    yield
+    while OPEN_LOGS:
+        OPEN_LOGS.pop().close(timeout_s=30)
+
+
+@pytest.mark.parametrize("close", [True, False], ids=["compacted", "open"])
 def test_sampler_looks_at_every_row_of_a_busy_window(
-    tmp_path: Path, session: Session
+    tmp_path: Path, session: Session, close: bool
 ) -> None:
     # 24,000 rows, an abstention every 1,000: all of them go to review, the
-    # last ones too.
-    reader, abstained = _batches_logged(tmp_path, 24, 1000)
+    # last ones too, each with its own trace.
+    reader, abstained = _batches_logged(tmp_path, 24, 1000, close=close)
     added, last = review.sample_review_items(
         session,
         log=reader,
@@ -244,6 +264,12 @@ def test_sampler_looks_at_every_row_of_a_busy_window(
     items = review.list_review_items(session, limit=100)
     assert sorted(i.prediction_id for i in items) == sorted(abstained)
     assert {i.reason for i in items} == {"abstained"}
+    logged = {pid: reader.get(pid) for pid in abstained}
+    for item in items:
+        row = logged[item.prediction_id]
+        assert row is not None
+        assert (item.trace, item.inputs) == (row.trace, row.inputs)
+        assert item.trace == [{"stage": "output_bounds", "acted": True, "row": 0}]
 
 
 def test_a_capped_run_queues_abstentions_first_and_always_the_same_ones(
