@@ -32,6 +32,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import values as _prom_values
 
@@ -65,6 +66,23 @@ class _Bounded:
 
     def __getitem__(self, value: str) -> Any:
         return self.children.get(value, self.other)
+
+
+def observe_counts(histogram_child: Any, counts: Sequence[float] | np.ndarray) -> None:
+    """`observe` the value k `counts[k]` times on a prometheus_client Histogram
+    child, in one write per bucket (the first bound >= k, as `observe`)."""
+    weights = np.asarray(counts, dtype=np.float64)
+    values = np.arange(len(weights), dtype=np.float64)
+    bounds = np.asarray(histogram_child._upper_bounds)
+    per_bucket = np.bincount(
+        np.searchsorted(bounds, values, side="left"),
+        weights=weights,
+        minlength=len(bounds),
+    )
+    for i, count in enumerate(per_bucket.tolist()):
+        if count:
+            histogram_child._buckets[i].inc(count)
+    histogram_child._sum.inc(float(values @ weights))
 
 
 class ServiceMetrics:
@@ -213,12 +231,14 @@ class ServiceMetrics:
         *,
         total_seconds: float | None = None,
         guardrail_actions: Mapping[str, int] | None = None,
-        prediction_set_sizes: Sequence[int] | None = None,
+        prediction_set_size_counts: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         """Record one answered request.
 
         `label_counts` is either {label: rows} or counts aligned with `labels` (e.g.
         `numpy.bincount(idx, minlength=k)`); zero counts are skipped.
+        `prediction_set_size_counts[k]` is how many rows' prediction set holds k
+        labels (`numpy.bincount` of the set sizes).
         """
         self._batch[endpoint].observe(rows)
         if total_seconds is not None:
@@ -244,9 +264,8 @@ class ServiceMetrics:
             for stage, n in guardrail_actions.items():
                 if n:
                     self._guardrail_actions[stage].inc(n)
-        if prediction_set_sizes is not None:
-            for size in prediction_set_sizes:
-                self._set_size.observe(size)
+        if prediction_set_size_counts is not None:
+            observe_counts(self._set_size, prediction_set_size_counts)
 
     def observe_request(
         self,

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.metrics import OTHER, ServiceMetrics
+from monitoring.metrics import OTHER, ServiceMetrics, observe_counts
 
 
 def observe_many(histogram_child: Any, values: Sequence[float]) -> None:
@@ -54,12 +54,12 @@ class MetricsBuffer:
         *,
         total_seconds: float | None = None,
         guardrail_actions: Mapping[str, int] | None = None,
-        prediction_set_sizes: Sequence[int] | None = None,
+        prediction_set_size_counts: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         """Same meaning as `ServiceMetrics.observe_prediction`, applied later."""
         self._pending.append(
             (endpoint, rows, label_counts, abstain_reasons, stage_seconds,
-             total_seconds, guardrail_actions, prediction_set_sizes)
+             total_seconds, guardrail_actions, prediction_set_size_counts)
         )  # fmt: skip
 
     def observe_request(
@@ -107,9 +107,12 @@ class MetricsBuffer:
         m = self.metrics
         hist: dict[Any, list[float]] = defaultdict(list)
         counts: dict[Any, float] = defaultdict(float)
+        set_sizes = np.zeros(0)
         for endpoint, rows, labels, reasons, stages, total, actions, sizes in pending:
-            if sizes is not None:
-                hist[m._set_size].extend(sizes)
+            if sizes is not None and len(sizes):
+                if len(sizes) > len(set_sizes):
+                    set_sizes = np.pad(set_sizes, (0, len(sizes) - len(set_sizes)))
+                set_sizes[: len(sizes)] += sizes
             if rows is not None:  # None: a request that is not a prediction
                 hist[m._batch[endpoint]].append(rows)
             if total is not None:
@@ -129,6 +132,8 @@ class MetricsBuffer:
                             counts[family[key]] += n
         for child, values in hist.items():
             observe_many(child, values)
+        if len(set_sizes):
+            observe_counts(m._set_size, set_sizes)
         for child, n in counts.items():
             child.inc(n)
 

@@ -16,6 +16,8 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
+
 from common.errors import Unprocessable
 from feedback import store
 from feedback.db import SessionFactory
@@ -131,10 +133,10 @@ class DataPlane:
             },
             total_seconds=parse_s + (t6 - t0),
             guardrail_actions=batch.acted_counts(),
-            prediction_set_sizes=(
+            prediction_set_size_counts=(
                 None
                 if batch.prediction_sets is None
-                else row_count(batch.prediction_sets).tolist()
+                else np.bincount(row_count(batch.prediction_sets))
             ),
         )
         # After the answer is built: the sink only samples and enqueues.

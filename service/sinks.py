@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
+import numpy as np
+
 from feedback.log_batch import LogBatch
 
 
@@ -45,7 +47,7 @@ class MetricsSink(Protocol):
         *,
         total_seconds: float | None = None,
         guardrail_actions: Mapping[str, int] | None = None,
-        prediction_set_sizes: Sequence[int] | None = None,
+        prediction_set_size_counts: Sequence[int] | np.ndarray | None = None,
     ) -> None: ...
 
     def observe_request(
@@ -97,7 +99,7 @@ class NullMetrics:
         *,
         total_seconds: float | None = None,
         guardrail_actions: Mapping[str, int] | None = None,
-        prediction_set_sizes: Sequence[int] | None = None,
+        prediction_set_size_counts: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         pass
 

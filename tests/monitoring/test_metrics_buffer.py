@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
 from guardrails.registry import ABSTAIN_REASONS, STAGE_NAMES
-from monitoring.metrics import ServiceMetrics
+from monitoring.metrics import ServiceMetrics, observe_counts
 from monitoring.metrics_buffer import MetricsBuffer, observe_many
 
 LABELS = ["Adelie", "Chinstrap", "Gentoo"]
@@ -52,6 +52,20 @@ def test_observe_many_matches_one_observe_per_value(values: list[float]) -> None
         assert np.isclose(a[key], b[key]), key
 
 
+@settings(max_examples=100, derandomize=True, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=20), max_size=12))
+def test_observe_counts_matches_one_observe_per_row(counts: list[int]) -> None:
+    buckets = (0.0, 1.0, 2.0, 3.0, 5.0)
+    one, many = CollectorRegistry(), CollectorRegistry()
+    h1 = Histogram("h", "h", buckets=buckets, registry=one)
+    h2 = Histogram("h", "h", buckets=buckets, registry=many)
+    for size, n in enumerate(counts):
+        for _ in range(n):
+            h1.observe(size)
+    observe_counts(h2, counts)
+    assert samples(one) == samples(many)
+
+
 def test_buffer_applies_on_flush_what_direct_calls_apply_at_once() -> None:
     direct_reg, buffered_reg = CollectorRegistry(), CollectorRegistry()
     direct = metrics(direct_reg)
@@ -65,7 +79,7 @@ def test_buffer_applies_on_flush_what_direct_calls_apply_at_once() -> None:
             {"inference": 5e-6, "validation": 2e-5},
             1e-4,
             {"priors": 1},
-            [1],
+            [0, 1],  # rows by set size: one set of 1 label
         ),
         (
             "predict",
@@ -75,7 +89,7 @@ def test_buffer_applies_on_flush_what_direct_calls_apply_at_once() -> None:
             {"guardrails": 3e-5},
             2e-3,
             None,
-            [0, 2, 3],
+            [1, 0, 1, 1],  # sets of 0, 2 and 3 labels
         ),
         ("predict", 2, {"Chinstrap": 2}, None, None, None, {"blacklist": 2}, None),
     ]
@@ -83,7 +97,7 @@ def test_buffer_applies_on_flush_what_direct_calls_apply_at_once() -> None:
         kw = {
             "total_seconds": total,
             "guardrail_actions": actions,
-            "prediction_set_sizes": sizes,
+            "prediction_set_size_counts": sizes,
         }
         direct.observe_prediction(endpoint, rows, labels, reasons, stages, **kw)
         buffer.observe_prediction(endpoint, rows, labels, reasons, stages, **kw)
