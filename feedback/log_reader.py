@@ -30,13 +30,14 @@ from feedback.log_segments import (
     ID_RANGES_KEY,
     INPUTS,
     PROBABILITIES,
+    ColumnsRecord,
     SegmentFile,
     feature_names,
     id_millis,
     label_names,
     list_segments,
 )
-from feedback.log_wal import WalTail, rows_of
+from feedback.log_wal import WalTail, batch_of, rows_of
 
 
 @dataclass(frozen=True)
@@ -273,17 +274,8 @@ class PredictionLogReader:
             with self._lock:
                 index = self._wals.get(f.path)
                 parts = [] if index is None else list(index.tail.parts)
-            found = []
-            for part in parts:
-                rows = np.flatnonzero(
-                    pc.is_in(part.column("id"), value_set=value_set).to_numpy(
-                        zero_copy_only=False
-                    )
-                )
-                if len(rows):
-                    found.append(rows_of(part, rows))
-            if found or index is not None:
-                return _as_predictions(pa.Table.from_batches(found)) if found else []
+            if index is not None:
+                return _as_predictions(_rows_with_ids(parts, value_set))
         try:
             table = self._read(f, None)
         except FileNotFoundError:
@@ -438,6 +430,23 @@ _EMPTY = pa.table(
         "label": pa.array([], pa.string()),
     }
 )
+
+
+def _rows_with_ids(
+    parts: Sequence[pa.RecordBatch | ColumnsRecord], value_set: pa.Array
+) -> pa.Table:
+    """The rows of a write-ahead segment's parts whose id is in `value_set`
+    (one lookup over all the ids; only those rows are decoded whole)."""
+    if not parts:
+        return pa.table({"id": pa.array([], pa.string())})
+    ids = pa.chunked_array([p.column("id") for p in parts], pa.string())
+    hits = np.flatnonzero(pc.is_in(ids, value_set=value_set).to_numpy())
+    starts = np.cumsum([0] + [p.num_rows for p in parts])
+    which = np.searchsorted(starts, hits, side="right") - 1
+    found = [rows_of(parts[k], hits[which == k] - starts[k]) for k in np.unique(which)]
+    if not found:
+        return pa.Table.from_batches([], schema=batch_of(parts[0], ["id"]).schema)
+    return pa.Table.from_batches(found)
 
 
 def _size(path: Path) -> int:

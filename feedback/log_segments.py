@@ -135,8 +135,11 @@ def list_segments(log_dir: Path) -> list[SegmentFile]:
         return []
     files = [f for e in entries if (f := parse_name(Path(e.path))) is not None]
     compacted = {(f.start_ms, f.writer) for f in files if not f.is_wal}
+    # By start, then name: two files of one millisecond (a writer's new
+    # write-ahead segment beside another's compacted one) have no other order.
     return sorted(
-        f for f in files if not (f.is_wal and (f.start_ms, f.writer) in compacted)
+        (f for f in files if not (f.is_wal and (f.start_ms, f.writer) in compacted)),
+        key=lambda f: (f.start_ms, f.path.name),
     )
 
 
@@ -370,54 +373,58 @@ class ColumnsRecord:
             at += np.dtype(dtype).itemsize * count
         self._columns: dict[str, pa.Array] = {}
 
-    def _raw(self, name: str) -> np.ndarray:
+    def _raw(self, name: str, rows: np.ndarray | None) -> np.ndarray:
+        """A raw buffer (all rows, or these), as a copy: the record's bytes sit
+        at any offset in the file, Arrow and numpy want theirs aligned."""
         at, dtype, count = self._spans[name]
-        # Copied: the record's bytes sit at any offset in the file, Arrow and
-        # numpy want their buffers aligned.
-        return np.frombuffer(self._data, dtype=dtype, count=count, offset=at).copy()
+        view = np.frombuffer(self._data, dtype=dtype, count=count, offset=at)
+        if rows is None:
+            return view.copy()
+        return view.reshape(self.num_rows, -1)[rows].reshape(-1)
 
     def column(self, name: str) -> pa.Array:
         """One column, decoded now or earlier."""
         column = self._columns.get(name)
         if column is None:
-            column = self._columns[name] = self._decode(name)
+            column = self._columns[name] = self._decode(name, None)
         return column
 
-    def _decode(self, name: str) -> pa.Array:
-        n, head = self.num_rows, self._head
+    def _decode(self, name: str, rows: np.ndarray | None) -> pa.Array:
+        """Column `name` of every row, or of these rows only."""
+        head = self._head
+        n = self.num_rows if rows is None else len(rows)
         if name == "id":
-            return _hex_ids(self._raw("id"), n)
+            return _hex_ids(self._raw("id", rows), n)
         if name == "created_at":
             return _stamps(head["created_at"], n)
         if name in _VERSIONS:
             return _repeat(head["versions"][_VERSIONS.index(name)], n)
-        if name == "label":
-            return _coded(head["labels"], self._raw("label"))
-        if name == "reason":
-            return _coded(head["reasons"], self._raw("reason"))
+        if name in ("label", "reason"):
+            return _coded(head[f"{name}s"], self._raw(name, rows))
         if name == "trace":
-            traces = [orjson.dumps(t).decode() for t in head["traces"]]
-            return _coded(traces, self._raw("trace"))
+            # Only the traces these rows point to become JSON text.
+            traces = head["traces"]
+            codes = self._raw("trace", rows)
+            texts: list[str | None] = [None] * len(traces)
+            used = codes[(codes >= 0) & (codes < len(traces))]
+            for code in np.unique(used).tolist():
+                texts[code] = orjson.dumps(traces[code]).decode()
+            return _coded(texts, codes)
         if name == "abstained":
-            return pa.array(self._raw("abstained").astype(bool))
+            return pa.array(self._raw("abstained", rows).astype(bool))
         width = self.schema.field(name).type.list_size
-        return _float_rows(self._raw(name).reshape(n, width), width)
+        return _float_rows(self._raw(name, rows).reshape(n, width), width)
 
     def take(self, rows: Sequence[int] | np.ndarray) -> pa.RecordBatch:
-        """These rows, every column: only their own traces are decoded."""
+        """These rows, every column: only they are decoded (a column decoded
+        earlier is taken from)."""
         at = np.asarray(rows, dtype=np.int64)
-        columns = []
-        for name in self.schema.names:
-            if name == "trace" and name not in self._columns:
-                traces = self._head["traces"]
-                codes = self._raw("trace")[at]
-                used = codes[(codes >= 0) & (codes < len(traces))]
-                texts: list[str | None] = [None] * len(traces)
-                for code in np.unique(used).tolist():
-                    texts[code] = orjson.dumps(traces[code]).decode()
-                columns.append(_coded(texts, codes))
-            else:
-                columns.append(self.column(name).take(pa.array(at)))
+        columns = [
+            self._columns[name].take(pa.array(at))
+            if name in self._columns
+            else self._decode(name, at)
+            for name in self.schema.names
+        ]
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
     def batch(self, columns: Sequence[str] | None = None) -> pa.RecordBatch:

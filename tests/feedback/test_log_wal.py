@@ -26,7 +26,9 @@ from feedback.log_segments import (
     row_record,
     rows_to_record_batch,
     schema_for,
+    segment_name,
     to_record_batch,
+    wal_name,
 )
 from feedback.log_wal import HEADER, MAGIC, WalTail, read_wal
 from feedback.models import utcnow
@@ -310,3 +312,19 @@ def test_single_rows_are_appended_as_rows_records(tmp_path: Path) -> None:
     assert _kinds(data) == [b"S", b"R"]
     assert np.isclose(read_wal(log._segment.path)["inputs"][0][0].as_py(), 39.1)  # type: ignore[index]
     log.close()
+
+
+def test_segments_of_one_millisecond_are_listed_whatever_their_kind(
+    tmp_path: Path,
+) -> None:
+    # A writer's new write-ahead segment can start in the millisecond another
+    # writer's compacted segment starts and ends in.
+    ms = 1_796_595_973_088
+    names = [
+        segment_name(ms, ms, "host.1.aa.1"),
+        wal_name(ms, "host.1.aa.3"),
+        segment_name(ms, ms + 5, "host.1.aa.2"),
+    ]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    assert [f.path.name for f in list_segments(tmp_path)] == sorted(names)
