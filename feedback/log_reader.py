@@ -259,7 +259,11 @@ class PredictionLogReader:
                 continue
             if table is None or not table.num_rows:
                 continue
-            part = table.filter(pc.greater(table["created_at"], stamp))
+            stamps = table["created_at"]
+            if pc.min(stamps).as_py() > since:
+                found.append((f, table))  # all of it: no copy
+                continue
+            part = table.filter(pc.greater(stamps, stamp))
             if part.num_rows:
                 found.append((f, part))
         return found
@@ -276,14 +280,36 @@ class PredictionLogReader:
                 parts = [] if index is None else list(index.tail.parts)
             if index is not None:
                 return _as_predictions(_rows_with_ids(parts, value_set))
+        if f.is_wal:  # compacted meanwhile: read what replaced it
+            try:
+                table = self._read(f, None)
+            except FileNotFoundError:
+                return []
+            if table is None or not table.num_rows:
+                return []
+            return _as_predictions(table.filter(pc.is_in(table["id"], value_set)))
         try:
-            table = self._read(f, None)
+            return _as_predictions(self._groups_with_ids(f, ids, value_set))
         except FileNotFoundError:
             return []
-        if table is None or not table.num_rows:
-            return []
-        wanted = pc.is_in(table["id"], value_set=value_set)
-        return _as_predictions(table.filter(wanted))
+
+    def _groups_with_ids(
+        self, f: SegmentFile, ids: Sequence[str], value_set: pa.Array
+    ) -> pa.Table:
+        """The rows of a Parquet segment with these ids, reading only the row
+        groups whose id range holds one of them."""
+        ranges = self._id_ranges(f.path)
+        parquet = pq.ParquetFile(f.path, metadata=self._footer(f.path))
+        if not ranges or not ids:
+            return parquet.schema_arrow.empty_table()
+        low, high = (np.array(bound) for bound in zip(*ranges, strict=True))
+        wanted = np.array(list(ids))[:, None]
+        held = (low[None, :] <= wanted) & (wanted <= high[None, :])
+        groups = np.flatnonzero(held.any(axis=0)).tolist()
+        if not groups:
+            return parquet.schema_arrow.empty_table()
+        table = parquet.read_row_groups(groups)
+        return table.filter(pc.is_in(table["id"], value_set))
 
     def predictions_since(
         self, since: datetime, *, limit: int = 10_000
