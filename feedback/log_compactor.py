@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from feedback.log_sampling import with_review_columns
 from feedback.log_segments import ID_RANGES_KEY, list_segments, parse_name, segment_name
 from feedback.log_wal import read_wal
 
@@ -95,6 +96,8 @@ def compact_segment(wal: Path, *, row_group_rows: int) -> Path | None:
     writer = name.writer if name is not None else wal.stem
     target = wal.with_name(segment_name(start_ms, end_ms, writer))
     tmp = wal.with_name(f".tmp-{target.name}")
+    # Decoded here anyway: what the review sampler decides by is added once.
+    table = with_review_columns(table)
     write_segment_file(table, tmp, row_group_rows=row_group_rows)
     os.replace(tmp, target)
     wal.unlink(missing_ok=True)

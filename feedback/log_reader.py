@@ -37,7 +37,7 @@ from feedback.log_segments import (
     label_names,
     list_segments,
 )
-from feedback.log_wal import WalTail, batch_of, rows_of
+from feedback.log_wal import WalTail, rows_of
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,19 @@ class LoggedPrediction:
     label: str | None
     abstained: bool
     trace: Any
+
+
+@dataclass(frozen=True)
+class SegmentRows:
+    """What `segments_since` read of one segment."""
+
+    file: SegmentFile
+    table: pa.Table
+    """Every row of the segment, in its order (positions are row numbers)."""
+    newer: np.ndarray | None
+    """Which rows were created after the time asked for (None: all of them)."""
+    newest: datetime
+    """When its newest row was created (of a compacted segment: by its name)."""
 
 
 class _WalIndex:
@@ -248,73 +261,92 @@ class PredictionLogReader:
         return _sorted(_concat(parts))
 
     def segments_since(
-        self, since: datetime, *, columns: list[str] | None = None
-    ) -> list[tuple[SegmentFile, pa.Table]]:
-        """Each segment's rows created after `since` (its own schema, its own
-        labels and features, in its order), with the segment they came from."""
+        self,
+        since: datetime,
+        *,
+        columns: list[str],
+        cheaper: Sequence[str] = (),
+    ) -> list[SegmentRows]:
+        """Each segment that holds rows created after `since`: every row of it,
+        in its order, with these `columns`, or the `cheaper` ones where a
+        Parquet segment has them all, and which rows are that new."""
         ms = int(since.timestamp() * 1000)
         stamp = pa.scalar(since.astimezone(UTC), pa.timestamp("us", tz="UTC"))
         found = []
         for f in list_segments(self.log_dir):
             if not f.newer_than(ms):
                 continue
+            wanted = list(columns)
+            if not f.is_wal and cheaper:
+                with contextlib.suppress(FileNotFoundError):
+                    names = self._footer(f.path).schema.to_arrow_schema().names
+                    if all(c in names for c in cheaper):
+                        wanted = list(cheaper)
+            # A compacted segment that starts after `since` is new in every row:
+            # its times need not be read.
+            whole = f.end_ms is not None and f.start_ms > ms
             try:
-                table = self._read(f, columns and ["created_at", *columns])
+                table = self._read(f, wanted if whole else ["created_at", *wanted])
             except FileNotFoundError:
                 continue
             if table is None or not table.num_rows:
                 continue
-            stamps = table["created_at"]
-            if pc.min(stamps).as_py() > since:
-                found.append((f, table))  # all of it: no copy
+            if whole:
+                assert f.end_ms is not None
+                newest = datetime.fromtimestamp(f.end_ms / 1000, UTC)
+                found.append(SegmentRows(f, table, None, newest))
                 continue
-            part = table.filter(pc.greater(stamps, stamp))
-            if part.num_rows:
-                found.append((f, part))
+            stamps = table["created_at"]
+            newer = pc.greater(stamps, stamp).to_numpy(zero_copy_only=False)
+            if newer.any():
+                newest = pc.max(stamps).as_py().astimezone(UTC)
+                found.append(
+                    SegmentRows(f, table, None if newer.all() else newer, newest)
+                )
         return found
 
-    def predictions_in(
-        self, f: SegmentFile, ids: Sequence[str]
+    def predictions_at(
+        self, f: SegmentFile, rows: np.ndarray
     ) -> list[LoggedPrediction]:
-        """The rows of segment `f` with these ids (those it still holds). Of a
-        write-ahead segment only those rows are decoded."""
-        value_set = pa.array(list(ids), pa.string())
+        """The rows of segment `f` at these positions (ascending, as
+        `segments_since` read them), in that order; only they are decoded
+        whole. [] when the segment is gone."""
+        if not len(rows):
+            return []
         if f.is_wal:
             with self._lock:
                 index = self._wals.get(f.path)
-                parts = [] if index is None else list(index.tail.parts)
-            if index is not None:
-                return _as_predictions(_rows_with_ids(parts, value_set))
-        if f.is_wal:  # compacted meanwhile: read what replaced it
-            try:
-                table = self._read(f, None)
-            except FileNotFoundError:
+                parts = None if index is None else list(index.tail.parts)
+            if parts is not None:
+                return _as_predictions(_rows_at(parts, rows))
+            # Compacted since: its rows are in the Parquet file, in their order.
+            replacement = self._compacted(f)
+            if replacement is None:
                 return []
-            if table is None or not table.num_rows:
-                return []
-            return _as_predictions(table.filter(pc.is_in(table["id"], value_set)))
+            f = replacement
         try:
-            return _as_predictions(self._groups_with_ids(f, ids, value_set))
+            return _as_predictions(self._row_groups_at(f, rows))
         except FileNotFoundError:
             return []
 
-    def _groups_with_ids(
-        self, f: SegmentFile, ids: Sequence[str], value_set: pa.Array
-    ) -> pa.Table:
-        """The rows of a Parquet segment with these ids, reading only the row
-        groups whose id range holds one of them."""
-        ranges = self._id_ranges(f.path)
-        parquet = pq.ParquetFile(f.path, metadata=self._footer(f.path))
-        if not ranges or not ids:
-            return parquet.schema_arrow.empty_table()
-        low, high = (np.array(bound) for bound in zip(*ranges, strict=True))
-        wanted = np.array(list(ids))[:, None]
-        held = (low[None, :] <= wanted) & (wanted <= high[None, :])
-        groups = np.flatnonzero(held.any(axis=0)).tolist()
-        if not groups:
-            return parquet.schema_arrow.empty_table()
-        table = parquet.read_row_groups(groups, use_threads=False)
-        return table.filter(pc.is_in(table["id"], value_set))
+    def _row_groups_at(self, f: SegmentFile, rows: np.ndarray) -> pa.Table:
+        """Rows of a Parquet segment by position, reading only their row groups."""
+        footer = self._footer(f.path)
+        sizes = np.array(
+            [footer.row_group(g).num_rows for g in range(footer.num_row_groups)]
+        )
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        rows = rows[rows < starts[-1]]
+        if not len(rows):
+            return pa.table({"id": pa.array([], pa.string())})
+        group_of = np.searchsorted(starts, rows, side="right") - 1
+        groups = np.unique(group_of)
+        parquet = pq.ParquetFile(f.path, metadata=footer)
+        table = parquet.read_row_groups(groups.tolist(), use_threads=False)
+        # Where each group's rows start in the table read.
+        read_starts = np.concatenate([[0], np.cumsum(sizes[groups])])
+        local = rows - starts[group_of] + read_starts[np.searchsorted(groups, group_of)]
+        return table.take(pa.array(local))
 
     def predictions_since(
         self, since: datetime, *, limit: int = 10_000
@@ -463,21 +495,19 @@ _EMPTY = pa.table(
 )
 
 
-def _rows_with_ids(
-    parts: Sequence[pa.RecordBatch | ColumnsRecord], value_set: pa.Array
+def _rows_at(
+    parts: Sequence[pa.RecordBatch | ColumnsRecord], rows: np.ndarray
 ) -> pa.Table:
-    """The rows of a write-ahead segment's parts whose id is in `value_set`
-    (one lookup over all the ids; only those rows are decoded whole)."""
-    if not parts:
-        return pa.table({"id": pa.array([], pa.string())})
-    ids = pa.chunked_array([p.column("id") for p in parts], pa.string())
-    hits = np.flatnonzero(pc.is_in(ids, value_set=value_set).to_numpy())
+    """Rows of a write-ahead segment's parts by position in all of them, in
+    that order (ascending); only those rows are decoded."""
     starts = np.cumsum([0] + [p.num_rows for p in parts])
-    which = np.searchsorted(starts, hits, side="right") - 1
-    found = [rows_of(parts[k], hits[which == k] - starts[k]) for k in np.unique(which)]
-    if not found:
-        return pa.Table.from_batches([], schema=batch_of(parts[0], ["id"]).schema)
-    return pa.Table.from_batches(found)
+    rows = rows[rows < starts[-1]]
+    if not len(rows):
+        return pa.table({"id": pa.array([], pa.string())})
+    part_of = np.searchsorted(starts, rows, side="right") - 1
+    return pa.Table.from_batches(
+        [rows_of(parts[k], rows[part_of == k] - starts[k]) for k in np.unique(part_of)]
+    )
 
 
 def _size(path: Path) -> int:

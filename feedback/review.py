@@ -22,8 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
@@ -35,7 +33,8 @@ from feedback.errors import (
     UnknownLabel,
     store_function,
 )
-from feedback.log_reader import LoggedPrediction, PredictionLogReader
+from feedback.log_reader import LoggedPrediction, PredictionLogReader, SegmentRows
+from feedback.log_sampling import MARGIN, REVIEW_UNIT, decision_columns, sample_units
 from feedback.log_segments import PROBABILITIES
 from feedback.models import Report, ReviewItem, utcnow
 
@@ -73,55 +72,6 @@ def margin_of(outputs: dict[str, Any]) -> float | None:
     probs = (outputs or {}).get("probabilities") or {}
     values = sorted((float(v) for v in probs.values()), reverse=True)
     return values[0] - values[1] if len(values) >= 2 else None
-
-
-_GOLDEN = 0x9E3779B97F4A7C15
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    # splitmix64's finaliser: every input bit reaches every output bit
-    z = z ^ (z >> np.uint64(30))
-    z = z * np.uint64(0xBF58476D1CE4E5B9)
-    z = z ^ (z >> np.uint64(27))
-    z = z * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def sample_units(ids: pa.Array | pa.ChunkedArray | Sequence[str]) -> np.ndarray:
-    """A number in [0, 1) fixed by each id: the same rows are sampled every time,
-    in every process (a 64-bit mixing hash of the id's bytes, computed for a
-    whole column at once)."""
-    column = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(ids)
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    column = column.cast(pa.large_string())
-    n = len(column)
-    units = np.zeros(n, dtype=np.float64)
-    if n == 0:
-        return units
-    _, offsets_buf, data_buf = column.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[
-        column.offset : column.offset + n + 1
-    ]
-    data = np.frombuffer(data_buf or b"", dtype=np.uint8)
-    lengths = np.diff(offsets)
-    for length in np.unique(lengths):
-        rows = np.flatnonzero(lengths == length)
-        size = int(length)
-        if len(rows) == n and size % 8 == 0 and size:
-            # The usual case (every id 32 characters): the buffer is the matrix.
-            first = int(offsets[0])
-            matrix = data[first : first + n * size].reshape(n, size)
-        else:
-            matrix = np.zeros((len(rows), max(-(-size // 8) * 8, 8)), np.uint8)
-            if size:
-                matrix[:, :size] = data[offsets[rows, None] + np.arange(size)]
-        words = np.ascontiguousarray(matrix).view("<u8")
-        h = np.full(len(rows), _GOLDEN ^ size, dtype=np.uint64)
-        for j in range(words.shape[1]):
-            h = _mix(h ^ words[:, j])
-        units[rows] = (h >> np.uint64(11)).astype(np.float64) / 2.0**53
-    return units
 
 
 def sample_unit(prediction_id: str) -> float:
@@ -170,29 +120,11 @@ def review_reason(
     return REASONS[code], row_margin
 
 
-def table_margins(table: pa.Table) -> np.ndarray:
-    """Top-1 minus top-2 probability of each row of a log table (NaN where it has
-    no probabilities)."""
-    n = table.num_rows
-    if PROBABILITIES not in table.column_names:
-        return np.full(n, np.nan)
-    column = table[PROBABILITIES].combine_chunks()
-    width = column.type.list_size
-    if width < 2:
-        return np.full(n, np.nan)
-    # The child values of every row, null rows' included (masked below).
-    values = column.values.slice(column.offset * width, n * width)
-    matrix = np.asarray(values.to_numpy(zero_copy_only=False), np.float64)
-    matrix = matrix.reshape(n, width)
-    top2 = -np.partition(-matrix, 1, axis=1)[:, :2]
-    margins = top2[:, 0] - top2[:, 1]
-    if column.null_count:
-        margins[~column.is_valid().to_numpy(zero_copy_only=False)] = np.nan
-    return margins
-
-
-#: What the sampler reads of every row to decide which ones go to review.
+#: What the sampler reads of every row to decide which ones go to review: of a
+#: segment the compactor wrote, the columns it added; of others, what they come
+#: from.
 _DECIDING = ["id", "abstained", PROBABILITIES]
+_PRECOMPUTED = ["abstained", REVIEW_UNIT, MARGIN]
 
 
 @store_function
@@ -208,53 +140,56 @@ def sample_review_items(
 ) -> tuple[int, datetime | None]:
     """Queue the rows logged after `since` that need a person (committed).
 
-    Every row is looked at, in columns (a few columns of each segment, a few
-    array operations per segment); only the chosen rows are read whole. At most
-    `limit_items` are queued per run: abstentions first, then low-margin, then
-    audit rows, each by their sample unit, so a capped run keeps a uniform sample
-    of each kind rather than the oldest rows.
+    Every row is looked at, in columns (a few narrow columns of each segment, a
+    few array operations per segment); only the chosen rows are read whole. At
+    most `limit_items` are queued per run: abstentions first, then low-margin,
+    then audit rows, each by their sample unit, so a capped run keeps a uniform
+    sample of each kind rather than the oldest rows.
 
-    Returns (items added, creation time of the last row read) so the caller can
-    continue from there.
+    Returns (items added, creation time of the newest row read) so the caller
+    can continue from there.
     """
     start = since if since is not None else datetime(1970, 1, 1, tzinfo=UTC)
-    segments = log.segments_since(start, columns=_DECIDING)
+    segments = log.segments_since(start, columns=_DECIDING, cheaper=_PRECOMPUTED)
     if not segments:
         return 0, since
     decided = [
         _Decided.of(
-            table, margin=margin, sample_share=sample_share, audit_share=audit_share
+            s, margin=margin, sample_share=sample_share, audit_share=audit_share
         )
-        for _, table in segments
+        for s in segments
     ]
-    reasons: dict[str, tuple[str, float | None]] = {}
     rows: list[LoggedRow] = []
-    for (f, _), ids in zip(
-        segments, _first_chosen(decided, limit_items, reasons), strict=True
-    ):
-        if ids:
-            rows += log.predictions_in(f, ids)
-    last = max(d.newest for d in decided)
+    reasons: list[tuple[str, float | None]] = []
+    for s, (at, why) in zip(segments, _first_chosen(decided, limit_items), strict=True):
+        found = log.predictions_at(s.file, at)
+        if len(found) == len(at):  # else the segment is gone (purged)
+            rows += found
+            reasons += why
+    last = max(s.newest for s in segments)
     return _queue(session, rows, reasons), last
 
 
 @dataclass(frozen=True)
 class _Decided:
-    """One segment table's rows that go to review."""
+    """One segment's rows that go to review (by position in the segment)."""
 
-    table: pa.Table
     rows: np.ndarray
     codes: np.ndarray
     units: np.ndarray
     margins: np.ndarray
-    newest: datetime
 
     @classmethod
     def of(
-        cls, table: pa.Table, *, margin: float, sample_share: float, audit_share: float
+        cls,
+        segment: SegmentRows,
+        *,
+        margin: float,
+        sample_share: float,
+        audit_share: float,
     ) -> _Decided:
-        units = sample_units(table["id"])
-        margins = table_margins(table)
+        table = segment.table
+        units, margins = decision_columns(table)
         abstained = table["abstained"].to_numpy(zero_copy_only=False)
         codes = review_codes(
             np.asarray(abstained, dtype=bool),
@@ -264,35 +199,38 @@ class _Decided:
             sample_share=sample_share,
             audit_share=audit_share,
         )
+        if segment.newer is not None:
+            codes[~segment.newer] = 0  # logged before `since`
         rows = np.flatnonzero(codes)
-        newest = pc.max(table["created_at"]).as_py().astimezone(UTC)
-        return cls(table, rows, codes[rows], units[rows], margins[rows], newest)
+        return cls(rows, codes[rows], units[rows], margins[rows])
 
 
 def _first_chosen(
-    decided: list[_Decided], limit: int, reasons: dict[str, tuple[str, float | None]]
-) -> list[list[str]]:
-    """The ids of each segment among the `limit` first chosen rows of all (by
-    reason code, then sample unit); their reasons and margins go into `reasons`."""
+    decided: list[_Decided], limit: int
+) -> list[tuple[np.ndarray, list[tuple[str, float | None]]]]:
+    """Of each segment, the positions (ascending) among the `limit` first chosen
+    rows of all, by reason code then sample unit, and each one's reason and
+    margin."""
     codes = np.concatenate([d.codes for d in decided])
     units = np.concatenate([d.units for d in decided])
     segment_of = np.repeat(np.arange(len(decided)), [len(d.rows) for d in decided])
     at = np.concatenate([np.arange(len(d.rows)) for d in decided])
     keep = np.lexsort((units, codes))[:limit]
-    chosen: list[list[str]] = []
+    chosen = []
     for k, d in enumerate(decided):
-        mine = at[keep[segment_of[keep] == k]]
-        ids = d.table["id"].take(d.rows[mine]).to_pylist()
-        for pid, code, m in zip(ids, d.codes[mine], d.margins[mine], strict=True):
-            reasons[pid] = (REASONS[code] or "", None if np.isnan(m) else float(m))
-        chosen.append(ids)
+        mine = np.sort(at[keep[segment_of[keep] == k]])
+        why = [
+            (REASONS[code] or "", None if np.isnan(m) else float(m))
+            for code, m in zip(d.codes[mine], d.margins[mine], strict=True)
+        ]
+        chosen.append((d.rows[mine], why))
     return chosen
 
 
 def _queue(
     session: Session,
     rows: list[LoggedRow],
-    reasons: dict[str, tuple[str, float | None]],
+    reasons: list[tuple[str, float | None]],
 ) -> int:
     """Add the rows not queued yet as review items (committed); how many."""
     if not rows:
@@ -308,7 +246,11 @@ def _queue(
                 )
             )
         )
-    fresh = [_item(r, *reasons[r.id]) for r in rows if r.id not in known]
+    fresh = [
+        _item(r, *why)
+        for r, why in zip(rows, reasons, strict=True)
+        if r.id not in known
+    ]
     session.add_all(fresh)
     session.commit()
     return len(fresh)

@@ -401,6 +401,7 @@ def _write_segments(
     import pyarrow as pa
 
     from feedback.log_compactor import write_segment_file
+    from feedback.log_sampling import with_review_columns
     from feedback.log_segments import schema_for, segment_name, to_record_batch
     from feedback.prediction_log import PredictionLog, WriterOptions
 
@@ -426,7 +427,9 @@ def _write_segments(
         name = segment_name(
             int(stamps[0]) // 1000, int(stamps[-1]) // 1000, f"bench.{s}"
         )
-        write_segment_file(segment, log_dir / name, row_group_rows=group_rows)
+        write_segment_file(
+            with_review_columns(segment), log_dir / name, row_group_rows=group_rows
+        )
     log = PredictionLog(log_dir)
     for _ in range(0, open_rows, batch_rows):
         batch = _synthetic_batch(batch_rows, datetime.now(UTC))
