@@ -18,7 +18,9 @@ Columns: `id`, `created_at`, the versions and context, `label`, `abstained`,
 and, when the policy lets inputs be stored, `inputs`: fixed-size lists of float32
 whose labels and feature names are in the schema's metadata (one column each
 rather than one per value keeps the request path to a few pyarrow calls). A
-segment holds one schema; a writer starts a new segment when it changes.
+segment holds one schema; a writer starts a new segment when it changes. A
+Parquet segment also has `review_unit` and `margin`, which the compactor adds for
+the review sampler (`feedback.log_sampling`).
 """
 
 from __future__ import annotations
