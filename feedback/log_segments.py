@@ -263,7 +263,7 @@ def column_record(batch: LogBatch) -> bytes | None:
     the number of rows, where an Arrow record batch turns every label, reason
     and version into a string on the request path (0.34–0.42 ms per 1,000 rows
     measured in a served worker; these buffers take 12 µs measured alone).
-    `columns_to_record_batch` reads it back; None when `batch` does not carry its
+    `ColumnsRecord` reads it back; None when `batch` does not carry its
     ids joined and its labels and reasons as codes (then append Arrow)."""
     if batch.ids_hex is None or batch.label_codes is None or batch.reason_codes is None:
         return None
@@ -332,14 +332,6 @@ def _distinct_traces(
             distinct.append(t)
         codes.append(code)
     return distinct, np.array(codes, dtype=np.int32)
-
-
-def columns_to_record_batch(
-    record: bytes | memoryview, schema: pa.Schema
-) -> pa.RecordBatch:
-    """A columns record (`column_record`) as a record batch of its segment's
-    `schema`."""
-    return ColumnsRecord(record, schema).batch()
 
 
 class ColumnsRecord:

@@ -11,8 +11,8 @@ import pytest
 
 from feedback.log_batch import answered_batch
 from feedback.log_segments import (
+    ColumnsRecord,
     column_record,
-    columns_to_record_batch,
     schema_for,
     to_record_batch,
 )
@@ -60,7 +60,7 @@ def test_a_guarded_request_reads_back_from_its_columns_record(
     )
     record = column_record(batch)
     assert record is not None
-    table = columns_to_record_batch(record, schema_for(batch))
+    table = ColumnsRecord(record, schema_for(batch)).batch()
     assert table.to_pylist() == to_record_batch(batch, schema_for(batch)).to_pylist()
     assert table.column("label").to_pylist() == guarded.labels
     assert table.column("reason").to_pylist() == guarded.reasons

@@ -21,7 +21,6 @@ from feedback.log_reader import PredictionLogReader
 from feedback.log_segments import (
     ColumnsRecord,
     column_record,
-    columns_to_record_batch,
     list_segments,
     row_record,
     rows_to_record_batch,
@@ -79,7 +78,7 @@ def test_columns_records_convert_to_the_arrow_batch_of_the_same_rows(
     schema = schema_for(batch)
     record = column_record(batch)
     assert record is not None
-    converted = columns_to_record_batch(record, schema)
+    converted = ColumnsRecord(record, schema).batch()
     assert converted.schema == schema
     assert converted.to_pylist() == _rows(batch)
     assert converted.column("label")[0].as_py() is None
@@ -96,7 +95,7 @@ def test_a_trace_shared_by_rows_is_written_once_and_read_back_on_each() -> None:
     batch = replace(batch_of(300), traces=traces)
     record = column_record(batch)
     assert record is not None and record.count(b'"context":"Biscoe"') == 1
-    converted = columns_to_record_batch(record, schema_for(batch))
+    converted = ColumnsRecord(record, schema_for(batch)).batch()
     assert converted.to_pylist() == _rows(batch)
     assert converted.column("trace")[7].as_py() is None
     assert '"row":5' in converted.column("trace")[5].as_py()
@@ -117,7 +116,7 @@ def test_a_slice_of_a_batch_keeps_its_codes_in_step() -> None:
     for part in (batch.head(10), batch.rows()[45]):
         record = column_record(part)
         assert record is not None
-        assert columns_to_record_batch(record, schema_for(part)).to_pylist() == (
+        assert ColumnsRecord(record, schema_for(part)).batch().to_pylist() == (
             _rows(part)
         )
 

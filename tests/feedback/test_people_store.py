@@ -159,12 +159,9 @@ def test_sampling_share_is_decided_by_the_id_so_it_repeats() -> None:
     assert 150 < len(first) < 250  # about a tenth of 2,000 rows
 
 
-def test_review_answer_becomes_a_regression_case_and_a_training_row(
-    tmp_path: Path, session: Session
-) -> None:
-    row = answered(None, CLOSE)
-    reader = log_predictions(tmp_path, [row])
-    review.sample_review_items(
+def _sample_closely(session: Session, reader: PredictionLogReader) -> Any:
+    """One sampling run over the last five minutes: every low-margin row."""
+    return review.sample_review_items(
         session,
         log=reader,
         since=utcnow() - timedelta(minutes=5),
@@ -172,6 +169,14 @@ def test_review_answer_becomes_a_regression_case_and_a_training_row(
         sample_share=1.0,
         audit_share=0.0,
     )
+
+
+def test_review_answer_becomes_a_regression_case_and_a_training_row(
+    tmp_path: Path, session: Session
+) -> None:
+    row = answered(None, CLOSE)
+    reader = log_predictions(tmp_path, [row])
+    _sample_closely(session, reader)
     (item,) = review.list_review_items(session)
     with pytest.raises(UnknownLabel):
         review.answer_review_item(session, item.id, answer="Emperor", labels=LABELS)
@@ -252,14 +257,7 @@ def test_sampler_looks_at_every_row_of_a_busy_window(
     # 24,000 rows, an abstention every 1,000: all of them go to review, the
     # last ones too, each with its own trace.
     reader, abstained = _batches_logged(tmp_path, 24, 1000, close=close)
-    added, last = review.sample_review_items(
-        session,
-        log=reader,
-        since=utcnow() - timedelta(minutes=5),
-        margin=0.2,
-        sample_share=1.0,
-        audit_share=0.0,
-    )
+    added, last = _sample_closely(session, reader)
     assert added == 24 and last is not None
     items = review.list_review_items(session, limit=100)
     assert sorted(i.prediction_id for i in items) == sorted(abstained)
